@@ -1,0 +1,170 @@
+//! What a listener tells its server sessions: limits, timeouts, extensions and
+//! TLS. One `ServerConfig` is shared (behind an `Arc`) by every connection of
+//! a listener, or of one peer network on it.
+
+use std::time::Duration;
+
+use crate::tls::ServerTls;
+use crate::wire::line::{MAX_COMMAND_LINE, MAX_TEXT_LINE};
+
+/// What to do with plaintext that arrived in the same read as STARTTLS
+/// (CVE-2011-0411 command injection), Momentum's `STARTTLS_Injection_Policy`.
+///
+/// Momentum's third value, `allow`, processes such bytes as if they had come
+/// over TLS: that is the vulnerability itself, so Petrel has no such value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InjectionPolicy {
+    /// Refuse STARTTLS and close the connection (the default).
+    #[default]
+    Reject,
+    /// Discard the buffered plaintext and start TLS.
+    Ignore,
+}
+
+impl std::str::FromStr for InjectionPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "reject" => Ok(Self::Reject),
+            "ignore" => Ok(Self::Ignore),
+            "allow" => Err("STARTTLS_Injection_Policy \"allow\" is refused: it processes injected plaintext as if it had come over TLS (CVE-2011-0411); use \"reject\" or \"ignore\"".into()),
+            other => Err(format!("unknown STARTTLS injection policy {other:?}: expected \"reject\" or \"ignore\"")),
+        }
+    }
+}
+
+/// Bounds on everything a peer can make the session hold or do. Defaults
+/// follow RFC 5321 §4.5.3.1 where it names a number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest command line, CRLF included (RFC 5321: 512).
+    pub max_command_line: usize,
+    /// Longest text line in DATA, CRLF included (RFC 5321: 1000); 0 means
+    /// unlimited. Longer lines get the message rejected. BDAT bodies are
+    /// binary and have no lines.
+    pub max_text_line: usize,
+    /// Largest message body in octets, advertised as SIZE.
+    pub max_message_size: u64,
+    /// Recipients accepted per transaction (RFC 5321 requires at least 100).
+    pub max_recipients: usize,
+    /// Replies queued but not yet taken by `poll_transmit`: past this, the
+    /// session stops reading pipelined commands until the driver drains it,
+    /// so a peer that never reads its replies cannot grow memory.
+    pub max_pipelined_replies: usize,
+    /// Plaintext input held while the session waits for the application or
+    /// for the driver to take body chunks; `wants_input` turns false past it.
+    pub max_buffered_input: usize,
+    /// Largest body chunk handed to the application in one event.
+    pub body_chunk: usize,
+    /// Body octets queued in events not yet polled before the session stops
+    /// reading the body (backpressure).
+    pub max_queued_body: usize,
+    /// Syntax errors and unknown commands before the session says 421 and
+    /// closes.
+    pub max_errors: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_command_line: MAX_COMMAND_LINE,
+            max_text_line: MAX_TEXT_LINE,
+            max_message_size: 64 * 1024 * 1024,
+            max_recipients: 1000,
+            max_pipelined_replies: 1000,
+            max_buffered_input: 64 * 1024,
+            body_chunk: 64 * 1024,
+            max_queued_body: 256 * 1024,
+            max_errors: 20,
+        }
+    }
+}
+
+/// Server timeouts. RFC 5321 §4.5.3.2.7 asks a server to wait at least five
+/// minutes for each command and each piece of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Waiting for a command.
+    pub command: Duration,
+    /// Waiting for more of a DATA or BDAT body.
+    pub data: Duration,
+    /// From the `220` to STARTTLS until the handshake completes.
+    pub tls_handshake: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            command: Duration::from_secs(300),
+            data: Duration::from_secs(300),
+            tls_handshake: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Which optional ESMTP extensions the session offers. STARTTLS is offered
+/// when `ServerConfig::tls` is set, SIZE always, ENHANCEDSTATUSCODES always.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extensions {
+    /// RFC 2920.
+    pub pipelining: bool,
+    /// RFC 6152.
+    pub eight_bit_mime: bool,
+    /// RFC 6531.
+    pub smtputf8: bool,
+    /// RFC 3030 BDAT.
+    pub chunking: bool,
+    /// RFC 3030 BODY=BINARYMIME; only offered together with CHUNKING.
+    pub binary_mime: bool,
+    /// RFC 3461 delivery status notification parameters.
+    pub dsn: bool,
+}
+
+impl Default for Extensions {
+    fn default() -> Self {
+        Self {
+            pipelining: true,
+            eight_bit_mime: true,
+            smtputf8: true,
+            chunking: true,
+            binary_mime: true,
+            dsn: true,
+        }
+    }
+}
+
+/// Everything a server session needs to know about its listener.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Our name, in the greeting and the EHLO reply.
+    pub hostname: String,
+    /// See [`Limits`].
+    pub limits: Limits,
+    /// See [`Timeouts`].
+    pub timeouts: Timeouts,
+    /// See [`Extensions`].
+    pub extensions: Extensions,
+    /// STARTTLS is offered only when this is set.
+    pub tls: Option<ServerTls>,
+    /// Before TLS, MAIL, RCPT, DATA, BDAT, VRFY and EXPN get
+    /// `530 5.7.0 Must issue a STARTTLS command first`.
+    pub require_tls: bool,
+    /// See [`InjectionPolicy`].
+    pub injection_policy: InjectionPolicy,
+}
+
+impl ServerConfig {
+    /// A configuration with RFC defaults and no TLS.
+    pub fn new(hostname: impl Into<String>) -> Self {
+        Self {
+            hostname: hostname.into(),
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            extensions: Extensions::default(),
+            tls: None,
+            require_tls: false,
+            injection_policy: InjectionPolicy::default(),
+        }
+    }
+}

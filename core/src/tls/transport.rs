@@ -1,0 +1,96 @@
+//! An in-memory `Read + Write` transport.
+//!
+//! Stream-oriented TLS libraries (OpenSSL through `SslStream`) want an
+//! `io::Read + io::Write` to talk to. To keep them sans-IO, they get this
+//! pair of buffers instead of a socket: the owner pushes received ciphertext
+//! into [`MemoryTransport::push_incoming`] and takes ciphertext to send from
+//! [`MemoryTransport::take_outgoing`]. Reading from an empty transport
+//! reports `WouldBlock`, which the library turns into "wants read" — exactly
+//! what a non-blocking socket would do, so the library needs no special mode.
+
+use std::collections::VecDeque;
+use std::io;
+
+/// Two byte queues standing in for a socket: what the peer sent (read by
+/// the library) and what the library wants sent (written by it).
+#[derive(Debug, Default)]
+pub struct MemoryTransport {
+    incoming: VecDeque<u8>,
+    outgoing: Vec<u8>,
+}
+
+impl MemoryTransport {
+    /// An empty transport.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues octets received from the peer for the library to read.
+    pub fn push_incoming(&mut self, data: &[u8]) {
+        self.incoming.extend(data);
+    }
+
+    /// How many received octets the library has not read yet.
+    pub fn incoming_len(&self) -> usize {
+        self.incoming.len()
+    }
+
+    /// Appends everything the library wrote to `out`; returns the number of
+    /// octets appended.
+    pub fn take_outgoing(&mut self, out: &mut Vec<u8>) -> usize {
+        let n = self.outgoing.len();
+        out.append(&mut self.outgoing);
+        n
+    }
+}
+
+impl io::Read for MemoryTransport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.incoming.is_empty() {
+            // Not EOF: more may arrive later, as on a non-blocking socket.
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.incoming.read(buf)
+    }
+}
+
+impl io::Write for MemoryTransport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.outgoing.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn empty_reads_would_block_and_data_flows_in_order() {
+        let mut t = MemoryTransport::new();
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            t.read(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        t.push_incoming(b"abcdef");
+        assert_eq!(t.read(&mut buf).unwrap(), 4);
+        assert_eq!(&buf, b"abcd");
+        assert_eq!(t.incoming_len(), 2);
+        t.write_all(b"xy").unwrap();
+        let mut out = b"_".to_vec();
+        assert_eq!(t.take_outgoing(&mut out), 2);
+        assert_eq!(out, b"_xy");
+        assert_eq!(t.take_outgoing(&mut out), 0);
+    }
+}
