@@ -23,8 +23,8 @@
 //!   (RFC 5321 §4.1.1.11), so a client never believes an extension we do not
 //!   implement took effect.
 
-use std::fmt;
 use core::net::{Ipv4Addr, Ipv6Addr};
+use std::fmt;
 
 use super::reply::{EnhancedCode, Reply};
 

@@ -58,6 +58,10 @@ pub trait TlsClient {
     fn close(&mut self);
     /// The negotiated version, once known.
     fn version(&self) -> Option<TlsVersion>;
+    /// Starts a TLS 1.2 renegotiation, where the client library can.
+    fn renegotiate(&mut self) -> bool {
+        false
+    }
 }
 
 /// Shuttles ciphertext between `client` and `server` until neither has
@@ -424,6 +428,10 @@ impl OpensslClient {
 }
 
 impl TlsClient for OpensslClient {
+    fn renegotiate(&mut self) -> bool {
+        OpensslClient::renegotiate(self)
+    }
+
     fn handle_ciphertext(&mut self, data: &[u8]) {
         self.stream.get_mut().push_incoming(data);
         self.drive();
