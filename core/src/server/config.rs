@@ -147,14 +147,61 @@ pub struct ServerConfig {
     pub extensions: Extensions,
     /// STARTTLS is offered only when this is set.
     pub tls: Option<ServerTls>,
-    /// Before TLS, MAIL, RCPT, DATA, BDAT, VRFY and EXPN get
-    /// `530 5.7.0 Must issue a STARTTLS command first`.
+    /// Before TLS, every command but EHLO, HELO, STARTTLS, NOOP and QUIT
+    /// gets `530 5.7.0 Must issue a STARTTLS command first`.
     pub require_tls: bool,
     /// See [`InjectionPolicy`].
     pub injection_policy: InjectionPolicy,
 }
 
+/// A configuration that cannot work, found by [`ServerConfig::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
 impl ServerConfig {
+    /// The longest command line accepted: RFC 5321's 512 octets (or the
+    /// configured limit) raised by what the advertised extensions add to
+    /// MAIL and RCPT (RFC 1870 SIZE +26, RFC 6152/3030 BODY, RFC 6531
+    /// SMTPUTF8, RFC 3461 DSN +100 for MAIL and +500 for RCPT).
+    pub fn command_line_limit(&self) -> usize {
+        let dsn = if self.extensions.dsn { 500 } else { 0 };
+        self.limits.max_command_line + 26 + 16 + 10 + dsn
+    }
+
+    /// Checks what the session cannot check for itself; a listener calls it
+    /// once at configuration time.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        let problem = if limits.max_command_line < 64 {
+            "max_command_line must be at least 64 octets (RFC 5321 says 512)"
+        } else if limits.max_buffered_input < self.command_line_limit() {
+            "max_buffered_input must hold at least one command line"
+        } else if limits.body_chunk == 0 || limits.max_queued_body < limits.body_chunk {
+            "body_chunk must be positive and max_queued_body at least one chunk"
+        } else if limits.max_pipelined_replies == 0 {
+            "max_pipelined_replies must be positive"
+        } else if limits.max_message_size == 0 {
+            "max_message_size must be positive (SIZE 0 would announce no limit)"
+        } else if limits.max_recipients == 0 {
+            "max_recipients must be positive (RFC 5321 asks for at least 100)"
+        } else if self.require_tls && self.tls.is_none() {
+            "require_tls needs a TLS certificate: no client could ever send mail"
+        } else if self.extensions.smtputf8 && !self.extensions.eight_bit_mime {
+            "SMTPUTF8 requires 8BITMIME (RFC 6531 §3.1)"
+        } else {
+            return Ok(());
+        };
+        Err(ConfigError(problem.to_owned()))
+    }
+
     /// A configuration with RFC defaults and no TLS.
     pub fn new(hostname: impl Into<String>) -> Self {
         Self {

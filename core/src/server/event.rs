@@ -84,8 +84,6 @@ pub enum AbortReason {
     TooLarge,
     /// The body broke a rule of the wire format (see the flaws).
     BadBody(BodyFlaws),
-    /// The application refused the message or a BDAT chunk failed.
-    Rejected,
     /// The connection ended first.
     ConnectionClosed,
 }
@@ -112,8 +110,12 @@ pub enum CloseReason {
     RenegotiationLimit,
     /// The application answered a decision with `421`.
     Application,
-    /// The driver pushed input far beyond `wants_input` (a driver bug).
+    /// The driver kept pushing input while `wants_input` was false, far
+    /// past the limit (a driver bug).
     InputOverflow,
+    /// A malformed BDAT: the size of the chunk that follows is unknown, so
+    /// commands can no longer be told from data.
+    LostFraming,
 }
 
 /// The decision the session is waiting for.
@@ -134,8 +136,8 @@ pub enum DecisionError {
     /// the session closed in the meantime — then the reply was never sent,
     /// and a message must not count as accepted).
     NotPending,
-    /// The reply's code cannot answer this decision (only 2xx, 4xx and 5xx
-    /// can).
+    /// The reply cannot answer this decision: only 2xx, 4xx and 5xx can,
+    /// and an enhanced code must be of the same class.
     BadCode(u16),
 }
 

@@ -51,12 +51,12 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-pub use config::{Extensions, InjectionPolicy, Limits, ServerConfig, Timeouts};
+pub use config::{ConfigError, Extensions, InjectionPolicy, Limits, ServerConfig, Timeouts};
 pub use event::{AbortReason, CloseReason, DecisionError, DecisionKind, Event};
 
 use crate::renegotiation::{self, RenegotiationAttempt, RenegotiationVerdict};
 use crate::tls::record::RecordObserver;
-use crate::tls::{TlsInfo, TlsSession, TlsVersion};
+use crate::tls::{TlsError, TlsInfo, TlsSession, TlsVersion};
 use crate::wire::command::{
     parse_command, BodyType, Command, ForwardPath, MailParams, RcptParams, ReversePath,
 };
@@ -83,6 +83,23 @@ fn reply(code: u16, (class, subject, detail): (u8, u16, u16), text: &str) -> Rep
 
 fn must_starttls() -> Reply {
     reply(530, (5, 7, 0), "Must issue a STARTTLS command first")
+}
+
+fn too_large() -> Reply {
+    reply(
+        552,
+        (5, 3, 4),
+        "Message size exceeds fixed maximum message size",
+    )
+}
+
+fn need_mail() -> Reply {
+    reply(503, (5, 5, 1), "Error: need MAIL command")
+}
+
+/// `now + timeout`, or no deadline if that overflows.
+fn deadline(now: Instant, timeout: std::time::Duration) -> Option<Instant> {
+    now.checked_add(timeout)
 }
 
 fn unsupported(param: &str) -> Reply {
@@ -116,6 +133,9 @@ pub struct ServerSession {
     tls: Option<Tls>,
     errors: u32,
     eof: bool,
+    /// The body pause ended: the peer's clock restarts at the next
+    /// `handle_timeout`, which `poll_timeout` asks for at once.
+    restart_clock: bool,
 }
 
 #[derive(Debug)]
@@ -125,7 +145,7 @@ enum Phase {
     Bdat(Chunk),
     /// After our `220` to STARTTLS until the handshake completes.
     TlsHandshake {
-        deadline: Instant,
+        deadline: Option<Instant>,
     },
     Closed,
 }
@@ -197,7 +217,7 @@ enum Step {
 impl ServerSession {
     /// A new session; the greeting is queued for `poll_transmit`.
     pub fn new(config: Arc<ServerConfig>, now: Instant) -> Self {
-        let framer = LineFramer::new(config.limits.max_command_line);
+        let framer = LineFramer::new(config.command_line_limit());
         let mut session = Self {
             now,
             last_activity: now,
@@ -215,6 +235,7 @@ impl ServerSession {
             tls: None,
             errors: 0,
             eof: false,
+            restart_clock: false,
             config,
         };
         let greeting = Reply::new(
@@ -234,16 +255,22 @@ impl ServerSession {
         if self.is_closed() || data.is_empty() {
             return;
         }
-        self.last_activity = now;
+        // Body octets keep the data timeout alive; in the command phase only
+        // a complete line does (see `step_command`), so a peer trickling a
+        // line that never ends cannot hold the connection for ever.
+        if matches!(self.phase, Phase::Data(_) | Phase::Bdat(_)) {
+            self.last_activity = now;
+        }
+        let ignored_backpressure = !self.wants_input();
         if self.tls.is_some() {
             self.handle_ciphertext(data);
         } else {
             self.inbuf.extend_from_slice(data);
         }
-        // A driver that honours `wants_input` never gets near this; one that
+        // A driver that honours `wants_input` never gets here; one that
         // does not must not be able to grow memory without bound.
         let hard_cap = self.config.limits.max_buffered_input.saturating_mul(16);
-        if self.inbuf.len() > hard_cap.max(1 << 20) {
+        if ignored_backpressure && self.inbuf.len() > hard_cap.max(1 << 20) {
             self.close(CloseReason::InputOverflow);
             return;
         }
@@ -261,6 +288,11 @@ impl ServerSession {
     /// Call at (or after) the instant `poll_timeout` returned.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
+        if self.restart_clock {
+            self.restart_clock = false;
+            self.last_activity = now;
+            return;
+        }
         match self.poll_timeout() {
             Some(deadline) if now >= deadline => {}
             _ => return,
@@ -299,7 +331,10 @@ impl ServerSession {
     pub fn respond(&mut self, now: Instant, reply: Reply) -> Result<(), DecisionError> {
         self.now = now;
         let code = reply.code();
-        if !matches!(code / 100, 2 | 4 | 5) {
+        let class_matches = reply
+            .enhanced()
+            .is_none_or(|enhanced| u16::from(enhanced.class) == code / 100);
+        if !matches!(code / 100, 2 | 4 | 5) || !class_matches {
             return Err(DecisionError::BadCode(code));
         }
         let pending = self.pending.take().ok_or(DecisionError::NotPending)?;
@@ -358,6 +393,8 @@ impl ServerSession {
             let blocked = self.queued_body >= self.config.limits.max_queued_body;
             self.queued_body = self.queued_body.saturating_sub(chunk.len());
             if blocked && self.queued_body < self.config.limits.max_queued_body {
+                // The peer waited on us: its timeout starts afresh.
+                self.restart_clock = true;
                 self.process();
             }
         }
@@ -371,14 +408,15 @@ impl ServerSession {
         let timeouts = &self.config.timeouts;
         match &self.phase {
             Phase::Closed => None,
-            Phase::TlsHandshake { deadline } => Some(*deadline),
+            Phase::TlsHandshake { deadline: at } => *at,
             _ if self.pending.is_some()
                 || self.queued_body >= self.config.limits.max_queued_body =>
             {
                 None
             }
-            Phase::Data(_) | Phase::Bdat(_) => Some(self.last_activity + timeouts.data),
-            Phase::Command => Some(self.last_activity + timeouts.command),
+            _ if self.restart_clock => Some(self.now),
+            Phase::Data(_) | Phase::Bdat(_) => deadline(self.last_activity, timeouts.data),
+            Phase::Command => deadline(self.last_activity, timeouts.command),
         }
     }
 
@@ -403,6 +441,9 @@ impl ServerSession {
     /// renegotiation attempt is judged before the engine sees it.
     fn handle_ciphertext(&mut self, data: &[u8]) {
         let Some(tls) = &mut self.tls else { return };
+        let Some(server_tls) = self.config.tls.as_ref() else {
+            return;
+        };
         let mut events = Vec::new();
         let mut failure = None;
         for piece in tls.observer.split(data) {
@@ -412,26 +453,16 @@ impl ServerSession {
             {
                 // A handshake record after the handshake, below TLS 1.3, is
                 // a client-initiated renegotiation.
+                // A ClientHello split over several records counts once per
+                // record: the cap errs on the side of closing.
                 let verdict = renegotiation::decide(RenegotiationAttempt {
-                    engine: self
-                        .config
-                        .tls
-                        .as_ref()
-                        .map_or(crate::tls::TlsEngine::Rustls, crate::tls::ServerTls::engine),
-                    allow: self
-                        .config
-                        .tls
-                        .as_ref()
-                        .is_some_and(crate::tls::ServerTls::allow_renegotiation),
+                    engine: server_tls.engine(),
+                    allow: server_tls.allow_renegotiation(),
                     secure: tls.observer.secure_renegotiation_offered() == Some(true),
                     so_far: tls.renegotiations,
-                    cap: self
-                        .config
-                        .tls
-                        .as_ref()
-                        .map_or(0, crate::tls::ServerTls::max_renegotiations),
+                    cap: server_tls.max_renegotiations(),
                 });
-                tls.renegotiations += 1;
+                tls.renegotiations = tls.renegotiations.saturating_add(1);
                 events.push(Event::Renegotiation {
                     attempt: tls.renegotiations,
                     verdict,
@@ -447,8 +478,13 @@ impl ServerSession {
             }
             if tls.info.is_none() && !tls.session.is_handshaking() {
                 tls.info = tls.session.info();
-                if let Some(info) = &tls.info {
-                    events.push(Event::TlsEstablished(info.clone()));
+                match &tls.info {
+                    Some(info) => events.push(Event::TlsEstablished(info.clone())),
+                    None => {
+                        let error = TlsError::Protocol("handshake ended without parameters".into());
+                        failure = Some(CloseReason::Tls(error));
+                        break;
+                    }
                 }
             }
         }
@@ -480,7 +516,7 @@ impl ServerSession {
     fn tls_established(&mut self) {
         self.hello = None;
         self.txn = None;
-        self.framer = LineFramer::new(self.config.limits.max_command_line);
+        self.framer = LineFramer::new(self.config.command_line_limit());
         self.phase = Phase::Command;
         self.last_activity = self.now;
     }
@@ -504,7 +540,9 @@ impl ServerSession {
         loop {
             let step = if self.is_closed() {
                 return;
-            } else if self.pending.is_some() {
+            } else if self.pending.is_some()
+                || (self.body_paused() && matches!(self.phase, Phase::Data(_) | Phase::Bdat(_)))
+            {
                 Step::Blocked
             } else {
                 match self.phase {
@@ -532,25 +570,38 @@ impl ServerSession {
         if self.replies_unsent >= self.config.limits.max_pipelined_replies {
             return Step::Blocked;
         }
-        match self.framer.next(&self.inbuf) {
+        let frame = self.framer.next(&self.inbuf);
+        let line = self.inbuf.split_to(frame.consumed());
+        if !matches!(frame, Frame::Partial | Frame::Skip { .. }) {
+            // A whole line arrived: the command timeout starts again.
+            self.last_activity = self.now;
+        }
+        match frame {
             Frame::Partial => return Step::NeedInput,
-            Frame::Skip { len } => self.inbuf.advance(len),
-            Frame::TooLong { len } => {
-                self.inbuf.advance(len);
+            Frame::Skip { .. } => {}
+            Frame::TooLong { .. } => {
                 self.error_reply(reply(500, (5, 5, 2), "Error: line too long"));
             }
-            Frame::BareLf { len } => {
-                self.inbuf.advance(len);
+            Frame::BareLf { .. } => {
                 let text = "Error: bare <LF> received; commands end with <CR><LF>";
                 self.error_reply(reply(500, (5, 5, 2), text));
             }
             Frame::Line { len } => {
-                let line = self.inbuf.split_to(len);
                 let content = line.get(..len.saturating_sub(2)).unwrap_or_default();
                 let utf8_rcpt = self.txn.as_ref().is_some_and(|txn| txn.smtputf8);
                 match parse_command(content, utf8_rcpt) {
                     Ok(command) => self.command(command),
-                    Err(error) => self.error_reply(error.reply()),
+                    Err(error) => {
+                        self.error_reply(error.reply());
+                        if content
+                            .get(..4)
+                            .is_some_and(|verb| verb.eq_ignore_ascii_case(b"BDAT"))
+                        {
+                            // A chunk of unknown size follows: whatever comes
+                            // next cannot be told from commands.
+                            self.close(CloseReason::LostFraming);
+                        }
+                    }
                 }
             }
         }
@@ -558,6 +609,20 @@ impl ServerSession {
     }
 
     fn command(&mut self, command: Command) {
+        let allowed_before_tls = matches!(
+            command,
+            Command::Helo(_)
+                | Command::Ehlo(_)
+                | Command::StartTls
+                | Command::Noop
+                | Command::Quit
+                // Refused in `bdat`, which still reads the chunk.
+                | Command::Bdat { .. }
+        );
+        if self.tls_required() && !allowed_before_tls {
+            self.error_reply(must_starttls());
+            return;
+        }
         match command {
             Command::Helo(name) => self.hello(name, false),
             Command::Ehlo(name) => self.hello(name, true),
@@ -579,14 +644,12 @@ impl ServerSession {
             Command::Help(_) => {
                 self.queue_reply(&reply(214, (2, 0, 0), "Petrel: see RFC 5321"));
             }
-            Command::Vrfy(_) if self.tls_required() => self.queue_reply(&must_starttls()),
             Command::Vrfy(_) => {
                 // RFC 5321 §7.3: not disclosing who exists is allowed, and
                 // 252 tells the client to just try.
                 let text = "Cannot VRFY user, but will accept message and attempt delivery";
                 self.queue_reply(&reply(252, (2, 5, 0), text));
             }
-            Command::Expn(_) if self.tls_required() => self.queue_reply(&must_starttls()),
             Command::Expn(_) => {
                 self.queue_reply(&reply(502, (5, 5, 1), "Error: EXPN not implemented"));
             }
@@ -596,6 +659,11 @@ impl ServerSession {
             }
             Command::StartTls => self.starttls(),
         }
+    }
+
+    /// The application has not taken enough of the body yet.
+    fn body_paused(&self) -> bool {
+        self.queued_body >= self.config.limits.max_queued_body
     }
 
     fn tls_required(&self) -> bool {
@@ -635,9 +703,7 @@ impl ServerSession {
 
     fn mail(&mut self, reverse_path: ReversePath, params: MailParams) {
         let caps = self.capabilities();
-        let refusal = if self.tls_required() {
-            Some(must_starttls())
-        } else if self.hello.is_none() {
+        let refusal = if self.hello.is_none() {
             Some(reply(503, (5, 5, 1), "Error: send HELO/EHLO first"))
         } else if self.txn.is_some() {
             Some(reply(503, (5, 5, 1), "Error: nested MAIL command"))
@@ -650,8 +716,7 @@ impl ServerSession {
             .size
             .is_some_and(|size| size > self.config.limits.max_message_size)
         {
-            let text = "Message size exceeds fixed maximum message size";
-            Some(reply(552, (5, 3, 4), text))
+            Some(too_large())
         } else {
             match params.body {
                 Some(BodyType::BinaryMime) if !caps.binary_mime => {
@@ -667,7 +732,7 @@ impl ServerSession {
             }
         };
         if let Some(refusal) = refusal {
-            self.queue_reply(&refusal);
+            self.error_reply(refusal);
             return;
         }
         self.pending = Some(Pending::Mail {
@@ -682,9 +747,12 @@ impl ServerSession {
 
     fn rcpt(&mut self, forward_path: ForwardPath, params: RcptParams) {
         let dsn = self.config.extensions.dsn;
+        let extended = self.hello.as_ref().is_some_and(|h| h.extended);
         let refusal = match &self.txn {
-            _ if self.tls_required() => Some(must_starttls()),
-            None => Some(reply(503, (5, 5, 1), "Error: need MAIL command")),
+            None => Some(need_mail()),
+            Some(_) if !extended && params != RcptParams::default() => {
+                Some(reply(555, (5, 5, 4), "Error: parameters require EHLO"))
+            }
             Some(txn) if txn.chunking => Some(reply(503, (5, 5, 1), "Error: RCPT after BDAT")),
             Some(txn) if txn.recipients >= self.config.limits.max_recipients => {
                 // RFC 5321 §4.5.3.1.10: 452, and the client retries the rest.
@@ -695,7 +763,7 @@ impl ServerSession {
             Some(_) => None,
         };
         if let Some(refusal) = refusal {
-            self.queue_reply(&refusal);
+            self.error_reply(refusal);
             return;
         }
         self.pending = Some(Pending::Rcpt);
@@ -709,7 +777,7 @@ impl ServerSession {
     fn body_refusal(&self, chunking: bool) -> Option<Reply> {
         match &self.txn {
             _ if self.tls_required() => Some(must_starttls()),
-            None => Some(reply(503, (5, 5, 1), "Error: need MAIL command")),
+            None => Some(need_mail()),
             Some(txn) if txn.recipients == 0 => {
                 Some(reply(554, (5, 5, 1), "Error: no valid recipients"))
             }
@@ -727,7 +795,7 @@ impl ServerSession {
 
     fn data(&mut self) {
         if let Some(refusal) = self.body_refusal(false) {
-            self.queue_reply(&refusal);
+            self.error_reply(refusal);
             return;
         }
         self.queue_reply(&Reply::new(354, None, "End data with <CR><LF>.<CR><LF>"));
@@ -739,7 +807,8 @@ impl ServerSession {
         // The chunk's octets follow the command whatever we answer, so they
         // are always read (and discarded when refused), never taken as
         // commands (RFC 3030 §2).
-        let mut refused = if self.config.extensions.chunking {
+        let extended = self.hello.as_ref().is_some_and(|h| h.extended);
+        let mut refused = if self.config.extensions.chunking && extended {
             self.body_refusal(true)
         } else {
             Some(reply(502, (5, 5, 1), "Error: BDAT not supported"))
@@ -747,16 +816,15 @@ impl ServerSession {
         if refused.is_none() {
             let limit = self.config.limits.max_message_size;
             let first = self.txn.as_ref().is_some_and(|txn| !txn.chunking);
-            let too_large = self
+            let over = self
                 .txn
                 .as_ref()
                 .is_some_and(|txn| txn.size.saturating_add(size) > limit);
-            if too_large {
+            if over {
                 // Known before a single octet arrives; the transaction is
                 // over (RFC 3030 §4: later BDATs get 503).
                 self.abort_transaction(AbortReason::TooLarge);
-                let text = "Message size exceeds fixed maximum message size";
-                refused = Some(reply(552, (5, 3, 4), text));
+                refused = Some(too_large());
             } else if let Some(txn) = &mut self.txn {
                 txn.chunking = true;
                 if first {
@@ -772,13 +840,10 @@ impl ServerSession {
     }
 
     fn step_data(&mut self) -> Step {
-        if self.queued_body >= self.config.limits.max_queued_body {
-            return Step::Blocked;
-        }
         let Phase::Data(unstuffer) = &mut self.phase else {
             return Step::NeedInput;
         };
-        let take = self.inbuf.len().min(self.config.limits.body_chunk);
+        let take = self.inbuf.len().min(self.config.limits.body_chunk.max(1));
         let Some(input) = self.inbuf.get(..take).filter(|input| !input.is_empty()) else {
             return Step::NeedInput;
         };
@@ -800,18 +865,17 @@ impl ServerSession {
         };
         if txn.too_large {
             self.txn = None;
-            let text = "Message size exceeds fixed maximum message size";
-            self.queue_reply(&reply(552, (5, 3, 4), text));
+            self.queue_reply(&too_large());
         } else if flaws.bare_lf || flaws.bare_cr || flaws.nul || flaws.long_line {
             self.abort_transaction(AbortReason::BadBody(flaws));
-            let text = if flaws.long_line {
+            let text = if flaws.bare_lf || flaws.bare_cr || flaws.nul {
+                "Error: message has a bare <CR>, a bare <LF> or a NUL; lines end with <CR><LF>"
+                    .to_owned()
+            } else {
                 format!(
                     "Error: message has a line longer than {} octets",
                     self.config.limits.max_text_line
                 )
-            } else {
-                "Error: message has a bare <CR>, a bare <LF> or a NUL; lines end with <CR><LF>"
-                    .to_owned()
             };
             self.queue_reply(&reply(554, (5, 6, 0), &text));
         } else {
@@ -823,10 +887,7 @@ impl ServerSession {
     }
 
     fn step_bdat(&mut self) -> Step {
-        if self.queued_body >= self.config.limits.max_queued_body {
-            return Step::Blocked;
-        }
-        let body_chunk = self.config.limits.body_chunk;
+        let body_chunk = self.config.limits.body_chunk.max(1);
         let Phase::Bdat(chunk) = &mut self.phase else {
             return Step::NeedInput;
         };
@@ -847,6 +908,8 @@ impl ServerSession {
             return Step::Progress;
         };
         match (chunk.refused, &self.txn) {
+            // Too large is not the client's mistake to count.
+            (Some(refusal), _) if refusal.code() == 552 => self.queue_reply(&refusal),
             (Some(refusal), _) => self.error_reply(refusal),
             (None, Some(txn)) if chunk.last => {
                 let size = txn.size;
@@ -872,12 +935,20 @@ impl ServerSession {
         if octets.is_empty() || txn.too_large {
             return;
         }
+        let before = txn.size;
         txn.size = txn.size.saturating_add(octets.len() as u64);
         if txn.size > limit {
-            // Tell the application at once so it can drop what it stored;
-            // the rest of the body is read and discarded, and the client
-            // hears 552 at its end.
+            // Exactly `limit` octets are handed on, however the input was
+            // split; then the application hears at once that it can drop
+            // them. The rest is read and discarded, and the client hears
+            // 552 at the end.
             txn.too_large = true;
+            let room = usize::try_from(limit.saturating_sub(before)).unwrap_or(usize::MAX);
+            let allowed = octets.slice(..room.min(octets.len()));
+            if !allowed.is_empty() {
+                self.queued_body += allowed.len();
+                self.events.push_back(Event::Body(allowed));
+            }
             self.events
                 .push_back(Event::TransactionAborted(AbortReason::TooLarge));
             return;
@@ -899,6 +970,14 @@ impl ServerSession {
             self.error_reply(reply(503, (5, 5, 1), "Error: MAIL transaction in progress"));
             return;
         }
+        let session = match server_tls.new_session() {
+            Ok(session) => session,
+            Err(_) => {
+                let text = "TLS not available due to temporary reason";
+                self.queue_reply(&reply(454, (4, 7, 0), text));
+                return;
+            }
+        };
         if !self.inbuf.is_empty() {
             // CVE-2011-0411: these bytes came in plaintext and must never be
             // read as if they had come over TLS.
@@ -912,14 +991,6 @@ impl ServerSession {
                 InjectionPolicy::Ignore => self.inbuf.clear(),
             }
         }
-        let session = match server_tls.new_session() {
-            Ok(session) => session,
-            Err(_) => {
-                let text = "TLS not available due to temporary reason";
-                self.queue_reply(&reply(454, (4, 7, 0), text));
-                return;
-            }
-        };
         // Queued before `tls` is set, so it goes out in plaintext.
         self.queue_reply(&reply(220, (2, 0, 0), "Ready to start TLS"));
         self.tls = Some(Tls {
@@ -929,7 +1000,7 @@ impl ServerSession {
             renegotiations: 0,
         });
         self.phase = Phase::TlsHandshake {
-            deadline: self.now + self.config.timeouts.tls_handshake,
+            deadline: deadline(self.now, self.config.timeouts.tls_handshake),
         };
     }
 

@@ -408,6 +408,113 @@ fn require_tls_refuses_mail_but_not_ehlo_noop_quit() {
 }
 
 #[test]
+fn require_tls_refuses_rset_and_help_too() {
+    let mut config = ServerConfig::new("mx.test");
+    config.require_tls = true;
+    config.tls = Some(tls_config(TlsEngine::Rustls));
+    let mut h = Harness::new(config);
+    h.send(b"EHLO c\r\nRSET\r\nHELP\r\nBDAT 3\r\nabcNOOP\r\n");
+    assert_eq!(h.codes(), [220, 250, 530, 530, 530, 250]);
+}
+
+#[test]
+fn a_trickled_line_does_not_hold_off_the_command_timeout() {
+    let mut h = Harness::plain();
+    let first = h.session.poll_timeout().unwrap();
+    for second in 1..10 {
+        h.now += Duration::from_secs(60);
+        h.send(b"N");
+        assert_eq!(h.session.poll_timeout(), Some(first), "byte {second}");
+    }
+    h.send(b"OOP\r\n");
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.now + Duration::from_secs(300))
+    );
+}
+
+#[test]
+fn the_data_timeout_restarts_after_the_application_catches_up() {
+    let mut config = ServerConfig::new("mx.test");
+    config.limits.max_queued_body = 1024;
+    config.limits.body_chunk = 512;
+    let mut h = Harness::new(config);
+    h.send(b"EHLO c\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@y.org>\r\nDATA\r\n");
+    h.poll_events = false;
+    h.send(&[&[b'z'; 998][..], b"\r\n", &[b'z'; 998][..], b"\r\n"].concat());
+    assert_eq!(h.session.poll_timeout(), None, "paused on the application");
+    // The application is slow: much longer than the data timeout.
+    h.now += Duration::from_secs(3600);
+    h.poll_events = true;
+    h.drive();
+    // Due at once, to restart the clock; not a timeout.
+    assert!(h.session.poll_timeout().unwrap() <= h.now);
+    h.session.handle_timeout(h.now);
+    h.drive();
+    assert!(!h.session.is_closed());
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.now + Duration::from_secs(300))
+    );
+}
+
+#[test]
+fn a_malformed_bdat_closes_the_connection() {
+    let mut h = Harness::plain();
+    h.send(b"EHLO c\r\nBDAT 99999999999999999999999\r\nQUIT\r\n");
+    assert_eq!(h.codes(), [220, 250, 501]);
+    assert_eq!(h.closed(), Some(&CloseReason::LostFraming));
+}
+
+#[test]
+fn long_dsn_parameters_fit_the_raised_line_limit() {
+    let mut h = Harness::plain();
+    let local = "l".repeat(64);
+    let domain = format!("{}.example", vec!["d".repeat(60); 2].join("."));
+    let orcpt = format!("rfc822;{}", "o".repeat(300));
+    let line = format!("RCPT TO:<{local}@{domain}> NOTIFY=SUCCESS,FAILURE,DELAY ORCPT={orcpt}\r\n");
+    assert!(line.len() > 512);
+    h.send(b"EHLO c\r\nMAIL FROM:<a@x.org>\r\n");
+    h.send(line.as_bytes());
+    assert_eq!(h.codes(), [220, 250, 250, 250]);
+}
+
+#[test]
+fn parameters_need_ehlo_for_rcpt_and_bdat_too() {
+    let mut h = Harness::plain();
+    h.send(
+        b"HELO c\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@y.org> NOTIFY=NEVER\r\nBDAT 1\r\nxNOOP\r\n",
+    );
+    assert_eq!(h.codes(), [220, 250, 250, 555, 502, 250]);
+}
+
+#[test]
+fn decisions_with_mismatched_codes_are_refused() {
+    let mut h = Harness::plain();
+    h.auto = false;
+    h.send(b"EHLO c\r\nMAIL FROM:<a@x.org>\r\n");
+    let mixed = Reply::new(250, "5.1.1".parse().ok(), "what");
+    assert_eq!(
+        h.session.respond(h.now, mixed),
+        Err(DecisionError::BadCode(250))
+    );
+}
+
+#[test]
+fn configurations_that_cannot_work_are_refused() {
+    assert_eq!(ServerConfig::new("mx").validate(), Ok(()));
+    let mut config = ServerConfig::new("mx");
+    config.require_tls = true;
+    assert!(config.validate().is_err());
+    let mut config = ServerConfig::new("mx");
+    config.limits.body_chunk = 0;
+    assert!(config.validate().is_err());
+    let mut config = ServerConfig::new("mx");
+    config.limits.max_message_size = 0;
+    assert!(config.validate().is_err());
+}
+
+#[test]
 fn starttls_without_tls_or_with_arguments() {
     let mut h = Harness::plain();
     h.send(b"EHLO c\r\nSTARTTLS\r\n");
@@ -551,7 +658,10 @@ fn script(pieces: &[u8]) -> Vec<u8> {
 }
 
 fn run(input: &[u8], splits: &[usize]) -> (Vec<u8>, Vec<Event>) {
-    let mut h = Harness::plain();
+    // A small size limit, so that oversize bodies are common.
+    let mut config = ServerConfig::new("mx.test");
+    config.limits.max_message_size = 40;
+    let mut h = Harness::new(config);
     let mut rest = input;
     for &split in splits {
         let (now, later) = rest.split_at(split % (rest.len() + 1));

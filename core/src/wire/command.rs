@@ -158,6 +158,99 @@ impl Command {
     }
 }
 
+/// The wire form of a command, without its CRLF: what a client sends.
+/// Parsing it back gives the same command.
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Helo(name) => write!(f, "HELO {name}"),
+            Command::Ehlo(name) => write!(f, "EHLO {name}"),
+            Command::Mail {
+                reverse_path,
+                params,
+            } => {
+                match reverse_path {
+                    ReversePath::Null => f.write_str("MAIL FROM:<>")?,
+                    ReversePath::Mailbox(mailbox) => write!(f, "MAIL FROM:<{mailbox}>")?,
+                }
+                if let Some(size) = params.size {
+                    write!(f, " SIZE={size}")?;
+                }
+                if let Some(body) = params.body {
+                    f.write_str(match body {
+                        BodyType::SevenBit => " BODY=7BIT",
+                        BodyType::EightBitMime => " BODY=8BITMIME",
+                        BodyType::BinaryMime => " BODY=BINARYMIME",
+                    })?;
+                }
+                if params.smtputf8 {
+                    f.write_str(" SMTPUTF8")?;
+                }
+                if let Some(ret) = params.ret {
+                    f.write_str(match ret {
+                        Ret::Full => " RET=FULL",
+                        Ret::Hdrs => " RET=HDRS",
+                    })?;
+                }
+                if let Some(envid) = &params.envid {
+                    write!(f, " ENVID={}", xtext_encode(envid.as_bytes()))?;
+                }
+                Ok(())
+            }
+            Command::Rcpt {
+                forward_path,
+                params,
+            } => {
+                match forward_path {
+                    ForwardPath::Postmaster => f.write_str("RCPT TO:<Postmaster>")?,
+                    ForwardPath::Mailbox(mailbox) => write!(f, "RCPT TO:<{mailbox}>")?,
+                }
+                match params.notify {
+                    None => {}
+                    Some(Notify::Never) => f.write_str(" NOTIFY=NEVER")?,
+                    Some(Notify::Some {
+                        success,
+                        failure,
+                        delay,
+                    }) => {
+                        let conditions: Vec<&str> =
+                            [(success, "SUCCESS"), (failure, "FAILURE"), (delay, "DELAY")]
+                                .into_iter()
+                                .filter_map(|(on, name)| on.then_some(name))
+                                .collect();
+                        write!(f, " NOTIFY={}", conditions.join(","))?;
+                    }
+                }
+                if let Some(orcpt) = &params.orcpt {
+                    let address = xtext_encode(orcpt.address.as_bytes());
+                    write!(f, " ORCPT={};{address}", orcpt.addr_type)?;
+                }
+                Ok(())
+            }
+            Command::Data => f.write_str("DATA"),
+            Command::Bdat { size, last: true } => write!(f, "BDAT {size} LAST"),
+            Command::Bdat { size, last: false } => write!(f, "BDAT {size}"),
+            Command::Rset => f.write_str("RSET"),
+            Command::Noop => f.write_str("NOOP"),
+            Command::Vrfy(what) => write!(f, "VRFY {what}"),
+            Command::Expn(what) => write!(f, "EXPN {what}"),
+            Command::Help(None) => f.write_str("HELP"),
+            Command::Help(Some(topic)) => write!(f, "HELP {topic}"),
+            Command::Quit => f.write_str("QUIT"),
+            Command::StartTls => f.write_str("STARTTLS"),
+        }
+    }
+}
+
+impl Command {
+    /// Appends the wire form with its CRLF.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{self}\r\n");
+    }
+}
+
 /// The argument of `MAIL FROM:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReversePath {
@@ -1333,6 +1426,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn commands_render_for_the_wire() {
+        for line in [
+            "MAIL FROM:<> SIZE=1000 BODY=BINARYMIME SMTPUTF8 RET=HDRS ENVID=a+2Bb",
+            "MAIL FROM:<\"a b\"@[IPv6:::1]>",
+            "RCPT TO:<Postmaster>",
+            "RCPT TO:<x@y.example> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;x+2By@z",
+            "RCPT TO:<x@y.example> NOTIFY=NEVER",
+            "BDAT 10 LAST",
+            "BDAT 0",
+            "HELP",
+        ] {
+            let command = parse_command(line.as_bytes(), false).unwrap();
+            assert_eq!(command.to_string(), line);
+            let mut wire = Vec::new();
+            command.write_to(&mut wire);
+            assert_eq!(wire, format!("{line}\r\n").into_bytes());
+        }
+    }
+
     /// A parsed mailbox, written out and parsed again, is the same mailbox.
     fn redisplay_is_stable(line: &[u8]) -> bool {
         match parse_command(line, true) {
@@ -1372,6 +1485,13 @@ mod tests {
                 Ok(Command::Rcpt { forward_path: ForwardPath::Mailbox(n), .. }) => n == m,
                 Err(CommandError::BadAddress(_)) => written_local > 64,
                 _ => false,
+            }
+        }
+
+        fn parsed_commands_render_and_parse_back(line: NearlyValid, utf8: bool) -> bool {
+            match parse_command(&line.0, utf8) {
+                Ok(command) => parse_command(command.to_string().as_bytes(), utf8) == Ok(command),
+                Err(_) => true,
             }
         }
 
