@@ -12,7 +12,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Instant;
 
-use petrel_core::renegotiation::{CloseReason as Cap, RefuseReason, RenegotiationVerdict};
+use petrel_core::renegotiation::{RefuseReason, RenegotiationVerdict};
 use petrel_core::server::{CloseReason, Event, ServerConfig, ServerSession};
 use petrel_core::tls::{ServerTls, ServerTlsConfig, TlsEngine, TlsVersion};
 use support::{clients, test_cert, OpensslClient, TlsClient};
@@ -251,7 +251,10 @@ fn openssl_engine_allows_renegotiation_up_to_the_cap() {
         [
             (1, RenegotiationVerdict::Allow),
             (2, RenegotiationVerdict::Allow),
-            (3, RenegotiationVerdict::Close(Cap::CapReached)),
+            (
+                3,
+                RenegotiationVerdict::Close(petrel_core::renegotiation::CloseReason::CapReached)
+            ),
         ]
     );
     assert_eq!(c.closed(), Some(&CloseReason::RenegotiationLimit));

@@ -13,7 +13,9 @@
 //!   (RFC 5746) client-initiated renegotiation when the listener asks for it.
 //!
 //! A [`ServerTls`] is built once per listener from a [`ServerTlsConfig`] and
-//! hands out one [`TlsSession`] per connection. What to do with a
+//! hands out one [`TlsSession`] per connection; a [`ClientTls`], built from a
+//! [`ClientTlsConfig`], does the same for outbound deliveries, verifying the
+//! server's certificate as `TLS_Verify` ([`TlsVerify`]) says. What to do with a
 //! renegotiation attempt is decided by [`crate::renegotiation::decide`]; the
 //! attempts themselves are seen by the [`record::RecordObserver`], because
 //! neither engine reports them.
@@ -21,6 +23,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+mod client;
 #[cfg(feature = "openssl")]
 mod openssl;
 pub mod record;
@@ -28,6 +31,7 @@ pub mod record;
 mod rustls;
 mod transport;
 
+pub use client::{ClientTls, ClientTlsConfig, TlsVerify, UnknownTlsVerify};
 pub use transport::MemoryTransport;
 
 /// Which TLS library implements a listener's (or a peer's) TLS.
@@ -151,8 +155,29 @@ pub struct TlsInfo {
     pub cipher: String,
     /// The peer's end-entity certificate (DER), if it presented one.
     pub peer_certificate: Option<Vec<u8>>,
-    /// The server name the client asked for (SNI), if any.
+    /// The server name the client asked for (SNI), if any. A client
+    /// session reports the name it sent (none for an IP literal).
     pub server_name: Option<String>,
+    /// What verification of the peer's certificate concluded. Server
+    /// sessions do not verify client certificates, so theirs is
+    /// [`CertificateStatus::NotChecked`].
+    pub certificate: CertificateStatus,
+}
+
+/// What certificate verification concluded about the peer's certificate,
+/// recorded in [`TlsInfo`] for logs and for the outbound TLS policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateStatus {
+    /// Not verified: `TLS_Verify = no` (or a server session).
+    NotChecked,
+    /// The chain leads to a trusted CA, is valid now and, where the name
+    /// was checked (`host`, `optional`), matches the server name.
+    Trusted,
+    /// Verification failed, for this reason (expired, unknown CA, name
+    /// mismatch, ...). Only an established connection under
+    /// `TLS_Verify = optional` reports it: `ca` and `host` fail the
+    /// handshake instead ([`TlsError::Certificate`]).
+    Untrusted(String),
 }
 
 /// What went wrong in a TLS engine.
@@ -160,6 +185,11 @@ pub struct TlsInfo {
 pub enum TlsError {
     /// The handshake failed (before the connection was established).
     Handshake(String),
+    /// The handshake failed because the server's certificate was rejected
+    /// (`TLS_Verify = ca` or `host`), for this reason. Kept apart from
+    /// [`TlsError::Handshake`] because the outbound policy treats
+    /// "certificate rejected" differently from "handshake failed".
+    Certificate(String),
     /// The peer violated the protocol on an established connection (bad
     /// record, fatal alert, refused renegotiation answered fatally, ...).
     Protocol(String),
@@ -173,6 +203,7 @@ impl fmt::Display for TlsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TlsError::Handshake(msg) => write!(f, "TLS handshake failed: {msg}"),
+            TlsError::Certificate(msg) => write!(f, "TLS certificate rejected: {msg}"),
             TlsError::Protocol(msg) => write!(f, "TLS protocol error: {msg}"),
             TlsError::Unavailable(engine) => write!(
                 f,

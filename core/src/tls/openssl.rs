@@ -1,5 +1,5 @@
 //! The openssl engine: libssl 3 driven through `SslStream` over a
-//! [`MemoryTransport`].
+//! [`MemoryTransport`], on either side.
 //!
 //! OpenSSL is stream-oriented, so it is given an in-memory transport instead
 //! of a socket: received ciphertext is pushed into it before OpenSSL is
@@ -10,16 +10,23 @@
 //! This is the only engine that can renegotiate (TLS 1.2). Whether it may
 //! is fixed per listener when the context is built (see
 //! [`OpensslServer::new`]); the per-attempt policy (counting, capping) is
-//! the session's, in [`crate::renegotiation`].
+//! the session's, in [`crate::renegotiation`]. As a client it never
+//! renegotiates.
 
 use ::openssl::error::ErrorStack;
 use ::openssl::pkey::PKey;
 use ::openssl::ssl::{
-    ErrorCode, NameType, Ssl, SslAcceptor, SslContext, SslMethod, SslOptions, SslStream, SslVersion,
+    ErrorCode, NameType, Ssl, SslAcceptor, SslContext, SslContextBuilder, SslMethod, SslMode,
+    SslOptions, SslStream, SslVerifyMode, SslVersion,
 };
-use ::openssl::x509::X509;
+use ::openssl::x509::verify::{X509CheckFlags, X509VerifyFlags};
+use ::openssl::x509::{X509StoreContextRef, X509};
 
-use super::{MemoryTransport, ServerTlsConfig, TlsError, TlsInfo, TlsSession, TlsVersion};
+use super::client::{CertificateCheck, PeerName, Role};
+use super::{
+    ClientTlsConfig, MemoryTransport, ServerTlsConfig, TlsError, TlsInfo, TlsSession, TlsVerify,
+    TlsVersion,
+};
 
 /// `SSL_OP_ALLOW_CLIENT_RENEGOTIATION` (OpenSSL 3.0, bit 8). The `openssl`
 /// crate has no constant for it, so the bit is spelt out (an untyped
@@ -34,6 +41,14 @@ fn allow_client_renegotiation() -> SslOptions {
 /// more, so a buffer this size reads a record per call.
 const MAX_PLAINTEXT_RECORD: usize = 16 * 1024;
 
+/// The client's cipher list for TLS 1.2 (TLS 1.3 suites are all fine):
+/// OpenSSL's defaults without the unauthenticated, export-era and broken
+/// ones, as the `openssl` crate's `SslConnector` (and Python) use. Broader
+/// than the listener's Mozilla "intermediate" list on purpose: outbound,
+/// the alternative to a weaker cipher is usually plaintext.
+const CLIENT_CIPHERS: &str =
+    "DEFAULT:!aNULL:!eNULL:!MD5:!3DES:!DES:!RC4:!IDEA:!SEED:!aDSS:!SRP:!PSK";
+
 /// A listener's OpenSSL context.
 #[derive(Clone, Debug)]
 pub(super) struct OpensslServer {
@@ -44,40 +59,78 @@ fn config_error(what: &str, e: ErrorStack) -> TlsError {
     TlsError::Config(format!("{what}: {e}"))
 }
 
+/// Every certificate in `pem` (`what` names it in errors); at least one.
+fn parse_certificates(pem: &[u8], what: &str) -> Result<Vec<X509>, TlsError> {
+    let certificates = X509::stack_from_pem(pem)
+        .map_err(|e| config_error(&format!("cannot parse the {what} PEM"), e))?;
+    if certificates.is_empty() {
+        return Err(TlsError::Config(format!(
+            "no certificate found in the {what} PEM"
+        )));
+    }
+    Ok(certificates)
+}
+
+/// Installs a certificate chain (end-entity first) and its private key,
+/// both PEM, checking that they belong together (`what` names the
+/// certificate in errors).
+fn set_identity(
+    builder: &mut SslContextBuilder,
+    chain_pem: &[u8],
+    key_pem: &[u8],
+    what: &str,
+) -> Result<(), TlsError> {
+    let mut chain = parse_certificates(chain_pem, what)?.into_iter();
+    let Some(leaf) = chain.next() else {
+        return Err(TlsError::Config(format!(
+            "no certificate found in the {what} PEM"
+        )));
+    };
+    let key = PKey::private_key_from_pem(key_pem).map_err(|e| {
+        config_error(
+            &format!("cannot parse the private key PEM of the {what}"),
+            e,
+        )
+    })?;
+    builder
+        .set_certificate(&leaf)
+        .map_err(|e| config_error(&format!("unusable {what}"), e))?;
+    for intermediate in chain {
+        builder
+            .add_extra_chain_cert(intermediate)
+            .map_err(|e| config_error(&format!("unusable {what} chain certificate"), e))?;
+    }
+    builder
+        .set_private_key(&key)
+        .map_err(|e| config_error(&format!("unusable private key of the {what}"), e))?;
+    builder
+        .check_private_key()
+        .map_err(|e| config_error(&format!("the private key does not match the {what}"), e))
+}
+
+/// The modes the session's buffering relies on: `write_plaintext` keeps
+/// what OpenSSL could not take yet in a growing `Vec` and retries with it,
+/// so a retried write may come from a moved buffer and be taken in part.
+fn set_session_modes(builder: &mut SslContextBuilder) {
+    builder.set_mode(SslMode::ACCEPT_MOVING_WRITE_BUFFER | SslMode::ENABLE_PARTIAL_WRITE);
+}
+
 impl OpensslServer {
     /// Builds an `SslAcceptor` (Mozilla intermediate v5: TLS 1.2 and 1.3,
     /// AEAD suites only) with the chain, key and renegotiation setting.
     pub(super) fn new(config: &ServerTlsConfig) -> Result<Self, TlsError> {
-        let chain = X509::stack_from_pem(&config.cert_chain_pem)
-            .map_err(|e| config_error("cannot parse the certificate PEM", e))?;
-        let mut chain = chain.into_iter();
-        let Some(leaf) = chain.next() else {
-            return Err(TlsError::Config(
-                "no certificate found in the certificate PEM".to_owned(),
-            ));
-        };
-        let key = PKey::private_key_from_pem(&config.key_pem)
-            .map_err(|e| config_error("cannot parse the private key PEM", e))?;
-
         let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
             .map_err(|e| config_error("cannot create an OpenSSL context", e))?;
         builder
             .set_min_proto_version(Some(SslVersion::TLS1_2))
             .map_err(|e| config_error("cannot set the minimum TLS version", e))?;
-        builder
-            .set_certificate(&leaf)
-            .map_err(|e| config_error("unusable certificate", e))?;
-        for intermediate in chain {
-            builder
-                .add_extra_chain_cert(intermediate)
-                .map_err(|e| config_error("unusable chain certificate", e))?;
-        }
-        builder
-            .set_private_key(&key)
-            .map_err(|e| config_error("unusable private key", e))?;
-        builder
-            .check_private_key()
-            .map_err(|e| config_error("the private key does not match the certificate", e))?;
+        set_session_modes(&mut builder);
+        set_identity(
+            &mut builder,
+            &config.cert_chain_pem,
+            &config.key_pem,
+            "certificate",
+        )?;
 
         // Security decision: which renegotiations libssl itself accepts.
         // - Insecure (pre-RFC 5746) renegotiation is never accepted:
@@ -110,23 +163,146 @@ impl OpensslServer {
         let mut ssl = Ssl::new(&self.context)
             .map_err(|e| config_error("cannot start an OpenSSL connection", e))?;
         ssl.set_accept_state();
-        let stream = SslStream::new(ssl, MemoryTransport::new())
-            .map_err(|e| config_error("cannot start an OpenSSL connection", e))?;
-        Ok(OpensslSession {
-            stream,
-            established: false,
-            plaintext: Vec::new(),
-            unsent: Vec::new(),
-            failed: None,
-            peer_closed: false,
-        })
+        OpensslSession::new(ssl, Role::Server)
+            .map_err(|e| config_error("cannot start an OpenSSL connection", e))
     }
 }
 
-/// One server connection of the openssl engine.
+/// The outbound OpenSSL context.
+#[derive(Clone, Debug)]
+pub(super) struct OpensslClient {
+    context: SslContext,
+}
+
+impl OpensslClient {
+    /// Builds a client `SslContext` (TLS 1.2 and 1.3) with the CA bundle as
+    /// its only trust store and the client certificate, if any.
+    ///
+    /// Not `SslConnector::builder`: it loads the system's default CA
+    /// locations, and the core reads no files (and trusts only `TLS_CA`).
+    pub(super) fn new(config: &ClientTlsConfig) -> Result<Self, TlsError> {
+        let mut builder = SslContextBuilder::new(SslMethod::tls_client())
+            .map_err(|e| config_error("cannot create an OpenSSL context", e))?;
+        builder
+            .set_min_proto_version(Some(SslVersion::TLS1_2))
+            .map_err(|e| config_error("cannot set the minimum TLS version", e))?;
+        builder
+            .set_cipher_list(CLIENT_CIPHERS)
+            .map_err(|e| config_error("cannot set the cipher list", e))?;
+        set_session_modes(&mut builder);
+        // Security decision: the client never renegotiates (as rustls): a
+        // server's HelloRequest gets a no_renegotiation warning, so a
+        // server cannot make a delivery spend CPU on handshakes. Legacy
+        // insecure renegotiation stays off as well.
+        builder.clear_options(SslOptions::ALLOW_UNSAFE_LEGACY_RENEGOTIATION);
+        builder.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::NO_COMPRESSION);
+
+        if let Some(pem) = &config.ca_pem {
+            for certificate in parse_certificates(pem, "CA")? {
+                builder
+                    .cert_store_mut()
+                    .add_cert(certificate)
+                    .map_err(|e| config_error("unusable CA certificate", e))?;
+            }
+            // Every certificate in TLS_CA is a trust anchor, root or not,
+            // as for rustls (webpki): without this OpenSSL would insist on
+            // reaching a self-signed root.
+            builder
+                .verify_param_mut()
+                .set_flags(X509VerifyFlags::PARTIAL_CHAIN)
+                .map_err(|e| config_error("cannot set the verification flags", e))?;
+        }
+        if let Some((chain_pem, key_pem)) = &config.client_cert {
+            set_identity(&mut builder, chain_pem, key_pem, "client certificate")?;
+        }
+        // Verification is set per connection (new_session): the callback
+        // records that connection's verdict.
+        builder.set_verify(SslVerifyMode::NONE);
+        Ok(OpensslClient {
+            context: builder.build(),
+        })
+    }
+
+    /// Starts one client connection to `peer`; the ClientHello is ready to
+    /// poll.
+    pub(super) fn new_session(
+        &self,
+        peer: &PeerName,
+        check: CertificateCheck,
+    ) -> Result<OpensslSession, TlsError> {
+        let start_error =
+            |e| TlsError::Handshake(format!("cannot start an OpenSSL connection: {e}"));
+        let mut ssl = Ssl::new(&self.context).map_err(start_error)?;
+        ssl.set_connect_state();
+        if let Some(name) = peer.sni() {
+            ssl.set_hostname(name).map_err(start_error)?;
+        }
+        let verify = check.verify();
+        if verify.checks_name() {
+            let param = ssl.param_mut();
+            // As browsers and SslConnector: "*" matches a whole label only.
+            param.set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
+            match peer {
+                PeerName::Dns(name) => param.set_host(name),
+                PeerName::Ip(ip) => param.set_ip(*ip),
+            }
+            .map_err(start_error)?;
+        }
+        if verify == TlsVerify::No {
+            // Security decision: `TLS_Verify = no` trusts any certificate
+            // (opportunistic TLS, RFC 7435). libssl still verifies the
+            // handshake signatures with the certificate's key.
+            ssl.set_verify(SslVerifyMode::NONE);
+        } else {
+            // PEER makes libssl verify the chain (and the name set above)
+            // and call back for every step; the callback decides whether a
+            // failure ends the handshake (`ca`, `host`) or is only recorded
+            // (`optional`).
+            let verdict = check.clone();
+            let expected = match peer {
+                PeerName::Dns(name) => name.clone(),
+                PeerName::Ip(ip) => ip.to_string(),
+            };
+            ssl.set_verify_callback(SslVerifyMode::PEER, move |preverified, context| {
+                if preverified {
+                    verdict.accept();
+                    true
+                } else {
+                    verdict.reject(verify_failure(context, &expected))
+                }
+            });
+        }
+        let mut session =
+            OpensslSession::new(ssl, Role::client(peer, check)).map_err(start_error)?;
+        // Writes the ClientHello into the transport.
+        session.drive()?;
+        Ok(session)
+    }
+}
+
+/// `X509_V_ERR_HOSTNAME_MISMATCH` and `X509_V_ERR_IP_ADDRESS_MISMATCH`
+/// (stable since OpenSSL 1.0.2; the `openssl` crate has no constants).
+const NAME_MISMATCH_ERRORS: [i32; 2] = [62, 64];
+
+/// Why libssl rejected a certificate of the chain, for logs and the policy.
+/// A name mismatch says which name was expected, as rustls's does.
+fn verify_failure(context: &X509StoreContextRef, expected_name: &str) -> String {
+    let error = context.error();
+    let reason = error.error_string();
+    if NAME_MISMATCH_ERRORS.contains(&error.as_raw()) {
+        return format!("{reason}: the certificate is not valid for {expected_name:?}");
+    }
+    match context.error_depth() {
+        0 => reason.to_owned(),
+        depth => format!("{reason} (certificate {depth} of the chain)"),
+    }
+}
+
+/// One connection of the openssl engine, server or client side.
 #[derive(Debug)]
 pub(super) struct OpensslSession {
     stream: SslStream<MemoryTransport>,
+    role: Role,
     /// Whether the initial handshake has completed (renegotiations do not
     /// reset it: the connection stays established during them).
     established: bool,
@@ -149,6 +325,19 @@ fn wants_io(code: ErrorCode) -> bool {
 }
 
 impl OpensslSession {
+    /// Wraps a configured `Ssl` (accept or connect state already set).
+    fn new(ssl: Ssl, role: Role) -> Result<Self, ErrorStack> {
+        Ok(OpensslSession {
+            stream: SslStream::new(ssl, MemoryTransport::new())?,
+            role,
+            established: false,
+            plaintext: Vec::new(),
+            unsent: Vec::new(),
+            failed: None,
+            peer_closed: false,
+        })
+    }
+
     fn fail(&mut self, error: TlsError) -> TlsError {
         self.failed = Some(error.clone());
         error
@@ -162,7 +351,7 @@ impl OpensslSession {
             match self.stream.do_handshake() {
                 Ok(()) => self.established = true,
                 Err(e) if wants_io(e.code()) => return Ok(()),
-                Err(e) => return Err(TlsError::Handshake(e.to_string())),
+                Err(e) => return Err(self.role.handshake_error(e)),
             }
         }
         self.read_records()?;
@@ -256,7 +445,10 @@ impl TlsSession for OpensslSession {
             // IANA names, as the rustls engine reports them.
             cipher: cipher.standard_name().unwrap_or(cipher.name()).to_owned(),
             peer_certificate: ssl.peer_certificate().and_then(|cert| cert.to_der().ok()),
-            server_name: ssl.servername(NameType::HOST_NAME).map(str::to_owned),
+            server_name: self
+                .role
+                .server_name(|| ssl.servername(NameType::HOST_NAME).map(str::to_owned)),
+            certificate: self.role.certificate_status(),
         })
     }
 

@@ -1,4 +1,5 @@
-//! The rustls engine: `rustls::ServerConnection` driven over byte slices.
+//! The rustls engine: `rustls::Connection` driven over byte slices, on
+//! either side.
 //!
 //! rustls is already sans-IO (`read_tls`/`process_new_packets`/`write_tls`
 //! over any `Read`/`Write`), so this module only adapts its shape to
@@ -6,16 +7,68 @@
 //! established connection is answered by rustls itself with a
 //! `no_renegotiation` warning alert, and a second attempt on the same
 //! connection is fatal (`PeerMisbehaved::TooManyRenegotiationRequests`).
+//! As a client, rustls answers a server's HelloRequest the same way.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use ::rustls::crypto::ring;
-use ::rustls::{ServerConfig, ServerConnection};
+use ::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use ::rustls::client::{Resumption, WebPkiServerVerifier};
+use ::rustls::crypto::{ring, CryptoProvider};
+use ::rustls::{
+    CertificateError, ClientConfig, ClientConnection, Connection, DigitallySignedStruct,
+    RootCertStore, ServerConfig, ServerConnection, SignatureScheme, SupportedProtocolVersion,
+};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
-use super::{ServerTlsConfig, TlsError, TlsInfo, TlsSession, TlsVersion};
+use super::client::{CertificateCheck, PeerName, Role};
+use super::{
+    ClientTlsConfig, ServerTlsConfig, TlsError, TlsInfo, TlsSession, TlsVerify, TlsVersion,
+};
+
+/// The versions both sides offer: TLS 1.3 and 1.2.
+const VERSIONS: &[&SupportedProtocolVersion] =
+    &[&::rustls::version::TLS13, &::rustls::version::TLS12];
+
+/// The cryptography of every context.
+///
+/// The provider is named explicitly rather than taken from a process-wide
+/// default: two libraries in one process installing different defaults
+/// would otherwise decide Petrel's cryptography.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(ring::default_provider())
+}
+
+/// Every certificate in `pem` (`what` names it in errors); at least one.
+fn parse_certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certificates = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Config(format!("cannot parse the {what} PEM: {e}")))?;
+    if certificates.is_empty() {
+        return Err(TlsError::Config(format!(
+            "no certificate found in the {what} PEM"
+        )));
+    }
+    Ok(certificates)
+}
+
+/// A certificate chain and its private key, both PEM (`what` names the
+/// certificate in errors). Whether they match is checked by rustls when
+/// they are installed.
+fn parse_identity(
+    chain_pem: &[u8],
+    key_pem: &[u8],
+    what: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let chain = parse_certificates(chain_pem, what)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
+        TlsError::Config(format!(
+            "cannot parse the private key PEM of the {what}: {e}"
+        ))
+    })?;
+    Ok((chain, key))
+}
 
 /// A listener's rustls context.
 #[derive(Clone, Debug)]
@@ -26,21 +79,9 @@ pub(super) struct RustlsServer {
 impl RustlsServer {
     /// Parses the PEM chain and key and builds a TLS 1.2 + 1.3 config.
     pub(super) fn new(config: &ServerTlsConfig) -> Result<Self, TlsError> {
-        let chain = CertificateDer::pem_slice_iter(&config.cert_chain_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError::Config(format!("cannot parse the certificate PEM: {e}")))?;
-        if chain.is_empty() {
-            return Err(TlsError::Config(
-                "no certificate found in the certificate PEM".to_owned(),
-            ));
-        }
-        let key = PrivateKeyDer::from_pem_slice(&config.key_pem)
-            .map_err(|e| TlsError::Config(format!("cannot parse the private key PEM: {e}")))?;
-        // The provider is named explicitly rather than taken from a
-        // process-wide default: two libraries in one process installing
-        // different defaults would otherwise decide Petrel's cryptography.
-        let server_config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
-            .with_protocol_versions(&[&::rustls::version::TLS13, &::rustls::version::TLS12])
+        let (chain, key) = parse_identity(&config.cert_chain_pem, &config.key_pem, "certificate")?;
+        let server_config = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(VERSIONS)
             .map_err(|e| TlsError::Config(format!("unusable TLS protocol versions: {e}")))?
             .with_no_client_auth()
             // Also checks that the key belongs to the end-entity certificate.
@@ -55,26 +96,241 @@ impl RustlsServer {
 
     /// Starts one server connection.
     pub(super) fn new_session(&self) -> Result<RustlsSession, TlsError> {
-        let mut conn = ServerConnection::new(Arc::clone(&self.config))
+        let conn = ServerConnection::new(Arc::clone(&self.config))
             .map_err(|e| TlsError::Config(format!("cannot start a rustls connection: {e}")))?;
-        // rustls caps its outgoing buffers at 64 KiB by default and then
-        // accepts only part of a write. The SMTP session bounds what it
-        // writes (reply lines) and drains ciphertext after every input, so
-        // the cap would only turn a large reply into a short write.
-        conn.set_buffer_limit(None);
-        Ok(RustlsSession {
-            conn,
-            plaintext: Vec::new(),
-            failed: None,
-            peer_closed: false,
-        })
+        Ok(RustlsSession::new(conn.into(), Role::Server))
     }
 }
 
-/// One server connection of the rustls engine.
+/// The outbound rustls context.
+#[derive(Clone, Debug)]
+pub(super) struct RustlsClient {
+    /// Everything but the certificate verifier, which is per connection
+    /// (it records that connection's verdict): each session clones this
+    /// and installs its own [`SessionVerifier`].
+    config: Arc<ClientConfig>,
+    /// Chain and name verification against `TLS_CA`; `None` without a CA
+    /// (webpki refuses an empty root store, and nothing could be trusted).
+    webpki: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl RustlsClient {
+    /// Parses the CA bundle and client certificate and builds a TLS 1.2 +
+    /// 1.3 config.
+    pub(super) fn new(config: &ClientTlsConfig) -> Result<Self, TlsError> {
+        let provider = provider();
+        let webpki = match &config.ca_pem {
+            None => None,
+            Some(pem) => {
+                let mut roots = RootCertStore::empty();
+                for certificate in parse_certificates(pem, "CA")? {
+                    roots
+                        .add(certificate)
+                        .map_err(|e| TlsError::Config(format!("unusable CA certificate: {e}")))?;
+                }
+                let verifier = WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    Arc::clone(&provider),
+                )
+                .build()
+                .map_err(|e| TlsError::Config(format!("unusable CA certificates: {e}")))?;
+                Some(verifier)
+            }
+        };
+        let placeholder = SessionVerifier {
+            webpki: webpki.clone(),
+            provider: Arc::clone(&provider),
+            check: CertificateCheck::new(config.verify, config.ca_pem.is_some()),
+        };
+        let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(VERSIONS)
+            .map_err(|e| TlsError::Config(format!("unusable TLS protocol versions: {e}")))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(placeholder));
+        let mut client_config = match &config.client_cert {
+            None => builder.with_no_client_auth(),
+            Some((chain_pem, key_pem)) => {
+                let (chain, key) = parse_identity(chain_pem, key_pem, "client certificate")?;
+                // Also checks that the key belongs to the certificate.
+                builder.with_client_auth_cert(chain, key).map_err(|e| {
+                    TlsError::Config(format!(
+                        "client certificate and private key are unusable: {e}"
+                    ))
+                })?
+            }
+        };
+        // Security decision: no session resumption. A resumed session skips
+        // certificate verification, so its status would be unknown (or the
+        // verdict of another connection, perhaps under another name), and
+        // an MTA's handshakes to MX hosts are not frequent enough per host
+        // for the saved round trip to matter.
+        client_config.resumption = Resumption::disabled();
+        Ok(RustlsClient {
+            config: Arc::new(client_config),
+            webpki,
+            provider,
+        })
+    }
+
+    /// Starts one client connection to `peer`; the ClientHello is queued.
+    pub(super) fn new_session(
+        &self,
+        peer: &PeerName,
+        check: CertificateCheck,
+    ) -> Result<RustlsSession, TlsError> {
+        let server_name = match peer {
+            PeerName::Dns(name) => ServerName::try_from(name.clone())
+                .map_err(|e| TlsError::Handshake(format!("cannot start TLS with {name:?}: {e}")))?,
+            // rustls sends no SNI for an IP address.
+            PeerName::Ip(ip) => ServerName::IpAddress((*ip).into()),
+        };
+        let mut config = ClientConfig::clone(&self.config);
+        config
+            .dangerous()
+            .set_certificate_verifier(Arc::new(SessionVerifier {
+                webpki: self.webpki.clone(),
+                provider: Arc::clone(&self.provider),
+                check: check.clone(),
+            }));
+        let conn = ClientConnection::new(Arc::new(config), server_name)
+            .map_err(|e| TlsError::Handshake(format!("cannot start a rustls connection: {e}")))?;
+        Ok(RustlsSession::new(conn.into(), Role::client(peer, check)))
+    }
+}
+
+/// One connection's server certificate verifier: applies `TLS_Verify` and
+/// records the verdict in the connection's [`CertificateCheck`].
+#[derive(Debug)]
+struct SessionVerifier {
+    webpki: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
+    check: CertificateCheck,
+}
+
+impl SessionVerifier {
+    /// Chain (and, for `host`/`optional`, name) verification.
+    fn verify_certificate(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, ::rustls::Error> {
+        let Some(webpki) = &self.webpki else {
+            // Answered with an unknown_ca alert.
+            return Err(CertificateError::UnknownIssuer.into());
+        };
+        let result =
+            webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+        match result {
+            // `ca` does not check the name. WebPkiServerVerifier checks the
+            // chain (trust, validity in time, revocation) before the name,
+            // so a name error means everything else passed.
+            Err(::rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !self.check.verify().checks_name() => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+}
+
+impl ServerCertVerifier for SessionVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, ::rustls::Error> {
+        // Security decision: `TLS_Verify = no` trusts any certificate (as
+        // opportunistic SMTP TLS does: RFC 7435). The handshake signatures
+        // are still verified (below), so the connection is encrypted to
+        // whoever holds the key of the certificate presented.
+        if self.check.verify() == TlsVerify::No {
+            return Ok(ServerCertVerified::assertion());
+        }
+        match self.verify_certificate(end_entity, intermediates, server_name, ocsp_response, now) {
+            Ok(verified) => {
+                self.check.accept();
+                Ok(verified)
+            }
+            // `optional`: recorded, the handshake goes on.
+            Err(error) if self.check.reject(certificate_reason(&error)) => {
+                Ok(ServerCertVerified::assertion())
+            }
+            // `ca`/`host`: rustls sends the alert that fits the error.
+            Err(error) => Err(error),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, ::rustls::Error> {
+        ::rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, ::rustls::Error> {
+        ::rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Why a certificate was rejected, for logs and the policy. rustls's
+/// context-carrying errors explain themselves; the bare ones print as
+/// Rust identifiers, so they get words (close to OpenSSL's, which the
+/// other engine reports).
+fn certificate_reason(error: &::rustls::Error) -> String {
+    let ::rustls::Error::InvalidCertificate(error) = error else {
+        return error.to_string();
+    };
+    match error {
+        CertificateError::BadEncoding => "certificate is not correctly encoded".to_owned(),
+        CertificateError::Expired => "certificate has expired".to_owned(),
+        CertificateError::NotValidYet => "certificate is not yet valid".to_owned(),
+        CertificateError::Revoked => "certificate revoked".to_owned(),
+        CertificateError::UnknownIssuer => {
+            "unknown issuer: the chain does not lead to a trusted CA".to_owned()
+        }
+        CertificateError::BadSignature => "certificate signature failure".to_owned(),
+        CertificateError::NotValidForName => "certificate not valid for the server name".to_owned(),
+        CertificateError::InvalidPurpose => {
+            "certificate not valid for server authentication".to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// One connection of the rustls engine, server or client side.
 #[derive(Debug)]
 pub(super) struct RustlsSession {
-    conn: ServerConnection,
+    conn: Connection,
+    role: Role,
     /// Decrypted application data not yet taken by the session. Draining
     /// rustls into it after every record keeps rustls's own bounded
     /// plaintext buffer from refusing further input.
@@ -85,6 +341,21 @@ pub(super) struct RustlsSession {
 }
 
 impl RustlsSession {
+    fn new(mut conn: Connection, role: Role) -> Self {
+        // rustls caps its outgoing buffers at 64 KiB by default and then
+        // accepts only part of a write. The SMTP session bounds what it
+        // writes (reply lines) and drains ciphertext after every input, so
+        // the cap would only turn a large reply into a short write.
+        conn.set_buffer_limit(None);
+        RustlsSession {
+            conn,
+            role,
+            plaintext: Vec::new(),
+            failed: None,
+            peer_closed: false,
+        }
+    }
+
     fn fail(&mut self, error: TlsError) -> TlsError {
         self.failed = Some(error.clone());
         error
@@ -92,7 +363,7 @@ impl RustlsSession {
 
     fn error_from(&self, what: impl std::fmt::Display) -> TlsError {
         if self.conn.is_handshaking() {
-            TlsError::Handshake(what.to_string())
+            self.role.handshake_error(what)
         } else {
             TlsError::Protocol(what.to_string())
         }
@@ -198,7 +469,11 @@ impl TlsSession for RustlsSession {
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .map(|cert| cert.as_ref().to_vec()),
-            server_name: self.conn.server_name().map(str::to_owned),
+            server_name: self.role.server_name(|| match &self.conn {
+                Connection::Server(server) => server.server_name().map(str::to_owned),
+                Connection::Client(_) => None,
+            }),
+            certificate: self.role.certificate_status(),
         })
     }
 

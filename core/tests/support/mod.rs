@@ -1,7 +1,8 @@
-//! Test support shared by petrel-core's integration tests: a test
-//! certificate, in-memory TLS *clients* built on the real libraries (no
-//! sockets), and pumps that shuttle ciphertext between a client and a
-//! server [`TlsSession`] until both are quiet.
+//! Test support shared by petrel-core's integration tests: test
+//! certificates (self-signed, or issued by a test CA), in-memory TLS
+//! *clients* built on the real libraries (no sockets), and pumps that
+//! shuttle ciphertext between a client and a server [`TlsSession`] until
+//! both are quiet.
 //!
 //! Each test crate includes this with `mod support;` and uses what it needs.
 #![allow(
@@ -33,11 +34,141 @@ pub const SERVER_NAME: &str = "localhost";
 /// A fresh self-signed certificate for "localhost": (certificate PEM,
 /// private key PEM).
 pub fn test_cert() -> (Vec<u8>, Vec<u8>) {
-    let certified = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_owned()]).unwrap();
-    (
-        certified.cert.pem().into_bytes(),
-        certified.signing_key.serialize_pem().into_bytes(),
-    )
+    let CertAndKey { cert_pem, key_pem } = self_signed_cert(&[SERVER_NAME]);
+    (cert_pem, key_pem)
+}
+
+/// A certificate and its private key, both PEM.
+#[derive(Debug, Clone)]
+pub struct CertAndKey {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl CertAndKey {
+    /// The certificate's DER, as a TLS peer receives it.
+    pub fn cert_der(&self) -> Vec<u8> {
+        CertificateDer::from_pem_slice(&self.cert_pem)
+            .unwrap()
+            .as_ref()
+            .to_vec()
+    }
+}
+
+/// A fresh self-signed certificate for `names` (DNS names or IP
+/// addresses).
+pub fn self_signed_cert(names: &[&str]) -> CertAndKey {
+    let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+    let certified = rcgen::generate_simple_self_signed(names).unwrap();
+    CertAndKey {
+        cert_pem: certified.cert.pem().into_bytes(),
+        key_pem: certified.signing_key.serialize_pem().into_bytes(),
+    }
+}
+
+/// A test certificate authority (ECDSA P-256, like everything it issues,
+/// so that making one is fast).
+pub struct TestCa {
+    /// The CA's own certificate, PEM: what a verifying peer trusts.
+    pub cert_pem: Vec<u8>,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl std::fmt::Debug for TestCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestCa").finish_non_exhaustive()
+    }
+}
+
+impl TestCa {
+    /// A fresh CA named "Petrel Test CA".
+    pub fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        params.distinguished_name = distinguished_name("Petrel Test CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            cert_pem: cert.pem().into_bytes(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate for `names` (DNS names or IP addresses), valid now.
+    pub fn issue(&self, names: &[&str]) -> CertAndKey {
+        self.issue_with(names, |_| {})
+    }
+
+    /// A certificate for `names` that expired in 2001.
+    pub fn issue_expired(&self, names: &[&str]) -> CertAndKey {
+        self.issue_with(names, |params| {
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        })
+    }
+
+    /// A certificate for `names`, after `adjust` had its way with the
+    /// parameters.
+    pub fn issue_with(
+        &self,
+        names: &[&str],
+        adjust: impl FnOnce(&mut rcgen::CertificateParams),
+    ) -> CertAndKey {
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names.clone()).unwrap();
+        // A subject of its own: were it the CA's, the certificate would
+        // look self-issued.
+        params.distinguished_name =
+            distinguished_name(names.first().map_or("petrel test", String::as_str));
+        adjust(&mut params);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        CertAndKey {
+            cert_pem: cert.pem().into_bytes(),
+            key_pem: key.serialize_pem().into_bytes(),
+        }
+    }
+}
+
+fn distinguished_name(common_name: &str) -> rcgen::DistinguishedName {
+    let mut name = rcgen::DistinguishedName::new();
+    name.push(rcgen::DnType::CommonName, common_name);
+    name
+}
+
+/// Shuttles ciphertext between two [`TlsSession`]s (e.g. Petrel's own
+/// client and server engines) until neither has anything to send. Returns
+/// each side's first error; a side that failed is fed nothing more, but
+/// what it queued (its alert) is still delivered.
+pub fn pump_sessions(
+    client: &mut dyn TlsSession,
+    server: &mut dyn TlsSession,
+) -> (Result<(), TlsError>, Result<(), TlsError>) {
+    let mut client_error = None;
+    let mut server_error = None;
+    for _ in 0..1000 {
+        let mut to_server = Vec::new();
+        client.poll_ciphertext(&mut to_server);
+        if !to_server.is_empty() && server_error.is_none() {
+            server_error = server.handle_ciphertext(&to_server).err();
+        }
+        let mut to_client = Vec::new();
+        server.poll_ciphertext(&mut to_client);
+        if !to_client.is_empty() && client_error.is_none() {
+            client_error = client.handle_ciphertext(&to_client).err();
+        }
+        if to_server.is_empty() && to_client.is_empty() {
+            return (
+                client_error.map_or(Ok(()), Err),
+                server_error.map_or(Ok(()), Err),
+            );
+        }
+    }
+    panic!("client and server never went quiet");
 }
 
 /// What the tests need from an in-memory TLS client.
