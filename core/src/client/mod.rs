@@ -120,6 +120,8 @@ pub enum CloseReason {
     Tls(TlsError),
     /// The greeting or EHLO/HELO was refused.
     Refused,
+    /// The application called [`ClientSession::abort`].
+    Aborted,
 }
 
 /// Why a body call was refused.
@@ -424,6 +426,15 @@ impl ClientSession {
         self.send(&out, expect);
         self.read_replies();
         Ok(())
+    }
+
+    /// Ends the session at once, for a reason of the application's (a
+    /// body that cannot be read, a shutdown): every message not yet done is
+    /// transient, and nothing more is sent but close_notify under TLS.
+    pub fn abort(&mut self, now: Instant) {
+        self.now = now;
+        let reply = internal(421, (4, 3, 0), "delivery aborted locally");
+        self.close(CloseReason::Aborted, Some(&reply));
     }
 
     // ---- inputs -----------------------------------------------------------

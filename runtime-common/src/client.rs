@@ -1,0 +1,294 @@
+//! One outbound connection, whatever the runtime: messages in, bodies
+//! streamed from their sources, per-recipient outcomes out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use petrel_core::client::policy::TlsAction;
+use petrel_core::client::Envelope;
+use petrel_core::client::{
+    ClientConfig, ClientSession, CloseReason, Delivery, Event, RecipientOutcome, TransactionId,
+};
+use petrel_core::tls::TlsInfo;
+use petrel_core::wire::reply::{EnhancedCode, Reply};
+
+/// Where a message body comes from, a chunk at a time, so that a message is
+/// never held whole.
+pub trait BodySource: Send {
+    /// The next chunk of at most `max` octets; `None` at the end.
+    fn next_chunk(&mut self, max: usize) -> std::io::Result<Option<Bytes>>;
+}
+
+impl BodySource for Bytes {
+    fn next_chunk(&mut self, max: usize) -> std::io::Result<Option<Bytes>> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        let take = max.min(self.len());
+        Ok(Some(self.split_to(take)))
+    }
+}
+
+/// A message to deliver.
+pub struct Outbound {
+    /// Sender, recipients, parameters.
+    pub envelope: Envelope,
+    /// The body.
+    pub body: Box<dyn BodySource>,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("envelope", &self.envelope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A message that is done with on this connection.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// Its envelope.
+    pub envelope: Envelope,
+    /// One outcome per recipient, in envelope order.
+    pub outcomes: Vec<RecipientOutcome>,
+    /// The TLS parameters it went over, if it did.
+    pub tls: Option<TlsInfo>,
+}
+
+/// Messages that could not be tried at all (no connection): each
+/// recipient gets a transient outcome saying why.
+pub fn unattempted(messages: Vec<Outbound>, why: &str) -> Vec<Finished> {
+    let reply = Reply::new(
+        451,
+        Some(EnhancedCode::new(4, 4, 1)),
+        format!("[internal] {why}"),
+    );
+    messages
+        .into_iter()
+        .map(|message| Finished {
+            outcomes: (0..message.envelope.recipients.len())
+                .map(|recipient| RecipientOutcome {
+                    recipient,
+                    delivery: Delivery::Transient,
+                    reply: reply.clone(),
+                })
+                .collect(),
+            envelope: message.envelope,
+            tls: None,
+        })
+        .collect()
+}
+
+/// What a runtime's `deliver` reports.
+#[derive(Debug, Default)]
+pub struct DeliveryReport {
+    /// Every message submitted, exactly once.
+    pub finished: Vec<Finished>,
+    /// The TLS policy asked for a plaintext reconnection, and it was made.
+    pub reconnected_plaintext: bool,
+}
+
+/// Largest body chunk read from a source at once.
+const BODY_CHUNK: usize = 64 * 1024;
+
+/// One client connection: the runtime feeds it bytes and time and writes
+/// out what [`output`](Self::output) holds.
+pub struct DeliveryConn {
+    session: ClientSession,
+    /// Messages submitted and not yet finished, by transaction.
+    pending: HashMap<TransactionId, Outbound>,
+    streaming: Option<TransactionId>,
+    finished: Vec<Finished>,
+    /// Messages to resubmit on a fresh plaintext connection.
+    retry: Vec<Outbound>,
+    reconnecting: bool,
+    tls: Option<TlsInfo>,
+    close: Option<CloseReason>,
+    out: Vec<u8>,
+}
+
+impl std::fmt::Debug for DeliveryConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryConn")
+            .field("close", &self.close)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeliveryConn {
+    /// A connection just made to `server_name`; see [`ClientSession::new`].
+    pub fn new(
+        config: Arc<ClientConfig>,
+        server_name: &str,
+        plaintext_only: bool,
+        now: Instant,
+    ) -> Self {
+        Self {
+            session: ClientSession::new(config, server_name, plaintext_only, now),
+            pending: HashMap::new(),
+            streaming: None,
+            finished: Vec::new(),
+            retry: Vec::new(),
+            reconnecting: false,
+            tls: None,
+            close: None,
+            out: Vec::new(),
+        }
+    }
+
+    /// Queues a message.
+    pub fn submit(&mut self, now: Instant, message: Outbound) {
+        let id = self.session.submit(now, message.envelope.clone());
+        self.pending.insert(id, message);
+        self.drain(now);
+    }
+
+    /// QUIT once every message is done.
+    pub fn quit(&mut self, now: Instant) {
+        self.session.quit(now);
+        self.drain(now);
+    }
+
+    /// Bytes read from the socket.
+    pub fn handle_input(&mut self, now: Instant, data: &[u8]) {
+        self.session.handle_input(now, data);
+        self.drain(now);
+    }
+
+    /// The server closed the connection (or the socket failed).
+    pub fn handle_eof(&mut self, now: Instant) {
+        self.session.handle_eof(now);
+        self.drain(now);
+    }
+
+    /// The instant from `poll_timeout` has come.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.session.handle_timeout(now);
+        self.drain(now);
+    }
+
+    /// Bytes to write; the runtime removes what it wrote. Body octets are
+    /// only read from their source while this is small.
+    pub fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// Call after writing, so that body streaming resumes.
+    pub fn handle_written(&mut self, now: Instant) {
+        self.drain(now);
+    }
+
+    /// When to call `handle_timeout`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.session.poll_timeout()
+    }
+
+    /// Nothing in progress: more may be submitted, or `quit`.
+    pub fn is_idle(&self) -> bool {
+        self.session.is_idle()
+    }
+
+    /// Why the session ended, once it has; close the socket once `output`
+    /// is written. [`CloseReason::ReconnectPlaintext`] asks for a fresh
+    /// plaintext connection for [`take_retry`](Self::take_retry).
+    pub fn closed(&self) -> Option<&CloseReason> {
+        self.close.as_ref()
+    }
+
+    /// Messages done with so far (delivered or not).
+    pub fn take_finished(&mut self) -> Vec<Finished> {
+        std::mem::take(&mut self.finished)
+    }
+
+    /// Messages never attempted because the TLS policy asked for a
+    /// plaintext reconnection: submit them to the new connection.
+    pub fn take_retry(&mut self) -> Vec<Outbound> {
+        std::mem::take(&mut self.retry)
+    }
+
+    fn drain(&mut self, now: Instant) {
+        loop {
+            let mut moved = false;
+            while let Some(event) = self.session.poll_event() {
+                moved = true;
+                self.event(event);
+            }
+            moved |= self.stream_body(now);
+            if self.out.len() < BODY_CHUNK {
+                moved |= self.session.poll_transmit(&mut self.out) > 0;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::BodyWanted(id) => self.streaming = Some(id),
+            Event::TlsEstablished(info) => self.tls = Some(info),
+            Event::TlsDecision {
+                action: TlsAction::ReconnectPlaintext,
+                ..
+            } => self.reconnecting = true,
+            Event::TransactionDone { id, outcomes } => {
+                if self.streaming == Some(id) {
+                    self.streaming = None;
+                }
+                let Some(message) = self.pending.remove(&id) else {
+                    return;
+                };
+                if self.reconnecting {
+                    // Never attempted: the policy decided before any MAIL.
+                    self.retry.push(message);
+                } else {
+                    self.finished.push(Finished {
+                        envelope: message.envelope,
+                        outcomes,
+                        tls: self.tls.clone(),
+                    });
+                }
+            }
+            Event::Closed(reason) => self.close = Some(reason),
+            Event::Capabilities(_) | Event::TlsDecision { .. } => {}
+        }
+    }
+
+    /// Moves body chunks from the source to the session while it wants
+    /// them and the output is small.
+    fn stream_body(&mut self, now: Instant) -> bool {
+        let Some(id) = self.streaming else {
+            return false;
+        };
+        let mut moved = false;
+        while self.session.wants_body() && self.out.len() < BODY_CHUNK {
+            let Some(message) = self.pending.get_mut(&id) else {
+                return moved;
+            };
+            moved = true;
+            let result = match message.body.next_chunk(BODY_CHUNK) {
+                Ok(Some(chunk)) => self.session.send_body(now, &chunk),
+                Ok(None) => {
+                    self.streaming = None;
+                    let _ = self.session.finish_body(now);
+                    return true;
+                }
+                Err(_) => {
+                    // The body cannot be read: nothing valid can follow.
+                    self.session.abort(now);
+                    return true;
+                }
+            };
+            if result.is_err() {
+                // The server refused part of the body; the outcome follows.
+                self.streaming = None;
+                return true;
+            }
+            self.session.poll_transmit(&mut self.out);
+        }
+        moved
+    }
+}
