@@ -1,0 +1,359 @@
+//! Petrel's SMTP sessions driven over tokio: one task per connection.
+//!
+//! Everything that is not waiting for sockets, timers or wake-ups lives in
+//! `petrel-runtime-common` (and the protocol itself in `petrel-core`); this
+//! crate is the loop around them.
+//!
+//! Serving, with an application that accepts every message:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use petrel_core::server::{Event, ServerConfig};
+//! use petrel_tokio::{ConnectionInfo, Decision, Handler, ListenerConfig, ServeConfig};
+//!
+//! struct AcceptAll;
+//!
+//! impl Handler for AcceptAll {
+//!     fn on_event(&self, _conn: &ConnectionInfo, _event: &Event, decision: Option<Decision>) {
+//!         // A real MTA would spool the body and answer MessageEnd later,
+//!         // from whatever thread finished the fsync.
+//!         if let Some(decision) = decision {
+//!             decision.accept();
+//!         }
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let listener = ListenerConfig::new("127.0.0.1:0".parse().unwrap(), ServerConfig::new("mx.example"));
+//! let server = petrel_tokio::serve(ServeConfig::single(listener), Arc::new(AcceptAll)).await?;
+//! println!("listening on {:?}", server.local_addrs());
+//! server.shutdown(Duration::from_secs(1)).await;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use petrel_core::client::{ClientConfig, CloseReason};
+use petrel_runtime_common::client::{unattempted, DeliveryConn};
+use petrel_runtime_common::listen::too_many_connections;
+use petrel_runtime_common::server::ServerConn;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{watch, Notify};
+
+pub use petrel_runtime_common::client::{BodySource, DeliveryReport, Finished, Outbound};
+pub use petrel_runtime_common::listen::{ListenerConfig, Network, ServeConfig};
+pub use petrel_runtime_common::server::{Answer, ConnectionInfo, Decision, Handler};
+
+/// Octets read from a socket at once.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    addrs: Vec<SocketAddr>,
+    /// Turns true to stop accepting; the listeners' tasks end.
+    stop_accepting: watch::Sender<bool>,
+    /// Turns true when the grace period is over; connections end.
+    stop_serving: watch::Sender<bool>,
+    active: Arc<AtomicUsize>,
+    idle: Arc<Notify>,
+}
+
+impl Server {
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs.clone()
+    }
+
+    /// Stops accepting, lets the sessions in progress finish (by QUIT, by
+    /// closing, or by their own timeouts) for at most `grace`, then drops
+    /// the rest.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.stop_accepting.send(true);
+        let drained = async {
+            while self.active.load(Ordering::SeqCst) > 0 {
+                // Checked again at least every 50 ms in case the last
+                // notification raced with the load above.
+                let _ = tokio::time::timeout(Duration::from_millis(50), self.idle.notified()).await;
+            }
+        };
+        let _ = tokio::time::timeout(grace, drained).await;
+        let _ = self.stop_serving.send(true);
+    }
+}
+
+/// Binds every listener and starts serving on the current tokio runtime.
+pub async fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Server> {
+    let (stop_accepting, accepting) = watch::channel(false);
+    let (stop_serving, serving) = watch::channel(false);
+    let active = Arc::new(AtomicUsize::new(0));
+    let idle = Arc::new(Notify::new());
+    let ids = Arc::new(AtomicU64::new(0));
+    let mut addrs = Vec::new();
+    for listener_config in config.listeners {
+        let listener = TcpListener::bind(listener_config.addr).await?;
+        addrs.push(listener.local_addr()?);
+        let accept = Accept {
+            listener,
+            config: Arc::new(listener_config),
+            handler: handler.clone(),
+            max_connections: config.max_connections,
+            active: active.clone(),
+            idle: idle.clone(),
+            ids: ids.clone(),
+            serving: serving.clone(),
+        };
+        tokio::spawn(accept.run(accepting.clone()));
+    }
+    Ok(Server {
+        addrs,
+        stop_accepting,
+        stop_serving,
+        active,
+        idle,
+    })
+}
+
+/// One listener's accept loop.
+struct Accept {
+    listener: TcpListener,
+    config: Arc<ListenerConfig>,
+    handler: Arc<dyn Handler>,
+    max_connections: usize,
+    active: Arc<AtomicUsize>,
+    idle: Arc<Notify>,
+    ids: Arc<AtomicU64>,
+    serving: watch::Receiver<bool>,
+}
+
+impl Accept {
+    async fn run(self, mut accepting: watch::Receiver<bool>) {
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    // Out of descriptors and the like: back off a little
+                    // rather than spin.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+                _ = accepting.changed() => return,
+            };
+            self.start(stream, peer);
+        }
+    }
+
+    fn start(&self, mut stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let config = self.config.config_for(peer.ip());
+        if self.active.fetch_add(1, Ordering::SeqCst) >= self.max_connections {
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            let refusal = too_many_connections(&config.hostname);
+            tokio::spawn(async move {
+                let _ = stream.write_all(&refusal).await;
+                let _ = stream.shutdown().await;
+            });
+            return;
+        }
+        let info = ConnectionInfo {
+            id: self.ids.fetch_add(1, Ordering::SeqCst),
+            peer,
+            local: stream.local_addr().unwrap_or(self.config.addr),
+        };
+        let wake = Arc::new(Notify::new());
+        let waker = wake.clone();
+        let conn = ServerConn::new(
+            config,
+            info,
+            self.handler.clone(),
+            Instant::now(),
+            Box::new(move || waker.notify_one()),
+        );
+        let (active, idle, serving) =
+            (self.active.clone(), self.idle.clone(), self.serving.clone());
+        tokio::spawn(async move {
+            run_server(stream, conn, wake, serving).await;
+            if active.fetch_sub(1, Ordering::SeqCst) == 1 {
+                idle.notify_waiters();
+            }
+        });
+    }
+}
+
+/// A tokio `Instant` for a deadline, far in the future when there is none.
+fn sleep_target(deadline: Option<Instant>) -> tokio::time::Instant {
+    deadline.map_or_else(
+        || tokio::time::Instant::now() + Duration::from_secs(86_400),
+        tokio::time::Instant::from_std,
+    )
+}
+
+async fn run_server(
+    mut stream: TcpStream,
+    mut conn: ServerConn,
+    wake: Arc<Notify>,
+    mut serving: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0; READ_BUFFER];
+    let mut pending = Vec::new();
+    let mut eof = false;
+    loop {
+        pending.append(conn.output());
+        if pending.is_empty() && conn.is_closed() {
+            let _ = stream.shutdown().await;
+            return;
+        }
+        let deadline = conn.poll_timeout();
+        let reading = conn.wants_input() && !eof && !conn.is_closed();
+        let (mut reader, mut writer) = stream.split();
+        tokio::select! {
+            written = writer.write(&pending), if !pending.is_empty() => match written {
+                Ok(n) if n > 0 => { pending.drain(..n); }
+                // The peer is gone: nothing more can be said to it.
+                _ => return,
+            },
+            read = reader.read(&mut buf), if reading => match read {
+                Ok(n) if n > 0 => conn.handle_input(Instant::now(), buf.get(..n).unwrap_or_default()),
+                _ => {
+                    eof = true;
+                    conn.handle_eof(Instant::now());
+                }
+            },
+            () = wake.notified() => conn.handle_wake(Instant::now()),
+            () = tokio::time::sleep_until(sleep_target(deadline)), if deadline.is_some() => {
+                conn.handle_timeout(Instant::now());
+            }
+            _ = serving.changed() => return,
+        }
+    }
+}
+
+/// How `deliver` connects.
+#[derive(Debug, Clone)]
+pub struct DeliverOptions {
+    /// Give up connecting after this long.
+    pub connect_timeout: Duration,
+    /// Bind to this local address first (Momentum's binding).
+    pub source: Option<IpAddr>,
+}
+
+impl Default for DeliverOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(30),
+            source: None,
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr, options: &DeliverOptions) -> io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(source) = options.source {
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    let stream = tokio::time::timeout(options.connect_timeout, socket.connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Delivers `messages` to `addr` over one connection (reused for all of
+/// them), and over a fresh plaintext one when the TLS policy asks for it.
+/// Every message is in the report exactly once.
+pub async fn deliver(
+    addr: SocketAddr,
+    server_name: &str,
+    config: Arc<ClientConfig>,
+    mut messages: Vec<Outbound>,
+    options: &DeliverOptions,
+) -> DeliveryReport {
+    let mut report = DeliveryReport::default();
+    let mut plaintext_only = false;
+    loop {
+        let stream = match connect(addr, options).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                let why = format!("cannot connect to {addr}: {error}");
+                report.finished.extend(unattempted(messages, &why));
+                return report;
+            }
+        };
+        let now = Instant::now();
+        let mut conn = DeliveryConn::new(config.clone(), server_name, plaintext_only, now);
+        for message in messages.drain(..) {
+            conn.submit(now, message);
+        }
+        conn.quit(now);
+        run_client(stream, &mut conn).await;
+        report.finished.extend(conn.take_finished());
+        let retry = conn.take_retry();
+        let reconnect = matches!(conn.closed(), Some(CloseReason::ReconnectPlaintext));
+        if reconnect && !plaintext_only && !retry.is_empty() {
+            plaintext_only = true;
+            report.reconnected_plaintext = true;
+            messages = retry;
+            continue;
+        }
+        report.finished.extend(unattempted(retry, "not attempted"));
+        return report;
+    }
+}
+
+async fn run_client(mut stream: TcpStream, conn: &mut DeliveryConn) {
+    let mut buf = vec![0; READ_BUFFER];
+    let mut pending = Vec::new();
+    let mut eof = false;
+    loop {
+        pending.append(conn.output());
+        if pending.is_empty() && conn.closed().is_some() {
+            let _ = stream.shutdown().await;
+            return;
+        }
+        let deadline = conn.poll_timeout();
+        let (mut reader, mut writer) = stream.split();
+        tokio::select! {
+            written = writer.write(&pending), if !pending.is_empty() => match written {
+                Ok(n) if n > 0 => {
+                    pending.drain(..n);
+                    conn.handle_written(Instant::now());
+                }
+                _ => {
+                    pending.clear();
+                    eof = true;
+                    conn.handle_eof(Instant::now());
+                }
+            },
+            read = reader.read(&mut buf), if !eof => match read {
+                Ok(n) if n > 0 => conn.handle_input(Instant::now(), buf.get(..n).unwrap_or_default()),
+                _ => {
+                    eof = true;
+                    conn.handle_eof(Instant::now());
+                }
+            },
+            () = tokio::time::sleep_until(sleep_target(deadline)), if deadline.is_some() => {
+                conn.handle_timeout(Instant::now());
+            }
+        }
+        if eof && conn.closed().is_some() {
+            // Whatever is left cannot reach the server any more.
+            pending.clear();
+            conn.output().clear();
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The tokio runtime over real loopback sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use petrel_core::client::policy::TlsMode;
+use petrel_core::client::{ClientConfig, Delivery};
+use petrel_core::server::{Event, ServerConfig};
+use petrel_core::tls::{ClientTls, ClientTlsConfig, ServerTls, ServerTlsConfig, TlsEngine};
+use petrel_runtime_common::cli::{self, SinkHandler};
+use petrel_tokio::{
+    ConnectionInfo, Decision, DeliverOptions, Handler, ListenerConfig, Outbound, ServeConfig,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn message(n: u32) -> Outbound {
+    let body = format!("Subject: {n}\r\n\r\n.dot line\r\nbody\r\n");
+    Outbound {
+        envelope: petrel_core::client::Envelope {
+            reverse_path: petrel_core::wire::command::ReversePath::Null,
+            recipients: vec![petrel_core::client::Recipient {
+                path: petrel_core::wire::command::ForwardPath::Mailbox(
+                    cli::mailbox("rcpt@example.test").unwrap(),
+                ),
+                params: Default::default(),
+            }],
+            params: Default::default(),
+        },
+        body: Box::new(Bytes::from(body)),
+    }
+}
+
+fn tls_server() -> ServerConfig {
+    let (cert, key) = cli::self_signed("localhost").unwrap();
+    let mut config = ServerConfig::new("localhost");
+    config.tls = Some(ServerTls::new(&ServerTlsConfig::new(TlsEngine::Rustls, cert, key)).unwrap());
+    config
+}
+
+fn client(mode: TlsMode) -> Arc<ClientConfig> {
+    let mut config = ClientConfig::new("client.test");
+    config.tls_mode = mode;
+    config.tls = Some(ClientTls::new(&ClientTlsConfig::new(TlsEngine::Rustls)).unwrap());
+    Arc::new(config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_in_plaintext_and_over_starttls() {
+    let handler = Arc::new(SinkHandler::new(None).unwrap());
+    let listener = ListenerConfig::new("127.0.0.1:0".parse().unwrap(), tls_server());
+    let server = petrel_tokio::serve(ServeConfig::single(listener), handler.clone())
+        .await
+        .unwrap();
+    let addr = server.local_addrs()[0];
+    for (mode, tls) in [(TlsMode::No, false), (TlsMode::Required, true)] {
+        let messages = (0..5).map(message).collect();
+        let report = petrel_tokio::deliver(
+            addr,
+            "localhost",
+            client(mode),
+            messages,
+            &DeliverOptions::default(),
+        )
+        .await;
+        assert_eq!(report.finished.len(), 5);
+        for finished in &report.finished {
+            assert_eq!(finished.outcomes[0].delivery, Delivery::Delivered, "{mode}");
+            assert_eq!(finished.tls.is_some(), tls, "{mode}");
+        }
+    }
+    server.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(handler.summary(), "accepted=10 rejected=0 connections=2");
+}
+
+#[tokio::test]
+async fn ifavailable_falls_back_to_a_fresh_plaintext_connection() {
+    // The handshake fails on our side: verify=host with no CA rejects every
+    // certificate, and ifavailable with fallback then reconnects in
+    // plaintext.
+    let handler = Arc::new(SinkHandler::new(None).unwrap());
+    let listener = ListenerConfig::new("127.0.0.1:0".parse().unwrap(), tls_server());
+    let server = petrel_tokio::serve(ServeConfig::single(listener), handler.clone())
+        .await
+        .unwrap();
+    let mut tls = ClientTlsConfig::new(TlsEngine::Rustls);
+    tls.verify = petrel_core::tls::TlsVerify::Host;
+    let mut config = ClientConfig::new("client.test");
+    config.tls = Some(ClientTls::new(&tls).unwrap());
+    let report = petrel_tokio::deliver(
+        server.local_addrs()[0],
+        "localhost",
+        Arc::new(config),
+        vec![message(1)],
+        &DeliverOptions::default(),
+    )
+    .await;
+    assert!(report.reconnected_plaintext);
+    assert_eq!(report.finished.len(), 1);
+    assert_eq!(report.finished[0].outcomes[0].delivery, Delivery::Delivered);
+    assert!(report.finished[0].tls.is_none());
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_get_421() {
+    let handler = Arc::new(SinkHandler::new(None).unwrap());
+    let mut serve = ServeConfig::single(ListenerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        ServerConfig::new("localhost"),
+    ));
+    serve.max_connections = 1;
+    let server = petrel_tokio::serve(serve, handler).await.unwrap();
+    let addr = server.local_addrs()[0];
+    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut greeting = [0; 64];
+    let n = first.read(&mut greeting).await.unwrap();
+    assert!(greeting[..n].starts_with(b"220 "));
+    let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut reply = Vec::new();
+    second.read_to_end(&mut reply).await.unwrap();
+    assert!(
+        reply.starts_with(b"421 4.3.2"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    first.write_all(b"QUIT\r\n").await.unwrap();
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Answers the end of each message from another thread, a little later,
+/// as an MTA does after its spool fsync.
+struct Slow;
+
+impl Handler for Slow {
+    fn on_event(&self, _: &ConnectionInfo, event: &Event, decision: Option<Decision>) {
+        match (event, decision) {
+            (Event::MessageEnd { .. }, Some(decision)) => {
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(50));
+                    decision.accept();
+                });
+            }
+            (_, Some(decision)) => decision.accept(),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn decisions_arrive_from_other_threads() {
+    let listener = ListenerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        ServerConfig::new("localhost"),
+    );
+    let server = petrel_tokio::serve(ServeConfig::single(listener), Arc::new(Slow))
+        .await
+        .unwrap();
+    let messages = (0..3).map(message).collect();
+    let report = petrel_tokio::deliver(
+        server.local_addrs()[0],
+        "localhost",
+        client(TlsMode::No),
+        messages,
+        &DeliverOptions::default(),
+    )
+    .await;
+    let delivered = report
+        .finished
+        .iter()
+        .filter(|f| f.outcomes[0].delivery == Delivery::Delivered)
+        .count();
+    assert_eq!(delivered, 3);
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_makes_every_message_transient() {
+    // Bind and drop a listener to get a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let report = petrel_tokio::deliver(
+        port,
+        "localhost",
+        client(TlsMode::No),
+        vec![message(1), message(2)],
+        &DeliverOptions::default(),
+    )
+    .await;
+    assert_eq!(report.finished.len(), 2);
+    assert!(report
+        .finished
+        .iter()
+        .all(|f| f.outcomes[0].delivery == Delivery::Transient));
+}
