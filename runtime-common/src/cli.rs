@@ -205,8 +205,8 @@ pub struct SinkHandler {
     rejected: AtomicU64,
     connections: AtomicU64,
     maildir: Option<PathBuf>,
-    /// Open maildir files, by connection.
-    files: Mutex<std::collections::HashMap<u64, (fs::File, PathBuf)>>,
+    /// Open maildir files, by connection: the file, or why it failed.
+    files: Mutex<std::collections::HashMap<u64, (std::io::Result<fs::File>, PathBuf)>>,
     sequence: AtomicU64,
 }
 
@@ -234,9 +234,11 @@ impl SinkHandler {
         )
     }
 
-    fn store(&self, conn: u64, event: &Event) -> std::io::Result<()> {
+    /// Keeps the message in the maildir as it arrives: `Ok(true)` at the
+    /// end of a message that is safely in `new/`.
+    fn store(&self, conn: u64, event: &Event) -> std::io::Result<bool> {
         let Some(dir) = &self.maildir else {
-            return Ok(());
+            return Ok(true);
         };
         let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
         match event {
@@ -244,28 +246,42 @@ impl SinkHandler {
                 let n = self.sequence.fetch_add(1, Ordering::SeqCst);
                 let name = format!("{}.{conn}.{n}.petrel", std::process::id());
                 let path = dir.join("tmp").join(&name);
-                files.insert(conn, (fs::File::create(&path)?, path));
+                // The entry exists even if creating the file failed, so
+                // that the end of the message cannot be accepted.
+                files.insert(conn, (fs::File::create(&path), path));
             }
             Event::Body(chunk) => {
-                if let Some((file, _)) = files.get_mut(&conn) {
-                    file.write_all(chunk)?;
+                if let Some((Ok(file), _)) = files.get_mut(&conn) {
+                    if let Err(error) = file.write_all(chunk) {
+                        if let Some(entry) = files.get_mut(&conn) {
+                            entry.0 = Err(error);
+                        }
+                    }
                 }
             }
             Event::MessageEnd { .. } => {
-                if let Some((file, path)) = files.remove(&conn) {
-                    file.sync_all()?;
+                let Some((file, path)) = files.remove(&conn) else {
+                    return Err(std::io::Error::other("no body was stored"));
+                };
+                let stored = file.and_then(|file| file.sync_all());
+                let stored = stored.and_then(|()| {
                     let name = path.file_name().unwrap_or_default().to_owned();
-                    fs::rename(&path, dir.join("new").join(name))?;
+                    fs::rename(&path, dir.join("new").join(name))
+                });
+                if stored.is_err() {
+                    let _ = fs::remove_file(&path);
                 }
+                stored?;
+                return Ok(true);
             }
             Event::TransactionAborted(_) | Event::Closed(_) => {
                 if let Some((_, path)) = files.remove(&conn) {
-                    fs::remove_file(path)?;
+                    let _ = fs::remove_file(path);
                 }
             }
             _ => {}
         }
-        Ok(())
+        Ok(false)
     }
 }
 
@@ -283,7 +299,7 @@ impl Handler for SinkHandler {
         }
         let Some(decision) = decision else { return };
         match (event, stored) {
-            (Event::MessageEnd { .. }, Ok(())) => {
+            (Event::MessageEnd { .. }, Ok(_)) => {
                 self.accepted.fetch_add(1, Ordering::SeqCst);
                 decision.accept();
             }
@@ -497,25 +513,31 @@ impl BodySource for GeneratedBody {
         if !self.header.is_empty() {
             return Ok(Some(std::mem::take(&mut self.header)));
         }
-        if self.remaining == 0 {
-            return Ok(None);
+        let mut chunk = Vec::new();
+        while self.remaining > 0 && chunk.len() < max {
+            let left = usize::try_from(self.remaining).unwrap_or(usize::MAX);
+            // Whole filler lines while they leave a remainder that can still
+            // end in CRLF; then one last line of exactly what is left.
+            let line = if left == FILLER.len() || left >= FILLER.len() + 2 {
+                FILLER.len()
+            } else {
+                left
+            };
+            if !chunk.is_empty() && chunk.len() + line > max {
+                break;
+            }
+            if line == FILLER.len() {
+                chunk.extend_from_slice(FILLER);
+            } else if line >= 2 {
+                chunk.extend(std::iter::repeat_n(b'x', line - 2));
+                chunk.extend_from_slice(b"\r\n");
+            } else {
+                // A single octet cannot be a line; DATA's end adds the CRLF.
+                chunk.push(b'x');
+            }
+            self.remaining -= line as u64;
         }
-        let want = usize::try_from(self.remaining)
-            .unwrap_or(usize::MAX)
-            .min(max.max(FILLER.len()));
-        let mut chunk = Vec::with_capacity(want);
-        while chunk.len() + FILLER.len() <= want {
-            chunk.extend_from_slice(FILLER);
-        }
-        if chunk.is_empty() || (self.remaining as usize) < FILLER.len() {
-            // The last, short line: filler cut to size, ending in CRLF.
-            let short = usize::try_from(self.remaining).unwrap_or(0).min(want);
-            chunk.clear();
-            chunk.extend(std::iter::repeat_n(b'x', short.saturating_sub(2)));
-            chunk.extend_from_slice(b"\r\n".get(..short.min(2)).unwrap_or_default());
-        }
-        self.remaining -= chunk.len() as u64;
-        Ok(Some(Bytes::from(chunk)))
+        Ok((!chunk.is_empty()).then(|| Bytes::from(chunk)))
     }
 }
 

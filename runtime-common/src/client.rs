@@ -17,7 +17,9 @@ use petrel_core::wire::reply::{EnhancedCode, Reply};
 /// Where a message body comes from, a chunk at a time, so that a message is
 /// never held whole.
 pub trait BodySource: Send {
-    /// The next chunk of at most `max` octets; `None` at the end.
+    /// The next chunk of at most `max` octets, never empty; `None` at the
+    /// end. An error (or an empty chunk) aborts the connection, and every
+    /// message on it is retried later.
     fn next_chunk(&mut self, max: usize) -> std::io::Result<Option<Bytes>>;
 }
 
@@ -252,7 +254,19 @@ impl DeliveryConn {
                     });
                 }
             }
-            Event::Closed(reason) => self.close = Some(reason),
+            Event::Closed(reason) => {
+                // After anything but an orderly end, what is still unsent
+                // must stay so (a final dot would deliver a message already
+                // reported transient).
+                let orderly = matches!(
+                    reason,
+                    CloseReason::Quit | CloseReason::TlsDeferred | CloseReason::ReconnectPlaintext
+                );
+                if !orderly {
+                    self.out.clear();
+                }
+                self.close = Some(reason);
+            }
             Event::Capabilities(_) | Event::TlsDecision { .. } => {}
         }
     }
@@ -270,6 +284,12 @@ impl DeliveryConn {
             };
             moved = true;
             let result = match message.body.next_chunk(BODY_CHUNK) {
+                // An empty chunk says nothing; taken as "no more for now" it
+                // could spin, so it is an error of the source.
+                Ok(Some(chunk)) if chunk.is_empty() => {
+                    self.session.abort(now);
+                    return true;
+                }
                 Ok(Some(chunk)) => self.session.send_body(now, &chunk),
                 Ok(None) => {
                     self.streaming = None;

@@ -157,38 +157,71 @@ impl Accept {
     fn start(&self, mut stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let config = self.config.config_for(peer.ip());
-        if self.active.fetch_add(1, Ordering::SeqCst) >= self.max_connections {
-            self.active.fetch_sub(1, Ordering::SeqCst);
+        let Some(slot) = Slot::take(&self.active, &self.idle, self.max_connections) else {
             let refusal = too_many_connections(&config.hostname);
             tokio::spawn(async move {
-                let _ = stream.write_all(&refusal).await;
+                let _ = tokio::time::timeout(LINGER, stream.write_all(&refusal)).await;
                 let _ = stream.shutdown().await;
             });
             return;
-        }
+        };
         let info = ConnectionInfo {
             id: self.ids.fetch_add(1, Ordering::SeqCst),
             peer,
             local: stream.local_addr().unwrap_or(self.config.addr),
         };
-        let wake = Arc::new(Notify::new());
-        let waker = wake.clone();
-        let conn = ServerConn::new(
-            config,
-            info,
-            self.handler.clone(),
-            Instant::now(),
-            Box::new(move || waker.notify_one()),
-        );
-        let (active, idle, serving) =
-            (self.active.clone(), self.idle.clone(), self.serving.clone());
+        let (handler, serving) = (self.handler.clone(), self.serving.clone());
         tokio::spawn(async move {
+            // Held until the task ends, however it ends.
+            let _slot = slot;
+            let wake = Arc::new(Notify::new());
+            let waker = wake.clone();
+            let conn = ServerConn::new(
+                config,
+                info,
+                handler,
+                now(),
+                Box::new(move || waker.notify_one()),
+            );
             run_server(stream, conn, wake, serving).await;
-            if active.fetch_sub(1, Ordering::SeqCst) == 1 {
-                idle.notify_waiters();
-            }
         });
     }
+}
+
+/// One of `max_connections`, given back when dropped.
+struct Slot {
+    active: Arc<AtomicUsize>,
+    idle: Arc<Notify>,
+}
+
+impl Slot {
+    fn take(active: &Arc<AtomicUsize>, idle: &Arc<Notify>, max: usize) -> Option<Self> {
+        if active.fetch_add(1, Ordering::SeqCst) >= max {
+            active.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Self {
+            active: active.clone(),
+            idle: idle.clone(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+/// How long a closing connection may take to write its last bytes to a
+/// peer that does not read them.
+const LINGER: Duration = Duration::from_secs(10);
+
+/// The time, from tokio's clock (so that paused test time is honoured).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// A tokio `Instant` for a deadline, far in the future when there is none.
@@ -199,6 +232,12 @@ fn sleep_target(deadline: Option<Instant>) -> tokio::time::Instant {
     )
 }
 
+/// Writes the last bytes, for a bounded time, and closes.
+async fn finish(stream: &mut TcpStream, last: &[u8]) {
+    let _ = tokio::time::timeout(LINGER, stream.write_all(last)).await;
+    let _ = stream.shutdown().await;
+}
+
 async fn run_server(
     mut stream: TcpStream,
     mut conn: ServerConn,
@@ -206,35 +245,42 @@ async fn run_server(
     mut serving: watch::Receiver<bool>,
 ) {
     let mut buf = vec![0; READ_BUFFER];
-    let mut pending = Vec::new();
     let mut eof = false;
     loop {
-        pending.append(conn.output());
-        if pending.is_empty() && conn.is_closed() {
-            let _ = stream.shutdown().await;
-            return;
+        if conn.is_closed() {
+            return finish(&mut stream, conn.output()).await;
         }
         let deadline = conn.poll_timeout();
-        let reading = conn.wants_input() && !eof && !conn.is_closed();
+        let reading = conn.wants_input() && !eof;
+        let writing = !conn.output().is_empty();
         let (mut reader, mut writer) = stream.split();
         tokio::select! {
-            written = writer.write(&pending), if !pending.is_empty() => match written {
-                Ok(n) if n > 0 => { pending.drain(..n); }
-                // The peer is gone: nothing more can be said to it.
-                _ => return,
-            },
-            read = reader.read(&mut buf), if reading => match read {
-                Ok(n) if n > 0 => conn.handle_input(Instant::now(), buf.get(..n).unwrap_or_default()),
+            written = writer.write(conn.output()), if writing => match written {
+                Ok(n) if n > 0 => { conn.output().drain(..n); }
+                // The peer is gone: the session learns it as an end of input.
                 _ => {
-                    eof = true;
-                    conn.handle_eof(Instant::now());
+                    conn.output().clear();
+                    conn.handle_eof(now());
+                    return;
                 }
             },
-            () = wake.notified() => conn.handle_wake(Instant::now()),
+            read = reader.read(&mut buf), if reading => match read {
+                Ok(n) if n > 0 => conn.handle_input(now(), buf.get(..n).unwrap_or_default()),
+                _ => {
+                    eof = true;
+                    conn.handle_eof(now());
+                }
+            },
+            () = wake.notified() => conn.handle_wake(now()),
             () = tokio::time::sleep_until(sleep_target(deadline)), if deadline.is_some() => {
-                conn.handle_timeout(Instant::now());
+                conn.handle_timeout(now());
             }
-            _ = serving.changed() => return,
+            _ = serving.changed() => {
+                // The grace period is over: the session ends as if the peer
+                // had gone, so the application hears of any transaction cut.
+                conn.handle_eof(now());
+                return finish(&mut stream, conn.output()).await;
+            }
         }
     }
 }
@@ -294,7 +340,7 @@ pub async fn deliver(
                 return report;
             }
         };
-        let now = Instant::now();
+        let now = now();
         let mut conn = DeliveryConn::new(config.clone(), server_name, plaintext_only, now);
         for message in messages.drain(..) {
             conn.submit(now, message);
@@ -317,43 +363,36 @@ pub async fn deliver(
 
 async fn run_client(mut stream: TcpStream, conn: &mut DeliveryConn) {
     let mut buf = vec![0; READ_BUFFER];
-    let mut pending = Vec::new();
     let mut eof = false;
     loop {
-        pending.append(conn.output());
-        if pending.is_empty() && conn.closed().is_some() {
-            let _ = stream.shutdown().await;
-            return;
+        if conn.closed().is_some() {
+            return finish(&mut stream, conn.output()).await;
         }
         let deadline = conn.poll_timeout();
+        let writing = !conn.output().is_empty();
         let (mut reader, mut writer) = stream.split();
         tokio::select! {
-            written = writer.write(&pending), if !pending.is_empty() => match written {
+            written = writer.write(conn.output()), if writing => match written {
                 Ok(n) if n > 0 => {
-                    pending.drain(..n);
-                    conn.handle_written(Instant::now());
+                    conn.output().drain(..n);
+                    conn.handle_written(now());
                 }
                 _ => {
-                    pending.clear();
+                    conn.output().clear();
                     eof = true;
-                    conn.handle_eof(Instant::now());
+                    conn.handle_eof(now());
                 }
             },
             read = reader.read(&mut buf), if !eof => match read {
-                Ok(n) if n > 0 => conn.handle_input(Instant::now(), buf.get(..n).unwrap_or_default()),
+                Ok(n) if n > 0 => conn.handle_input(now(), buf.get(..n).unwrap_or_default()),
                 _ => {
                     eof = true;
-                    conn.handle_eof(Instant::now());
+                    conn.handle_eof(now());
                 }
             },
             () = tokio::time::sleep_until(sleep_target(deadline)), if deadline.is_some() => {
-                conn.handle_timeout(Instant::now());
+                conn.handle_timeout(now());
             }
-        }
-        if eof && conn.closed().is_some() {
-            // Whatever is left cannot reach the server any more.
-            pending.clear();
-            conn.output().clear();
         }
     }
 }

@@ -190,7 +190,7 @@ enum Phase {
     Setup,
     /// After the 220 to STARTTLS, until the handshake completes.
     Handshake {
-        deadline: Instant,
+        deadline: Option<Instant>,
     },
     /// Ready for transactions.
     Ready,
@@ -247,6 +247,11 @@ impl Transaction {
     }
 }
 
+/// `now + timeout`, or no deadline if that overflows.
+fn deadline(now: Instant, timeout: std::time::Duration) -> Option<Instant> {
+    now.checked_add(timeout)
+}
+
 fn class(reply: &Reply) -> Delivery {
     if reply.is_positive() {
         Delivery::Delivered
@@ -298,6 +303,9 @@ pub struct ClientSession {
     next_id: u64,
     quit_requested: bool,
     starttls_sent: bool,
+    /// While a body is being written: when it last moved. The server not
+    /// taking it (the driver cannot write) stops it moving.
+    body_progress: Option<Instant>,
     events: VecDeque<Event>,
 }
 
@@ -332,6 +340,7 @@ impl ClientSession {
             next_id: 0,
             quit_requested: false,
             starttls_sent: false,
+            body_progress: None,
             events: VecDeque::new(),
         }
     }
@@ -390,11 +399,15 @@ impl ClientSession {
                 }
                 .write_to(&mut out);
                 out.extend_from_slice(chunk);
-                self.expect.push_back(Expect::Bdat { last: false });
+                self.send(&out, Expect::Bdat { last: false });
+                self.body_progress = Some(now);
+                self.read_replies();
+                return Ok(());
             }
             Body::Pending | Body::Done => return Err(BodyError::NotWanted),
         }
         self.queue_bytes(&out);
+        self.body_progress = Some(now);
         self.read_replies();
         Ok(())
     }
@@ -423,6 +436,7 @@ impl ClientSession {
             Body::Pending | Body::Done => return Err(BodyError::NotWanted),
         };
         active.body = Body::Done;
+        self.body_progress = None;
         self.send(&out, expect);
         self.read_replies();
         Ok(())
@@ -430,7 +444,8 @@ impl ClientSession {
 
     /// Ends the session at once, for a reason of the application's (a
     /// body that cannot be read, a shutdown): every message not yet done is
-    /// transient, and nothing more is sent but close_notify under TLS.
+    /// transient, and nothing queued is sent any more (only close_notify
+    /// under TLS).
     pub fn abort(&mut self, now: Instant) {
         self.now = now;
         let reply = internal(421, (4, 3, 0), "delivery aborted locally");
@@ -461,9 +476,13 @@ impl ClientSession {
         if self.is_closed() {
             return;
         }
-        if let Phase::Handshake { .. } = self.phase {
-            return self.tls_attempt_failed(TlsOutcome::HandshakeFailed(
-                "connection closed during the handshake".into(),
+        if matches!(self.phase, Phase::Handshake { .. })
+            || self.expect.front() == Some(&Expect::StartTls)
+        {
+            // A STARTTLS attempt that ended this way is a failed attempt,
+            // for the policy to judge (a middlebox that drops STARTTLS).
+            return self.apply_tls_decision(TlsOutcome::HandshakeFailed(
+                "connection closed during STARTTLS".into(),
             ));
         }
         if self.expect.front() == Some(&Expect::Quit) {
@@ -480,15 +499,15 @@ impl ClientSession {
             Some(deadline) if now >= deadline => {}
             _ => return,
         }
-        if let Phase::Handshake { .. } = self.phase {
-            return self.tls_attempt_failed(TlsOutcome::HandshakeTimedOut);
+        if matches!(self.phase, Phase::Handshake { .. })
+            || self.expect.front() == Some(&Expect::StartTls)
+        {
+            return self.apply_tls_decision(TlsOutcome::HandshakeTimedOut);
         }
-        let waiting_for = self
-            .expect
-            .front()
-            .map_or("the server to read the body".to_owned(), |e| {
-                format!("{e:?}").to_lowercase()
-            });
+        let waiting_for = match self.expect.front() {
+            Some(expect) if self.out_since.is_none() => format!("{expect:?}").to_lowercase(),
+            _ => "the server to take the body".to_owned(),
+        };
         let reply = internal(
             421,
             (4, 4, 2),
@@ -505,11 +524,11 @@ impl ClientSession {
         buf.append(&mut self.out_wire);
         if let Some(tls) = &mut self.tls {
             if !self.out_plain.is_empty() {
-                if let Err(error) = tls.session.write_plaintext(&self.out_plain) {
-                    self.out_plain.clear();
+                let written = tls.session.write_plaintext(&self.out_plain);
+                self.out_plain.clear();
+                if let Err(error) = written {
                     self.tls_failed(error);
                 }
-                self.out_plain.clear();
             }
             if let Some(tls) = &mut self.tls {
                 tls.session.poll_ciphertext(buf);
@@ -529,7 +548,7 @@ impl ClientSession {
         let t = &self.config.timeouts;
         match self.phase {
             Phase::Closed => return None,
-            Phase::Handshake { deadline } => return Some(deadline),
+            Phase::Handshake { deadline: at } => return at,
             Phase::Setup | Phase::Ready => {}
         }
         let reply_deadline = self.expect.front().map(|expect| {
@@ -544,13 +563,19 @@ impl ClientSession {
                 Expect::Bdat { last: false } => t.data_block,
                 Expect::Bdat { last: true } | Expect::DataEnd => t.data_end,
             };
-            self.waiting_since + timeout
+            deadline(self.waiting_since, timeout)
         });
-        let write_deadline = self.out_since.map(|since| since + t.data_block);
-        match (reply_deadline, write_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let write_deadline = self
+            .out_since
+            .and_then(|since| deadline(since, t.data_block));
+        let body_deadline = self
+            .body_progress
+            .filter(|_| self.streaming_body())
+            .and_then(|since| deadline(since, t.data_block));
+        [reply_deadline.flatten(), write_deadline, body_deadline]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn streaming_body(&self) -> bool {
@@ -631,6 +656,9 @@ impl ClientSession {
             let ours = internal(421, (4, 5, 0), &why);
             return self.close(CloseReason::Protocol(why), Some(&ours));
         };
+        if reply.code() == 421 && expect == Expect::StartTls {
+            return self.apply_tls_decision(TlsOutcome::Refused(reply));
+        }
         if reply.code() == 421 && expect != Expect::Quit {
             return self.close(CloseReason::ServiceClosing, Some(&reply));
         }
@@ -707,6 +735,7 @@ impl ClientSession {
                     } else if txn.chunking {
                         txn.body = Body::Chunks;
                         self.events.push_back(Event::BodyWanted(txn.id));
+                        self.body_progress = Some(self.now);
                     } else if !pipelining {
                         let mut out = Vec::new();
                         Command::Data.write_to(&mut out);
@@ -726,6 +755,7 @@ impl ClientSession {
                 }
                 txn.body = Body::Data(DotStuffer::new());
                 self.events.push_back(Event::BodyWanted(txn.id));
+                self.body_progress = Some(self.now);
             }
             // DATA refused, or a BDAT chunk refused: the accepted
             // recipients share the refusal.
@@ -737,9 +767,6 @@ impl ClientSession {
                 if !txn.failed {
                     txn.decide_rest(reply, true);
                 }
-                // The end of the body ends the transaction on the server
-                // whatever it answered.
-                txn.open = false;
                 txn.body = Body::Done;
             }
             _ => {}
@@ -773,7 +800,10 @@ impl ClientSession {
         // Anything still undecided lost out when the transaction failed.
         let fallback = internal(451, (4, 3, 0), "transaction failed");
         txn.decide_rest(&fallback, false);
-        let open = txn.open && !matches!(txn.body, Body::Done);
+        // The end of a body ends the transaction on the server whatever it
+        // answered; a failed transaction is reset in any case (RFC 3030
+        // leaves the state after a refused chunk to the server).
+        let open = txn.open && (txn.failed || !matches!(txn.body, Body::Done));
         self.finish(txn);
         if open {
             let mut out = Vec::new();
@@ -834,9 +864,21 @@ impl ClientSession {
             return self.advance();
         }
         let mode = self.effective_mode();
-        if mode == TlsMode::No || self.plaintext_only {
+        if mode == TlsMode::No {
             self.phase = Phase::Ready;
             return self.advance();
+        }
+        if self.plaintext_only {
+            // The fallback connection. Only `ifavailable` with fallback may
+            // ask for one; anything else is judged as a failed attempt, so
+            // `required` still never sends MAIL in plaintext.
+            if mode == TlsMode::IfAvailable && self.config.tls_fallback {
+                self.phase = Phase::Ready;
+                return self.advance();
+            }
+            return self.apply_tls_decision(TlsOutcome::HandshakeFailed(
+                "plaintext-only connection".into(),
+            ));
         }
         if self.caps.starttls && self.config.tls.is_some() {
             let mut out = Vec::new();
@@ -868,7 +910,7 @@ impl ClientSession {
             // Bytes after the 220 came in plaintext and could be taken for
             // replies over TLS: abort this attempt.
             self.inbuf.clear();
-            return self.tls_attempt_failed(TlsOutcome::HandshakeFailed(
+            return self.apply_tls_decision(TlsOutcome::HandshakeFailed(
                 "response injection: data after the 220 to STARTTLS".into(),
             ));
         }
@@ -880,10 +922,10 @@ impl ClientSession {
         {
             Some(Ok(session)) => session,
             Some(Err(error)) => {
-                return self.tls_attempt_failed(TlsOutcome::HandshakeFailed(error.to_string()))
+                return self.apply_tls_decision(TlsOutcome::HandshakeFailed(error.to_string()))
             }
             None => {
-                return self.tls_attempt_failed(TlsOutcome::HandshakeFailed(
+                return self.apply_tls_decision(TlsOutcome::HandshakeFailed(
                     "no TLS engine configured".into(),
                 ))
             }
@@ -893,7 +935,7 @@ impl ClientSession {
             established: false,
         });
         self.phase = Phase::Handshake {
-            deadline: self.now + self.config.timeouts.tls_handshake,
+            deadline: deadline(self.now, self.config.timeouts.tls_handshake),
         };
     }
 
@@ -901,9 +943,16 @@ impl ClientSession {
         let Some(tls) = &mut self.tls else {
             return Ok(());
         };
-        tls.session.handle_ciphertext(data)?;
+        let processed = tls.session.handle_ciphertext(data);
         let mut plain = Vec::new();
-        tls.session.read_plaintext(&mut plain)?;
+        let read = tls.session.read_plaintext(&mut plain);
+        if let Err(error) = processed.and(read) {
+            // Replies decrypted before the failure still count: a 250 to
+            // the final dot must not become a retry (a duplicate).
+            self.inbuf.extend_from_slice(&plain);
+            self.read_replies();
+            return Err(error);
+        }
         let newly_established = !tls.established && !tls.session.is_handshaking();
         if newly_established {
             tls.established = true;
@@ -946,15 +995,10 @@ impl ClientSession {
                 TlsError::Certificate(reason) => TlsOutcome::CertificateRejected(reason),
                 other => TlsOutcome::HandshakeFailed(other.to_string()),
             };
-            return self.tls_attempt_failed(outcome);
+            return self.apply_tls_decision(outcome);
         }
         let reply = internal(421, (4, 4, 2), &format!("TLS failed: {error}"));
         self.close(CloseReason::Tls(error), Some(&reply));
-    }
-
-    /// After STARTTLS was sent the connection cannot go on in plaintext.
-    fn tls_attempt_failed(&mut self, outcome: TlsOutcome) {
-        self.apply_tls_decision(outcome);
     }
 
     fn apply_tls_decision(&mut self, outcome: TlsOutcome) {
@@ -989,12 +1033,10 @@ impl ClientSession {
             ),
             TlsAction::Defer(reply) => (CloseReason::TlsDeferred, reply),
         };
-        if polite {
-            let mut out = Vec::new();
-            Command::Quit.write_to(&mut out);
-            self.out_wire.extend_from_slice(&out);
-        }
         self.close(reason, Some(&reply));
+        if polite {
+            Command::Quit.write_to(&mut self.out_wire);
+        }
     }
 
     // ---- transactions -----------------------------------------------------
@@ -1099,10 +1141,10 @@ impl ClientSession {
             }
         }
         self.active = Some(txn);
-        self.queue_bytes(&out);
         if self.expect.is_empty() {
             self.waiting_since = self.now;
         }
+        self.queue_bytes(&out);
         self.expect.extend(expects);
     }
 
@@ -1146,9 +1188,15 @@ impl ClientSession {
         }
         self.phase = Phase::Closed;
         self.expect.clear();
+        self.body_progress = None;
+        if reason != CloseReason::Quit {
+            // Whatever is still unsent must stay so: a queued final dot or
+            // BDAT LAST would deliver a message already reported transient.
+            self.out_wire.clear();
+            self.out_plain.clear();
+        }
         if let Some(tls) = &mut self.tls {
             if tls.established {
-                // Nothing in plaintext once TLS is over: only close_notify.
                 if !self.out_plain.is_empty() {
                     let _ = tls.session.write_plaintext(&self.out_plain);
                     self.out_plain.clear();

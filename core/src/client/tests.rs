@@ -563,3 +563,81 @@ fn replay(splits: &[usize]) -> (Vec<u8>, Vec<Event>) {
     }
     (out, events)
 }
+
+#[test]
+fn a_plaintext_only_connection_never_carries_required_mail() {
+    let now = Instant::now();
+    for (mode, fallback, delivered) in [
+        (TlsMode::Required, true, false),
+        (TlsMode::IfAvailable, false, false),
+        (TlsMode::IfAvailable, true, true),
+    ] {
+        let mut client = ClientSession::new(Arc::new(tls_client(mode, fallback)), "mx", true, now);
+        client.submit(now, envelope("a@x.org", &["b@y.org"]));
+        client.handle_input(now, b"220 mx\r\n250-mx\r\n250 STARTTLS\r\n");
+        let mut out = Vec::new();
+        client.poll_transmit(&mut out);
+        let wire = String::from_utf8_lossy(&out).into_owned();
+        assert_eq!(
+            wire.contains("MAIL FROM"),
+            delivered,
+            "{mode} {fallback}: {wire}"
+        );
+        assert!(!wire.contains("STARTTLS"), "{wire}");
+    }
+}
+
+#[test]
+fn a_connection_lost_right_after_starttls_is_judged_by_the_policy() {
+    let pair = {
+        let mut pair = Pair::scripted(
+            tls_client(TlsMode::IfAvailable, true),
+            tls_script(true, b""),
+        );
+        if let crate::pair::Server::Scripted(s) = &mut pair.server {
+            // Drop the connection instead of answering STARTTLS.
+            s.answer = Box::new(|line| {
+                if line.starts_with("EHLO") {
+                    (b"250-scripted\r\n250 STARTTLS\r\n".to_vec(), false)
+                } else {
+                    (Vec::new(), true)
+                }
+            });
+        }
+        pair.submit(envelope("a@x.org", &["b@y.org"]), BODY.to_vec());
+        pair.drive();
+        pair
+    };
+    assert!(matches!(
+        decision(&pair),
+        (
+            TlsOutcome::HandshakeFailed(_),
+            TlsAction::ReconnectPlaintext
+        )
+    ));
+    assert_eq!(closed(&pair), Some(CloseReason::ReconnectPlaintext));
+}
+
+#[test]
+fn a_body_that_stops_moving_times_out_and_nothing_queued_is_sent_after() {
+    let now = Instant::now();
+    let mut client = ClientSession::new(Arc::new(plain_client()), "mx", false, now);
+    client.submit(now, envelope("a@x.org", &["b@y.org"]));
+    client.handle_input(now, b"220 mx\r\n250 mx\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+    let mut out = Vec::new();
+    client.poll_transmit(&mut out);
+    assert!(client.wants_body());
+    client.send_body(now, b"part of a body\r\n").unwrap();
+    // The driver can no longer write: nothing is taken, the body stalls.
+    let deadline = client.poll_timeout().unwrap();
+    assert_eq!(deadline, now + ClientTimeouts::default().data_block);
+    client.handle_timeout(deadline);
+    assert!(client.is_closed());
+    let mut after = Vec::new();
+    assert_eq!(client.poll_transmit(&mut after), 0, "{after:?}");
+    let outcomes: Vec<Event> = std::iter::from_fn(|| client.poll_event()).collect();
+    assert!(outcomes
+        .iter()
+        .any(|e| matches!(e, Event::TransactionDone { outcomes, .. }
+        if outcomes[0].delivery == Delivery::Transient)));
+}
