@@ -93,6 +93,93 @@ pub struct DeliveryReport {
     pub reconnected_plaintext: bool,
 }
 
+/// The connections one delivery makes: normally one; a second, plaintext
+/// one when the TLS policy says "reconnect in plaintext". Runtimes loop:
+///
+/// ```text
+/// while let Some(attempt) = plan.next_attempt() {
+///     match connect(addr) {
+///         Err(e) => plan.connect_failed(attempt, &e.to_string()),
+///         Ok(socket) => { let mut conn = attempt.start(config, name, now); drive(socket, &mut conn); plan.finished(conn) }
+///     }
+/// }
+/// plan.into_report()
+/// ```
+#[derive(Debug, Default)]
+pub struct DeliveryPlan {
+    next: Option<Attempt>,
+    report: DeliveryReport,
+}
+
+/// One connection's worth of messages.
+#[derive(Debug)]
+pub struct Attempt {
+    messages: Vec<Outbound>,
+    plaintext_only: bool,
+}
+
+impl Attempt {
+    /// The connection state for a socket just connected, with every message
+    /// submitted and QUIT asked for after them.
+    pub fn start(self, config: Arc<ClientConfig>, server_name: &str, now: Instant) -> DeliveryConn {
+        let mut conn = DeliveryConn::new(config, server_name, self.plaintext_only, now);
+        for message in self.messages {
+            conn.submit(now, message);
+        }
+        conn.quit(now);
+        conn
+    }
+}
+
+impl DeliveryPlan {
+    /// A delivery of `messages`.
+    pub fn new(messages: Vec<Outbound>) -> Self {
+        Self {
+            next: Some(Attempt {
+                messages,
+                plaintext_only: false,
+            }),
+            report: DeliveryReport::default(),
+        }
+    }
+
+    /// The next connection to make, if any.
+    pub fn next_attempt(&mut self) -> Option<Attempt> {
+        self.next.take()
+    }
+
+    /// The connection could not be made: its messages are transient.
+    pub fn connect_failed(&mut self, attempt: Attempt, why: &str) {
+        self.report
+            .finished
+            .extend(unattempted(attempt.messages, why));
+    }
+
+    /// A connection ended: collect its outcomes, and plan the plaintext
+    /// reconnection if the TLS policy asked for one (once).
+    pub fn finished(&mut self, mut conn: DeliveryConn) {
+        self.report.finished.extend(conn.take_finished());
+        let retry = conn.take_retry();
+        let reconnect = matches!(conn.closed(), Some(CloseReason::ReconnectPlaintext));
+        if reconnect && !self.report.reconnected_plaintext && !retry.is_empty() {
+            self.report.reconnected_plaintext = true;
+            self.next = Some(Attempt {
+                messages: retry,
+                plaintext_only: true,
+            });
+        } else {
+            self.report
+                .finished
+                .extend(unattempted(retry, "not attempted"));
+        }
+    }
+
+    /// Every message, exactly once.
+    pub fn into_report(self) -> DeliveryReport {
+        self.report
+    }
+}
+
 /// Largest body chunk read from a source at once.
 const BODY_CHUNK: usize = 64 * 1024;
 

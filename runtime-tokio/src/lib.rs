@@ -41,8 +41,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use petrel_core::client::{ClientConfig, CloseReason};
-use petrel_runtime_common::client::{unattempted, DeliveryConn};
+use petrel_core::client::ClientConfig;
+use petrel_runtime_common::client::{DeliveryConn, DeliveryPlan};
 use petrel_runtime_common::listen::too_many_connections;
 use petrel_runtime_common::server::ServerConn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -326,39 +326,23 @@ pub async fn deliver(
     addr: SocketAddr,
     server_name: &str,
     config: Arc<ClientConfig>,
-    mut messages: Vec<Outbound>,
+    messages: Vec<Outbound>,
     options: &DeliverOptions,
 ) -> DeliveryReport {
-    let mut report = DeliveryReport::default();
-    let mut plaintext_only = false;
-    loop {
-        let stream = match connect(addr, options).await {
-            Ok(stream) => stream,
+    let mut plan = DeliveryPlan::new(messages);
+    while let Some(attempt) = plan.next_attempt() {
+        match connect(addr, options).await {
             Err(error) => {
-                let why = format!("cannot connect to {addr}: {error}");
-                report.finished.extend(unattempted(messages, &why));
-                return report;
+                plan.connect_failed(attempt, &format!("cannot connect to {addr}: {error}"))
             }
-        };
-        let now = now();
-        let mut conn = DeliveryConn::new(config.clone(), server_name, plaintext_only, now);
-        for message in messages.drain(..) {
-            conn.submit(now, message);
+            Ok(stream) => {
+                let mut conn = attempt.start(config.clone(), server_name, now());
+                run_client(stream, &mut conn).await;
+                plan.finished(conn);
+            }
         }
-        conn.quit(now);
-        run_client(stream, &mut conn).await;
-        report.finished.extend(conn.take_finished());
-        let retry = conn.take_retry();
-        let reconnect = matches!(conn.closed(), Some(CloseReason::ReconnectPlaintext));
-        if reconnect && !plaintext_only && !retry.is_empty() {
-            plaintext_only = true;
-            report.reconnected_plaintext = true;
-            messages = retry;
-            continue;
-        }
-        report.finished.extend(unattempted(retry, "not attempted"));
-        return report;
     }
+    plan.into_report()
 }
 
 async fn run_client(mut stream: TcpStream, conn: &mut DeliveryConn) {
