@@ -1,0 +1,702 @@
+//! Serving: one event loop per core, each with its own poll, listening
+//! handles, connections, deadlines and waker.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::num::NonZeroUsize;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use petrel_core::server::ServerConfig;
+use petrel_runtime_common::listen::{too_many_connections, ListenerConfig, ServeConfig};
+use petrel_runtime_common::server::{ConnectionInfo, Handler, ServerConn};
+use slab::Slab;
+
+use crate::{CLOSE_LINGER, READ_BUFFER};
+
+/// The token of a loop's waker; listeners count down from below it, and
+/// connections are their slab keys, which never get that high.
+const WAKER: Token = Token(usize::MAX);
+
+/// Reads from one connection before the others get their turn: a peer
+/// sending a large body must not starve the rest of its loop.
+const READ_BUDGET: usize = 8;
+
+/// A deadline in a loop's timer heap: when, which slab key, and which
+/// connection (generation) had that key then.
+type Timer = Reverse<(Instant, usize, u64)>;
+
+fn listener_token(index: usize) -> Token {
+    Token(usize::MAX - 1 - index)
+}
+
+/// A running server: all listeners bound, one event-loop thread per core.
+///
+/// Dropping it stops serving at once (as `shutdown` with no grace).
+#[derive(Debug)]
+pub struct Server {
+    addrs: Vec<SocketAddr>,
+    loops: Vec<LoopHandle>,
+}
+
+#[derive(Debug)]
+struct LoopHandle {
+    mailbox: Arc<Mailbox>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs.clone()
+    }
+
+    /// Stops accepting, lets the sessions in progress finish (by QUIT, by
+    /// closing, or by their own timeouts) for at most `grace`, then drops
+    /// the rest. Returns when every loop thread has ended.
+    pub fn shutdown(mut self, grace: Duration) {
+        self.stop(Instant::now() + grace);
+    }
+
+    fn stop(&mut self, deadline: Instant) {
+        for handle in &self.loops {
+            let mut stop = handle
+                .mailbox
+                .stop
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // A second stop (drop after shutdown) never extends the first.
+            *stop = Some(stop.map_or(deadline, |earlier| earlier.min(deadline)));
+            drop(stop);
+            let _ = handle.mailbox.waker.wake();
+        }
+        for handle in &mut self.loops {
+            if let Some(thread) = handle.thread.take() {
+                // A loop that panicked (in the application's handler) has
+                // already dropped its connections: nothing left to do.
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop(Instant::now());
+    }
+}
+
+/// What other threads tell a loop.
+#[derive(Debug)]
+struct Mailbox {
+    waker: Waker,
+    inbox: Mutex<Inbox>,
+    /// Set by `Server::shutdown`: stop accepting now, drop what is left
+    /// at this instant.
+    stop: Mutex<Option<Instant>>,
+    /// Connections this loop serves or has been handed: the next accepted
+    /// connection goes to the least loaded loop.
+    load: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Inbox {
+    /// Connections (slab key, generation) with a decision answered from
+    /// elsewhere.
+    woken: Vec<(usize, u64)>,
+    /// Connections another loop accepted for this one.
+    arrivals: Vec<Arrival>,
+}
+
+/// An accepted connection on its way to the loop that serves it.
+#[derive(Debug)]
+struct Arrival {
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: Arc<ServerConfig>,
+    /// The listener's address, should the socket not know its own.
+    listener: SocketAddr,
+}
+
+impl Mailbox {
+    fn post(&self, put: impl FnOnce(&mut Inbox)) {
+        let mut inbox = self.inbox.lock().unwrap_or_else(PoisonError::into_inner);
+        // A non-empty inbox means a wake-up is already on its way, and the
+        // loop takes the whole inbox at once: one syscall is enough.
+        let first = inbox.woken.is_empty() && inbox.arrivals.is_empty();
+        put(&mut inbox);
+        drop(inbox);
+        if first {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// What all loops of a server share.
+struct Shared {
+    handler: Arc<dyn Handler>,
+    /// Connections being served, over all loops and listeners.
+    active: AtomicUsize,
+    max_connections: usize,
+    ids: AtomicU64,
+    /// Every loop's mailbox, by loop index.
+    loops: Vec<Arc<Mailbox>>,
+}
+
+/// Binds every listener and starts one event-loop thread per core
+/// (`std::thread::available_parallelism`), each accepting on every listener
+/// and serving its share of the connections.
+pub fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Server> {
+    let mut bound = Vec::new();
+    for listener in config.listeners {
+        // mio binds with SO_REUSEADDR, so a restarted server gets its port
+        // back while old connections linger in TIME_WAIT; std's listener is
+        // what can be duplicated for each loop.
+        let socket = std::net::TcpListener::from(TcpListener::bind(listener.addr)?);
+        bound.push((socket, Arc::new(listener)));
+    }
+    let addrs = bound
+        .iter()
+        .map(|(socket, _)| socket.local_addr())
+        .collect::<io::Result<Vec<_>>>()?;
+    let threads = thread::available_parallelism().map_or(1, NonZeroUsize::get);
+    let mut loops = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let poll = Poll::new()?;
+        let mailbox = Arc::new(Mailbox {
+            waker: Waker::new(poll.registry(), WAKER)?,
+            inbox: Mutex::new(Inbox::default()),
+            stop: Mutex::new(None),
+            load: AtomicUsize::new(0),
+        });
+        let mut listeners = Vec::with_capacity(bound.len());
+        for (number, (socket, config)) in bound.iter().enumerate() {
+            // Each loop polls its own descriptor for the one listening
+            // socket; whichever loop accepts first serves the connection.
+            let mut socket = TcpListener::from_std(socket.try_clone()?);
+            poll.registry()
+                .register(&mut socket, listener_token(number), Interest::READABLE)?;
+            listeners.push(Listener {
+                socket,
+                config: config.clone(),
+            });
+        }
+        loops.push((poll, mailbox, listeners));
+    }
+    let shared = Arc::new(Shared {
+        handler,
+        active: AtomicUsize::new(0),
+        max_connections: config.max_connections,
+        ids: AtomicU64::new(0),
+        loops: loops
+            .iter()
+            .map(|(_, mailbox, _)| mailbox.clone())
+            .collect(),
+    });
+    // Built up loop by loop, so that a failure half-way stops the loops
+    // already running (by dropping the server).
+    let mut server = Server {
+        addrs,
+        loops: Vec::with_capacity(threads),
+    };
+    for (index, (poll, mailbox, listeners)) in loops.into_iter().enumerate() {
+        let event_loop = EventLoop {
+            index,
+            poll,
+            mailbox: mailbox.clone(),
+            shared: shared.clone(),
+            listeners,
+            conns: Slab::new(),
+            timers: BinaryHeap::new(),
+            generation: 0,
+            buf: vec![0; READ_BUFFER],
+            again: Vec::new(),
+        };
+        let thread = thread::Builder::new()
+            .name(format!("petrel-mio-{index}"))
+            .spawn(move || event_loop.run())?;
+        server.loops.push(LoopHandle {
+            mailbox,
+            thread: Some(thread),
+        });
+    }
+    Ok(server)
+}
+
+/// One loop's handle of a listening socket.
+struct Listener {
+    socket: TcpListener,
+    config: Arc<ListenerConfig>,
+}
+
+/// One connection of a loop.
+struct Conn {
+    stream: TcpStream,
+    conn: ServerConn,
+    /// Tells this connection from earlier ones with the same slab key, for
+    /// timers and wake-ups that outlived theirs.
+    generation: u64,
+    /// The deadline last pushed on the timer heap (heap entries with any
+    /// other instant are stale).
+    deadline: Option<Instant>,
+    /// When a closed session's last output is given up on.
+    linger: Option<Instant>,
+    /// WRITABLE is registered: only while output is pending, so that an
+    /// idle connection costs no wake-ups.
+    write_interest: bool,
+    /// Readiness seen and not yet used up (mio is edge-triggered: a
+    /// connection that stops reading before `WouldBlock`, because its
+    /// session wants no input now, must remember that there is some).
+    readable: bool,
+    writable: bool,
+    /// The peer closed its side (or reading failed).
+    eof: bool,
+}
+
+impl Conn {
+    /// Writes pending output until it is gone or the socket is full. An
+    /// error means the peer is gone.
+    fn flush(&mut self) -> io::Result<()> {
+        let out = self.conn.output();
+        while self.writable && !out.is_empty() {
+            match self.stream.write(out) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    out.drain(..n.min(out.len()));
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What `drive` found a connection ready for.
+enum Next {
+    /// Waiting for readiness, a deadline or a wake-up.
+    Wait,
+    /// Over: closed and flushed, or the peer is gone.
+    End,
+}
+
+struct EventLoop {
+    /// This loop's place in `shared.loops`.
+    index: usize,
+    poll: Poll,
+    mailbox: Arc<Mailbox>,
+    shared: Arc<Shared>,
+    /// Emptied when the server stops accepting.
+    listeners: Vec<Listener>,
+    conns: Slab<Conn>,
+    timers: BinaryHeap<Timer>,
+    generation: u64,
+    buf: Vec<u8>,
+    /// Connections that used their read budget with input left: driven
+    /// again after the others had their turn.
+    again: Vec<usize>,
+}
+
+impl EventLoop {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut inbox = Inbox::default();
+        let mut again = Vec::new();
+        loop {
+            let now = Instant::now();
+            let stop = *self
+                .mailbox
+                .stop
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(stop) = stop {
+                for mut listener in self.listeners.drain(..) {
+                    let _ = self.poll.registry().deregister(&mut listener.socket);
+                }
+                if self.conns.is_empty() || now >= stop {
+                    break;
+                }
+            }
+            let mut timeout = if self.again.is_empty() {
+                self.next_deadline()
+                    .map(|at| at.saturating_duration_since(now))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Some(stop) = stop {
+                let left = stop.saturating_duration_since(now);
+                timeout = Some(timeout.map_or(left, |timeout| timeout.min(left)));
+            }
+            if let Err(error) = self.poll.poll(&mut events, timeout) {
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // The poll itself failed: nothing on this loop can be
+                // served any more.
+                break;
+            }
+            for event in events.iter() {
+                let token = event.token();
+                if token == WAKER {
+                    // The mailbox is read below, on every turn.
+                    continue;
+                }
+                let listener = (usize::MAX - 1)
+                    .checked_sub(token.0)
+                    .filter(|&index| index < self.listeners.len());
+                if let Some(index) = listener {
+                    self.accept(index);
+                } else if let Some(conn) = self.conns.get_mut(token.0) {
+                    let error = event.is_error();
+                    conn.readable |= event.is_readable() || event.is_read_closed() || error;
+                    conn.writable |= event.is_writable() || event.is_write_closed() || error;
+                    let key = token.0;
+                    self.isolate(key, |this| this.drive(key));
+                }
+            }
+            std::mem::swap(
+                &mut *self
+                    .mailbox
+                    .inbox
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+                &mut inbox,
+            );
+            for arrival in inbox.arrivals.drain(..) {
+                self.admit(arrival);
+            }
+            for (key, generation) in inbox.woken.drain(..) {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    if conn.generation == generation {
+                        self.isolate(key, |this| {
+                            if let Some(conn) = this.conns.get_mut(key) {
+                                conn.conn.handle_wake(Instant::now());
+                            }
+                            this.drive(key);
+                        });
+                    }
+                }
+            }
+            std::mem::swap(&mut self.again, &mut again);
+            for key in again.drain(..) {
+                self.isolate(key, |this| this.drive(key));
+            }
+            self.fire_timers();
+        }
+        // Whatever is left is dropped with the loop, including
+        // connections handed over too late to be served.
+        let late = std::mem::take(
+            &mut self
+                .mailbox
+                .inbox
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .arrivals,
+        );
+        let left = self.conns.len() + late.len();
+        self.shared.active.fetch_sub(left, Ordering::SeqCst);
+        // Never the least loaded again: no connection is handed to a loop
+        // that has ended (after a shutdown, or should its poll fail).
+        self.mailbox.load.store(usize::MAX / 2, Ordering::SeqCst);
+    }
+
+    /// Accepts until the listener has nothing more: readiness is
+    /// edge-triggered, and every loop was told about the same connections.
+    fn accept(&mut self, index: usize) {
+        loop {
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            match listener.socket.accept() {
+                Ok((stream, peer)) => {
+                    let config = listener.config.clone();
+                    self.place(stream, peer, &config);
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if error.kind() == io::ErrorKind::ConnectionAborted => {}
+                // WouldBlock: another loop or this one took them all. Out
+                // of descriptors and the like: the next connection's
+                // readiness tries again.
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Refuses a connection over the limit, or hands it to the least
+    /// loaded loop (this one when it is among them): whichever loop
+    /// accepts first, connections spread over all of them.
+    fn place(&mut self, mut stream: TcpStream, peer: SocketAddr, listener: &ListenerConfig) {
+        let _ = stream.set_nodelay(true);
+        let config = listener.config_for(peer.ip());
+        if self.shared.active.fetch_add(1, Ordering::SeqCst) >= self.shared.max_connections {
+            self.shared.active.fetch_sub(1, Ordering::SeqCst);
+            // A fresh socket's send buffer is empty: one line fits, and a
+            // peer that does not take it loses nothing it was promised.
+            let _ = stream.write(&too_many_connections(&config.hostname));
+            let _ = stream.shutdown(Shutdown::Write);
+            return;
+        }
+        let mut target = (self.mailbox.load.load(Ordering::SeqCst), self.index);
+        for (index, mailbox) in self.shared.loops.iter().enumerate() {
+            let load = mailbox.load.load(Ordering::SeqCst);
+            if load < target.0 {
+                target = (load, index);
+            }
+        }
+        let arrival = Arrival {
+            stream,
+            peer,
+            config,
+            listener: listener.addr,
+        };
+        match self.shared.loops.get(target.1) {
+            Some(mailbox) if target.1 != self.index => {
+                mailbox.load.fetch_add(1, Ordering::SeqCst);
+                mailbox.post(|inbox| inbox.arrivals.push(arrival));
+            }
+            _ => {
+                self.mailbox.load.fetch_add(1, Ordering::SeqCst);
+                self.admit(arrival);
+            }
+        }
+    }
+
+    /// Starts serving a connection on this loop (already counted in
+    /// `active` and this loop's `load`).
+    fn admit(&mut self, arrival: Arrival) {
+        let Arrival {
+            mut stream,
+            peer,
+            config,
+            listener,
+        } = arrival;
+        let key = self.conns.vacant_key();
+        self.generation += 1;
+        let generation = self.generation;
+        if self
+            .poll
+            .registry()
+            .register(&mut stream, Token(key), Interest::READABLE)
+            .is_err()
+        {
+            self.shared.active.fetch_sub(1, Ordering::SeqCst);
+            self.mailbox.load.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        let info = ConnectionInfo {
+            id: self.shared.ids.fetch_add(1, Ordering::SeqCst),
+            peer,
+            local: stream.local_addr().unwrap_or(listener),
+        };
+        let mailbox = self.mailbox.clone();
+        let handler = self.shared.handler.clone();
+        let wake = Box::new(move || mailbox.post(|inbox| inbox.woken.push((key, generation))));
+        // The handler already hears of the connection here.
+        let conn = match panic::catch_unwind(AssertUnwindSafe(|| {
+            ServerConn::new(config, info, handler, Instant::now(), wake)
+        })) {
+            Ok(conn) => conn,
+            Err(_) => {
+                let _ = self.poll.registry().deregister(&mut stream);
+                self.shared.active.fetch_sub(1, Ordering::SeqCst);
+                self.mailbox.load.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+        };
+        let inserted = self.conns.insert(Conn {
+            stream,
+            conn,
+            generation,
+            deadline: None,
+            linger: None,
+            write_interest: false,
+            // Registration reports input that is already there.
+            readable: false,
+            writable: true,
+            eof: false,
+        });
+        debug_assert_eq!(inserted, key, "the slab's vacant key is where it inserts");
+        self.isolate(key, |this| this.drive(key));
+    }
+
+    /// Runs `step` for connection `key`. A panic in it (in the
+    /// application's handler) ends that connection only, as it would end
+    /// only its task on tokio, rather than the loop and every connection
+    /// on it.
+    fn isolate(&mut self, key: usize, step: impl FnOnce(&mut Self)) {
+        if panic::catch_unwind(AssertUnwindSafe(|| step(self))).is_err() {
+            self.close(key);
+        }
+    }
+
+    /// Moves a connection as far as it goes now: write all output, then
+    /// read (when the session wants input), and again; then register the
+    /// interest and the deadline it waits for.
+    fn drive(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut reads = 0;
+        let next = loop {
+            if conn.flush().is_err() {
+                // The peer is gone: nothing more can be said to it.
+                break Next::End;
+            }
+            if !conn.conn.output().is_empty() {
+                break Next::Wait;
+            }
+            if conn.conn.is_closed() {
+                break Next::End;
+            }
+            if conn.eof || !conn.readable || !conn.conn.wants_input() {
+                break Next::Wait;
+            }
+            if reads == READ_BUDGET {
+                self.again.push(key);
+                break Next::Wait;
+            }
+            reads += 1;
+            match conn.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    conn.eof = true;
+                    conn.conn.handle_eof(Instant::now());
+                }
+                Ok(n) => conn
+                    .conn
+                    .handle_input(Instant::now(), self.buf.get(..n).unwrap_or_default()),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    conn.eof = true;
+                    conn.conn.handle_eof(Instant::now());
+                }
+            }
+        };
+        if let Next::End = next {
+            return self.close(key);
+        }
+        let want_write = !conn.conn.output().is_empty();
+        if want_write != conn.write_interest {
+            let interest = if want_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, Token(key), interest)
+                .is_err()
+            {
+                return self.close(key);
+            }
+            conn.write_interest = want_write;
+        }
+        let deadline = if conn.conn.is_closed() {
+            Some(
+                *conn
+                    .linger
+                    .get_or_insert_with(|| Instant::now() + CLOSE_LINGER),
+            )
+        } else {
+            conn.conn.poll_timeout()
+        };
+        if deadline != conn.deadline {
+            conn.deadline = deadline;
+            if let Some(at) = deadline {
+                self.timers.push(Reverse((at, key, conn.generation)));
+                self.compact_timers();
+            }
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        if let Some(mut conn) = self.conns.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            let _ = conn.stream.shutdown(Shutdown::Both);
+            self.shared.active.fetch_sub(1, Ordering::SeqCst);
+            self.mailbox.load.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether a heap entry is still its connection's deadline.
+    fn is_current(&self, (at, key, generation): (Instant, usize, u64)) -> bool {
+        self.conns
+            .get(key)
+            .is_some_and(|conn| conn.generation == generation && conn.deadline == Some(at))
+    }
+
+    /// The earliest current deadline; stale entries on top are dropped.
+    fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(&Reverse(timer)) = self.timers.peek() {
+            if self.is_current(timer) {
+                return Some(timer.0);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Hands every deadline that has come to its connection.
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        while let Some(&Reverse(timer)) = self.timers.peek() {
+            if timer.0 > now {
+                break;
+            }
+            self.timers.pop();
+            due.push(timer);
+        }
+        // Deadlines pushed while handling these wait for the next turn, so
+        // a session whose deadline stays in the past cannot hold the loop.
+        for timer in due {
+            // Checked only now: handling an earlier one may have moved this
+            // connection's deadline, and a deadline that went back to an
+            // earlier instant can be on the heap twice.
+            if !self.is_current(timer) {
+                continue;
+            }
+            let key = timer.1;
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.deadline = None;
+            if conn.conn.is_closed() {
+                // Its last output did not get out in time.
+                self.close(key);
+            } else {
+                self.isolate(key, |this| {
+                    if let Some(conn) = this.conns.get_mut(key) {
+                        conn.conn.handle_timeout(now);
+                    }
+                    this.drive(key);
+                });
+            }
+        }
+    }
+
+    /// Every command moves a session's deadline, and each move leaves a
+    /// stale entry behind: rebuild the heap from the live deadlines when
+    /// stale ones dominate, so that it stays proportional to the
+    /// connections.
+    fn compact_timers(&mut self) {
+        if self.timers.len() > 1024 + 2 * self.conns.len() {
+            self.timers = self
+                .conns
+                .iter()
+                .filter_map(|(key, conn)| {
+                    conn.deadline.map(|at| Reverse((at, key, conn.generation)))
+                })
+                .collect();
+        }
+    }
+}

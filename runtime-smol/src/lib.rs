@@ -1,0 +1,673 @@
+//! Petrel's SMTP sessions driven over smol: one task per connection.
+//!
+//! Everything that is not waiting for sockets, timers or wake-ups lives in
+//! `petrel-runtime-common` (and the protocol itself in `petrel-core`); this
+//! crate is the loop around them, on `async-io` sockets and timers.
+//!
+//! [`serve`] runs its connections on an executor of its own, with one thread
+//! per core, so the caller's executor (often a plain `smol::block_on`) does
+//! not carry the server; [`deliver`] runs wherever it is awaited.
+//!
+//! Serving, with an application that accepts every message:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use petrel_core::server::{Event, ServerConfig};
+//! use petrel_smol::{ConnectionInfo, Decision, Handler, ListenerConfig, ServeConfig};
+//!
+//! struct AcceptAll;
+//!
+//! impl Handler for AcceptAll {
+//!     fn on_event(&self, _conn: &ConnectionInfo, _event: &Event, decision: Option<Decision>) {
+//!         // A real MTA would spool the body and answer MessageEnd later,
+//!         // from whatever thread finished the fsync.
+//!         if let Some(decision) = decision {
+//!             decision.accept();
+//!         }
+//!     }
+//! }
+//!
+//! # fn main() -> std::io::Result<()> {
+//! smol::block_on(async {
+//!     let listener = ListenerConfig::new("127.0.0.1:0".parse().unwrap(), ServerConfig::new("mx.example"));
+//!     let server = petrel_smol::serve(ServeConfig::single(listener), Arc::new(AcceptAll)).await?;
+//!     println!("listening on {:?}", server.local_addrs());
+//!     server.shutdown(Duration::from_secs(1)).await;
+//!     Ok(())
+//! })
+//! # }
+//! ```
+
+use std::io;
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use petrel_core::client::ClientConfig;
+use petrel_runtime_common::client::{DeliveryConn, DeliveryPlan};
+use petrel_runtime_common::listen::too_many_connections;
+use petrel_runtime_common::server::ServerConn;
+use smol::channel::{Receiver, Sender};
+use smol::future::{self, FutureExt as _};
+use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use smol::stream::StreamExt as _;
+use smol::{Async, Executor, Timer};
+
+pub use petrel_runtime_common::client::{BodySource, DeliveryReport, Finished, Outbound};
+pub use petrel_runtime_common::listen::{ListenerConfig, Network, ServeConfig};
+pub use petrel_runtime_common::server::{Answer, ConnectionInfo, Decision, Handler};
+
+/// Octets read from a socket at once.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// How long a closed session's last output may take to be written: a peer
+/// that stops reading must not keep a finished connection (and its slot
+/// under the connection limit) forever.
+const CLOSING_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a server connection keeps reading (and discarding) after its
+/// session closed and its write side is shut. Closing a socket with unread
+/// input makes the kernel send a reset, which can destroy the last reply
+/// (a `421`, or the refusal of an injected STARTTLS) before the peer reads
+/// it; a short linger lets the peer see it and close first.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// How long the `421 4.3.2` refusal of a connection over the limit may take.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pause after an accept error other than a vanished peer (out of file
+/// descriptors, say): retrying at once would only spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// A running server: all listeners bound, connections served on an
+/// executor with one thread per core.
+///
+/// Dropping it without [`shutdown`](Self::shutdown) stops it at once:
+/// listeners close and open connections are dropped, in the background.
+#[derive(Debug)]
+pub struct Server {
+    addrs: Vec<SocketAddr>,
+    /// Closed to stop accepting: the accept loops end.
+    stop_accepting: Sender<()>,
+    /// Closed when the grace period is over: the connections end.
+    stop_serving: Sender<()>,
+    /// Nothing is ever sent: every accept loop and connection holds a
+    /// sender, so `recv` fails exactly when all of them are gone.
+    alive: Receiver<()>,
+    /// The executor's threads; they end when `alive` does.
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs.clone()
+    }
+
+    /// Stops accepting, lets the sessions in progress finish (by QUIT, by
+    /// closing, or by their own timeouts) for at most `grace`, then drops
+    /// the rest. Returns once every connection is gone and the server's
+    /// threads have ended.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.stop_accepting.close();
+        let drained = async {
+            let _ = self.alive.recv().await;
+            true
+        };
+        let expired = async {
+            Timer::after(grace).await;
+            false
+        };
+        if !drained.or(expired).await {
+            self.stop_serving.close();
+            // Every connection task sees the close at its next poll.
+            let _ = self.alive.recv().await;
+        }
+        let threads = std::mem::take(&mut self.threads);
+        smol::unblock(move || {
+            for thread in threads {
+                // A thread that panicked has nothing left to clean up.
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_accepting.close();
+        self.stop_serving.close();
+    }
+}
+
+/// Binds every listener and starts serving on an executor with one thread
+/// per core, owned by the returned [`Server`].
+pub async fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Server> {
+    let mut listeners = Vec::new();
+    let mut addrs = Vec::new();
+    for listener_config in config.listeners {
+        let listener = Async::<TcpListener>::bind(listener_config.addr)?;
+        addrs.push(listener.get_ref().local_addr()?);
+        listeners.push((listener, listener_config));
+    }
+    let (stop_accepting, accepting) = smol::channel::bounded(1);
+    let (stop_serving, serving) = smol::channel::bounded(1);
+    let (alive_sender, alive) = smol::channel::bounded(1);
+    let executor = Arc::new(Executor::new());
+    let shared = Arc::new(Shared {
+        handler,
+        max_connections: config.max_connections,
+        active: AtomicUsize::new(0),
+        ids: AtomicU64::new(0),
+        serving,
+        _alive: alive_sender,
+    });
+    for (listener, listener_config) in listeners {
+        let accept = Accept {
+            listener,
+            config: Arc::new(listener_config),
+            shared: shared.clone(),
+            executor: Arc::downgrade(&executor),
+        };
+        executor.spawn(accept.run(accepting.clone())).detach();
+    }
+    // From here on only the tasks hold `Shared`: `alive` closes when the
+    // last of them ends.
+    drop(shared);
+    let mut server = Server {
+        addrs,
+        stop_accepting,
+        stop_serving,
+        alive,
+        threads: Vec::new(),
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for n in 0..threads {
+        let (executor, alive) = (executor.clone(), server.alive.clone());
+        // On error, dropping `server` stops the tasks, and the threads
+        // already started end with them.
+        let thread = std::thread::Builder::new()
+            .name(format!("petrel-smol-{n}"))
+            .spawn(move || {
+                smol::block_on(executor.run(async {
+                    let _ = alive.recv().await;
+                }))
+            })?;
+        server.threads.push(thread);
+    }
+    Ok(server)
+}
+
+/// What every accept loop and connection of one server shares.
+struct Shared {
+    handler: Arc<dyn Handler>,
+    max_connections: usize,
+    /// Connections being served (not those refused over the limit).
+    active: AtomicUsize,
+    ids: AtomicU64,
+    /// Closes when the grace period is over.
+    serving: Receiver<()>,
+    /// Held, through this struct, by every accept loop and connection;
+    /// see [`Server::alive`].
+    _alive: Sender<()>,
+}
+
+impl Shared {
+    /// A place under the connection limit, if there is one.
+    fn admit(self: &Arc<Self>) -> Option<Admitted> {
+        self.active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |active| {
+                (active < self.max_connections).then_some(active + 1)
+            })
+            .ok()
+            .map(|_| Admitted {
+                shared: self.clone(),
+            })
+    }
+}
+
+/// A connection's place under the limit, given back when it is dropped.
+struct Admitted {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.shared.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One listener's accept loop.
+struct Accept {
+    listener: Async<TcpListener>,
+    config: Arc<ListenerConfig>,
+    shared: Arc<Shared>,
+    /// Weak, so that a task of the executor does not keep it alive.
+    executor: std::sync::Weak<Executor<'static>>,
+}
+
+impl Accept {
+    async fn run(self, accepting: Receiver<()>) {
+        loop {
+            // Checked first: under a flood of connections `accept` is always
+            // ready and would win every race.
+            if accepting.is_closed() {
+                return;
+            }
+            let accept = async { Some(self.listener.accept().await) };
+            let stop = async {
+                let _ = accepting.recv().await;
+                None
+            };
+            match accept.or(stop).await {
+                Some(Ok((stream, peer))) => self.start(stream, peer),
+                Some(Err(error)) => {
+                    if !matches!(
+                        error.kind(),
+                        io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::Interrupted
+                    ) {
+                        Timer::after(ACCEPT_BACKOFF).await;
+                    }
+                }
+                None => return,
+            }
+        }
+    }
+
+    fn start(&self, stream: Async<TcpStream>, peer: SocketAddr) {
+        let Some(executor) = self.executor.upgrade() else {
+            return;
+        };
+        let _ = stream.get_ref().set_nodelay(true);
+        let config = self.config.config_for(peer.ip());
+        let Some(admitted) = self.shared.admit() else {
+            let refusal = too_many_connections(&config.hostname);
+            let shared = self.shared.clone();
+            executor.spawn(refuse(stream, refusal, shared)).detach();
+            return;
+        };
+        let info = ConnectionInfo {
+            id: self.shared.ids.fetch_add(1, Ordering::SeqCst),
+            peer,
+            local: stream.get_ref().local_addr().unwrap_or(self.config.addr),
+        };
+        let handler = self.shared.handler.clone();
+        let serving = self.shared.serving.clone();
+        executor
+            .spawn(async move {
+                // A decision answered on another thread wakes this task; one
+                // pending wake-up is enough, as each drains every answer.
+                let (waker, woken) = smol::channel::bounded(1);
+                let wake = Box::new(move || {
+                    let _ = waker.try_send(());
+                });
+                let served = async {
+                    let conn = ServerConn::new(config, info, handler, Instant::now(), wake);
+                    run_server(&stream, conn, woken, &serving).await
+                };
+                // A panicking handler ends its own connection, not the
+                // executor thread that happened to run it.
+                let ended = AssertUnwindSafe(served).catch_unwind().await;
+                // The session is over: its place is free even while the
+                // socket lingers.
+                drop(admitted);
+                let _ = stream.get_ref().shutdown(Shutdown::Write);
+                if ended.is_ok_and(|ended| ended == Ended::Closed) {
+                    let stop = async {
+                        let _ = serving.recv().await;
+                    };
+                    linger(&stream).or(stop).await;
+                }
+            })
+            .detach();
+    }
+}
+
+/// Tells a connection over the limit so, and closes it. `shared` keeps the
+/// server alive until it is done, but it takes no place under the limit.
+async fn refuse(stream: Async<TcpStream>, refusal: Vec<u8>, shared: Arc<Shared>) {
+    let mut writer = &stream;
+    let written = async {
+        if writer.write_all(&refusal).await.is_ok() {
+            let _ = stream.get_ref().shutdown(Shutdown::Write);
+            linger(&stream).await;
+        }
+    };
+    let timeout = async {
+        Timer::after(REFUSAL_TIMEOUT).await;
+    };
+    let stop = async {
+        let _ = shared.serving.recv().await;
+    };
+    written.or(timeout).or(stop).await;
+}
+
+/// Reads and discards until the peer closes, for at most [`CLOSE_LINGER`].
+async fn linger(stream: &Async<TcpStream>) {
+    let mut reader = stream;
+    let mut buf = [0; 4096];
+    let drain = async { while matches!(reader.read(&mut buf).await, Ok(n) if n > 0) {} };
+    let timeout = async {
+        Timer::after(CLOSE_LINGER).await;
+    };
+    drain.or(timeout).await;
+}
+
+/// What woke a connection's task.
+enum Step {
+    Written(io::Result<usize>),
+    Read(io::Result<usize>),
+    Woken,
+    Timer,
+    Stop,
+}
+
+/// A connection's one timer, kept armed across loop iterations.
+///
+/// Arming an async-io timer is a round trip through the reactor (and a
+/// wake-up of the thread polling it), and a session moves its deadline
+/// later with nearly every command. So the timer is only moved earlier;
+/// when it fires before the session's deadline it is simply armed again.
+struct Deadline {
+    timer: Timer,
+    armed: Option<Instant>,
+}
+
+impl Deadline {
+    fn new() -> Self {
+        Self {
+            timer: Timer::never(),
+            armed: None,
+        }
+    }
+
+    /// Makes sure the timer fires no later than `deadline`.
+    fn arm(&mut self, deadline: Option<Instant>) {
+        if let Some(deadline) = deadline {
+            if self.armed.is_none_or(|armed| deadline < armed) {
+                self.timer.set_at(deadline);
+                self.armed = Some(deadline);
+            }
+        }
+    }
+
+    /// Sleeps until the armed instant, or forever.
+    async fn wait(&mut self) -> Step {
+        (&mut self.timer).await;
+        self.armed = None;
+        Step::Timer
+    }
+}
+
+/// Whether `deadline` has come.
+fn due(deadline: Option<Instant>, now: Instant) -> bool {
+    deadline.is_some_and(|deadline| now >= deadline)
+}
+
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// How a server connection ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The session closed with input possibly unread: worth a linger.
+    Closed,
+    /// The peer closed or vanished, or the server stopped serving.
+    Gone,
+}
+
+/// Drives one server connection until its session is over and its output
+/// written, or the server stops serving.
+async fn run_server(
+    stream: &Async<TcpStream>,
+    mut conn: ServerConn,
+    woken: Receiver<()>,
+    serving: &Receiver<()>,
+) -> Ended {
+    // Pinned: a receiver keeps its listener in place between polls.
+    let mut woken = std::pin::pin!(woken);
+    let mut stop = std::pin::pin!(serving.clone());
+    let mut buf = vec![0; READ_BUFFER];
+    let mut eof = false;
+    // Set once the session is closed and only its last output remains.
+    let mut closing: Option<Instant> = None;
+    let mut deadline = Deadline::new();
+    loop {
+        if conn.is_closed() {
+            if conn.output().is_empty() {
+                return if eof { Ended::Gone } else { Ended::Closed };
+            }
+            closing.get_or_insert_with(|| Instant::now() + CLOSING_WRITE_TIMEOUT);
+        }
+        if serving.is_closed() {
+            // The grace period is over: the handler still hears the end.
+            conn.handle_eof(Instant::now());
+            return Ended::Gone;
+        }
+        // Replies are written out before more input is read: a peer that
+        // does not read its replies stops being read.
+        let reading = !eof && conn.wants_input() && conn.output().is_empty();
+        deadline.arm(earliest(conn.poll_timeout(), closing));
+        let step = {
+            let (mut reader, mut writer) = (stream, stream);
+            let output = conn.output();
+            let write = async {
+                if output.is_empty() {
+                    future::pending().await
+                } else {
+                    Step::Written(writer.write(output).await)
+                }
+            };
+            let read = async {
+                if reading {
+                    Step::Read(reader.read(&mut buf).await)
+                } else {
+                    future::pending().await
+                }
+            };
+            // Polled as streams, which keep their listeners between
+            // iterations rather than registering new ones each time.
+            let wake = async {
+                match woken.next().await {
+                    Some(()) => Step::Woken,
+                    // Cannot happen: the connection holds the sender.
+                    None => future::pending().await,
+                }
+            };
+            let stop = async {
+                let _ = stop.next().await;
+                Step::Stop
+            };
+            stop.or(wake).or(write).or(read).or(deadline.wait()).await
+        };
+        let now = Instant::now();
+        match step {
+            Step::Written(Ok(n)) if n > 0 => {
+                conn.output().drain(..n);
+            }
+            Step::Written(_) => {
+                // The peer is gone: nothing more can be said to it, and the
+                // session (and handler) learn that it ended.
+                conn.output().clear();
+                conn.handle_eof(now);
+                return Ended::Gone;
+            }
+            Step::Read(Ok(n)) if n > 0 => conn.handle_input(now, buf.get(..n).unwrap_or_default()),
+            Step::Read(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
+            Step::Read(_) => {
+                eof = true;
+                conn.handle_eof(now);
+            }
+            Step::Woken => conn.handle_wake(now),
+            Step::Timer if due(closing, now) => return Ended::Gone,
+            Step::Timer if due(conn.poll_timeout(), now) => conn.handle_timeout(now),
+            // Early: the session's deadline moved later meanwhile.
+            Step::Timer => {}
+            Step::Stop => {}
+        }
+    }
+}
+
+/// How `deliver` connects.
+#[derive(Debug, Clone)]
+pub struct DeliverOptions {
+    /// Give up connecting after this long.
+    pub connect_timeout: Duration,
+    /// Bind to this local address first (Momentum's binding).
+    pub source: Option<IpAddr>,
+}
+
+impl Default for DeliverOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(30),
+            source: None,
+        }
+    }
+}
+
+/// A non-blocking connect through socket2, because async-io's own
+/// `connect` cannot bind a source address first.
+async fn connect(addr: SocketAddr, options: &DeliverOptions) -> io::Result<Async<TcpStream>> {
+    let connecting = async {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        if let Some(source) = options.source {
+            socket.bind(&SocketAddr::new(source, 0).into())?;
+        }
+        socket.set_nonblocking(true)?;
+        match socket.connect(&addr.into()) {
+            Ok(()) => {}
+            Err(error)
+                if error.raw_os_error() == Some(libc::EINPROGRESS)
+                    || error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
+        }
+        let stream = Async::new(TcpStream::from(socket))?;
+        // Writable once the handshake is over, whichever way it went.
+        stream.writable().await?;
+        if let Some(error) = stream.get_ref().take_error()? {
+            return Err(error);
+        }
+        stream.get_ref().peer_addr()?;
+        stream.get_ref().set_nodelay(true)?;
+        Ok(stream)
+    };
+    let timeout = async {
+        Timer::after(options.connect_timeout).await;
+        Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+    };
+    connecting.or(timeout).await
+}
+
+/// Delivers `messages` to `addr` over one connection (reused for all of
+/// them), and over a fresh plaintext one when the TLS policy asks for it.
+/// Every message is in the report exactly once.
+pub async fn deliver(
+    addr: SocketAddr,
+    server_name: &str,
+    config: Arc<ClientConfig>,
+    messages: Vec<Outbound>,
+    options: &DeliverOptions,
+) -> DeliveryReport {
+    let mut plan = DeliveryPlan::new(messages);
+    while let Some(attempt) = plan.next_attempt() {
+        match connect(addr, options).await {
+            Err(error) => {
+                plan.connect_failed(attempt, &format!("cannot connect to {addr}: {error}"))
+            }
+            Ok(stream) => {
+                let mut conn = attempt.start(config.clone(), server_name, Instant::now());
+                run_client(&stream, &mut conn).await;
+                drop(stream);
+                plan.finished(conn);
+            }
+        }
+    }
+    plan.into_report()
+}
+
+/// Drives one client connection until its session is over and its output
+/// written. Replies are read while the output is written, so that neither
+/// side can block the other with a full socket.
+async fn run_client(stream: &Async<TcpStream>, conn: &mut DeliveryConn) {
+    let mut buf = vec![0; READ_BUFFER];
+    let mut eof = false;
+    let mut closing: Option<Instant> = None;
+    let mut deadline = Deadline::new();
+    loop {
+        if conn.closed().is_some() {
+            if conn.output().is_empty() {
+                break;
+            }
+            closing.get_or_insert_with(|| Instant::now() + CLOSING_WRITE_TIMEOUT);
+        }
+        let next = earliest(conn.poll_timeout(), closing);
+        if eof && next.is_none() && conn.output().is_empty() {
+            // Nothing can move any more (the session always closes at end
+            // of input; this only guards against waiting forever).
+            break;
+        }
+        deadline.arm(next);
+        let step = {
+            let (mut reader, mut writer) = (stream, stream);
+            let output = conn.output();
+            let write = async {
+                if output.is_empty() {
+                    future::pending().await
+                } else {
+                    Step::Written(writer.write(output).await)
+                }
+            };
+            let read = async {
+                if eof {
+                    future::pending().await
+                } else {
+                    Step::Read(reader.read(&mut buf).await)
+                }
+            };
+            write.or(read).or(deadline.wait()).await
+        };
+        let now = Instant::now();
+        match step {
+            Step::Written(Ok(n)) if n > 0 => {
+                conn.output().drain(..n);
+                conn.handle_written(now);
+            }
+            Step::Written(_) => {
+                conn.output().clear();
+                eof = true;
+                conn.handle_eof(now);
+                // Whatever is left cannot reach the server any more.
+                conn.output().clear();
+            }
+            Step::Read(Ok(n)) if n > 0 => conn.handle_input(now, buf.get(..n).unwrap_or_default()),
+            Step::Read(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
+            Step::Read(_) => {
+                eof = true;
+                conn.handle_eof(now);
+            }
+            Step::Timer if due(closing, now) => break,
+            Step::Timer if due(conn.poll_timeout(), now) => conn.handle_timeout(now),
+            Step::Timer => {}
+            Step::Woken | Step::Stop => {}
+        }
+    }
+    let _ = stream.get_ref().shutdown(Shutdown::Both);
+}
