@@ -60,6 +60,24 @@ pub struct Finished {
     pub tls: Option<TlsInfo>,
 }
 
+/// How a runtime's `deliver` connects.
+#[derive(Debug, Clone)]
+pub struct DeliverOptions {
+    /// Give up connecting after this long.
+    pub connect_timeout: std::time::Duration,
+    /// Bind to this local address first (Momentum's binding).
+    pub source: Option<std::net::IpAddr>,
+}
+
+impl Default for DeliverOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: std::time::Duration::from_secs(30),
+            source: None,
+        }
+    }
+}
+
 /// Messages that could not be tried at all (no connection): each
 /// recipient gets a transient outcome saying why.
 pub fn unattempted(messages: Vec<Outbound>, why: &str) -> Vec<Finished> {

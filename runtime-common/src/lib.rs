@@ -12,9 +12,11 @@
 //!   [`client::Outbound`] messages whose bodies are streamed from a
 //!   [`client::BodySource`];
 //! - [`listen`]: listeners, peer networks and the connection limit;
-//! - [`cli`]: the command line shared by every runtime's examples.
+//! - [`cli`]: the command line shared by every runtime's examples;
+//! - [`testing`]: fixtures for the runtimes' own tests.
 
 pub mod cli;
 pub mod client;
 pub mod listen;
 pub mod server;
+pub mod testing;

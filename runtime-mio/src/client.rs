@@ -4,35 +4,17 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
 use petrel_core::client::ClientConfig;
 use petrel_runtime_common::client::{
-    unattempted, Attempt, DeliveryConn, DeliveryPlan, DeliveryReport, Outbound,
+    unattempted, Attempt, DeliverOptions, DeliveryConn, DeliveryPlan, DeliveryReport, Outbound,
 };
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::{CLOSE_LINGER, READ_BUFFER};
-
-/// How `deliver` connects.
-#[derive(Debug, Clone)]
-pub struct DeliverOptions {
-    /// Give up connecting after this long.
-    pub connect_timeout: Duration,
-    /// Bind to this local address first (Momentum's binding).
-    pub source: Option<IpAddr>,
-}
-
-impl Default for DeliverOptions {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(30),
-            source: None,
-        }
-    }
-}
 
 /// Messages for one server, delivered over one connection by
 /// [`deliver_many`].

@@ -56,10 +56,12 @@
 mod client;
 mod server;
 
-pub use client::{deliver, deliver_many, Batch, DeliverOptions};
+pub use client::{deliver, deliver_many, Batch};
 pub use server::{serve, Server};
 
-pub use petrel_runtime_common::client::{BodySource, DeliveryReport, Finished, Outbound};
+pub use petrel_runtime_common::client::{
+    BodySource, DeliverOptions, DeliveryReport, Finished, Outbound,
+};
 pub use petrel_runtime_common::listen::{ListenerConfig, Network, ServeConfig};
 pub use petrel_runtime_common::server::{Answer, ConnectionInfo, Decision, Handler};
 

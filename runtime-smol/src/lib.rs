@@ -41,7 +41,7 @@
 //! ```
 
 use std::io;
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -58,7 +58,9 @@ use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use smol::stream::StreamExt as _;
 use smol::{Async, Executor, Timer};
 
-pub use petrel_runtime_common::client::{BodySource, DeliveryReport, Finished, Outbound};
+pub use petrel_runtime_common::client::{
+    BodySource, DeliverOptions, DeliveryReport, Finished, Outbound,
+};
 pub use petrel_runtime_common::listen::{ListenerConfig, Network, ServeConfig};
 pub use petrel_runtime_common::server::{Answer, ConnectionInfo, Decision, Handler};
 
@@ -517,24 +519,6 @@ async fn run_server(
             // Early: the session's deadline moved later meanwhile.
             Step::Timer => {}
             Step::Stop => {}
-        }
-    }
-}
-
-/// How `deliver` connects.
-#[derive(Debug, Clone)]
-pub struct DeliverOptions {
-    /// Give up connecting after this long.
-    pub connect_timeout: Duration,
-    /// Bind to this local address first (Momentum's binding).
-    pub source: Option<IpAddr>,
-}
-
-impl Default for DeliverOptions {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(30),
-            source: None,
         }
     }
 }

@@ -5,48 +5,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use petrel_core::client::policy::TlsMode;
 use petrel_core::client::{ClientConfig, Delivery};
 use petrel_core::server::{Event, ServerConfig};
-use petrel_core::tls::{ClientTls, ClientTlsConfig, ServerTls, ServerTlsConfig, TlsEngine};
-use petrel_runtime_common::cli::{self, SinkHandler};
-use petrel_smol::{
-    ConnectionInfo, Decision, DeliverOptions, Handler, ListenerConfig, Outbound, ServeConfig,
-};
+use petrel_core::tls::{ClientTls, ClientTlsConfig, TlsEngine};
+use petrel_runtime_common::cli::SinkHandler;
+use petrel_runtime_common::testing;
+use petrel_smol::{ConnectionInfo, Decision, DeliverOptions, Handler, ListenerConfig, ServeConfig};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
-
-fn message(n: u32) -> Outbound {
-    let body = format!("Subject: {n}\r\n\r\n.dot line\r\nbody\r\n");
-    Outbound {
-        envelope: petrel_core::client::Envelope {
-            reverse_path: petrel_core::wire::command::ReversePath::Null,
-            recipients: vec![petrel_core::client::Recipient {
-                path: petrel_core::wire::command::ForwardPath::Mailbox(
-                    cli::mailbox("rcpt@example.test").unwrap(),
-                ),
-                params: Default::default(),
-            }],
-            params: Default::default(),
-        },
-        body: Box::new(Bytes::from(body)),
-    }
-}
-
-fn tls_server(engine: TlsEngine) -> ServerConfig {
-    let (cert, key) = cli::self_signed("localhost").unwrap();
-    let mut config = ServerConfig::new("localhost");
-    config.tls = Some(ServerTls::new(&ServerTlsConfig::new(engine, cert, key)).unwrap());
-    config
-}
-
-fn client(mode: TlsMode, engine: TlsEngine) -> Arc<ClientConfig> {
-    let mut config = ClientConfig::new("client.test");
-    config.tls_mode = mode;
-    config.tls = Some(ClientTls::new(&ClientTlsConfig::new(engine)).unwrap());
-    Arc::new(config)
-}
 
 fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -56,18 +23,18 @@ fn localhost() -> SocketAddr {
 fn delivers_in_plaintext_and_over_starttls(engine: TlsEngine) {
     smol::block_on(async {
         let handler = Arc::new(SinkHandler::new(None).unwrap());
-        let listener = ListenerConfig::new(localhost(), tls_server(engine));
+        let listener = ListenerConfig::new(localhost(), testing::tls_server(engine).unwrap());
         let server = petrel_smol::serve(ServeConfig::single(listener), handler.clone())
             .await
             .unwrap();
         let addr = server.local_addrs()[0];
         for (mode, tls) in [(TlsMode::No, false), (TlsMode::IfAvailable, true)] {
-            let messages = (0..5).map(message).collect();
+            let messages = (0..5).map(testing::message).collect();
             let options = DeliverOptions {
                 source: Some("127.0.0.1".parse().unwrap()),
                 ..DeliverOptions::default()
             };
-            let config = client(mode, engine);
+            let config = testing::client(mode, engine).unwrap();
             let report = petrel_smol::deliver(addr, "localhost", config, messages, &options).await;
             assert!(!report.reconnected_plaintext);
             assert_eq!(report.finished.len(), 5);
@@ -99,7 +66,8 @@ fn ifavailable_falls_back_to_a_fresh_plaintext_connection() {
         // every certificate, and ifavailable with fallback then reconnects
         // in plaintext.
         let handler = Arc::new(SinkHandler::new(None).unwrap());
-        let listener = ListenerConfig::new(localhost(), tls_server(TlsEngine::Rustls));
+        let listener =
+            ListenerConfig::new(localhost(), testing::tls_server(TlsEngine::Rustls).unwrap());
         let server = petrel_smol::serve(ServeConfig::single(listener), handler.clone())
             .await
             .unwrap();
@@ -111,7 +79,7 @@ fn ifavailable_falls_back_to_a_fresh_plaintext_connection() {
             server.local_addrs()[0],
             "localhost",
             Arc::new(config),
-            vec![message(1), message(2)],
+            vec![testing::message(1), testing::message(2)],
             &DeliverOptions::default(),
         )
         .await;
@@ -195,12 +163,12 @@ fn decisions_arrive_from_other_threads() {
         let server = petrel_smol::serve(ServeConfig::single(listener), Arc::new(Slow))
             .await
             .unwrap();
-        let messages = (0..3).map(message).collect();
+        let messages = (0..3).map(testing::message).collect();
         let started = Instant::now();
         let report = petrel_smol::deliver(
             server.local_addrs()[0],
             "localhost",
-            client(TlsMode::No, TlsEngine::Rustls),
+            testing::client(TlsMode::No, TlsEngine::Rustls).unwrap(),
             messages,
             &DeliverOptions::default(),
         )
@@ -227,8 +195,8 @@ fn an_unreachable_server_makes_every_message_transient() {
         let report = petrel_smol::deliver(
             port,
             "localhost",
-            client(TlsMode::No, TlsEngine::Rustls),
-            vec![message(1), message(2)],
+            testing::client(TlsMode::No, TlsEngine::Rustls).unwrap(),
+            vec![testing::message(1), testing::message(2)],
             &DeliverOptions::default(),
         )
         .await;
@@ -291,7 +259,8 @@ async fn read_reply(stream: &mut TcpStream) -> String {
 #[test]
 fn plaintext_injected_after_starttls_is_refused_and_the_reply_arrives() {
     smol::block_on(async {
-        let listener = ListenerConfig::new(localhost(), tls_server(TlsEngine::Rustls));
+        let listener =
+            ListenerConfig::new(localhost(), testing::tls_server(TlsEngine::Rustls).unwrap());
         let server = petrel_smol::serve(
             ServeConfig::single(listener),
             Arc::new(SinkHandler::new(None).unwrap()),

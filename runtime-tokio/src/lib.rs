@@ -36,7 +36,7 @@
 //! ```
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,7 +49,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify};
 
-pub use petrel_runtime_common::client::{BodySource, DeliveryReport, Finished, Outbound};
+pub use petrel_runtime_common::client::{
+    BodySource, DeliverOptions, DeliveryReport, Finished, Outbound,
+};
 pub use petrel_runtime_common::listen::{ListenerConfig, Network, ServeConfig};
 pub use petrel_runtime_common::server::{Answer, ConnectionInfo, Decision, Handler};
 
@@ -281,24 +283,6 @@ async fn run_server(
                 conn.handle_eof(now());
                 return finish(&mut stream, conn.output()).await;
             }
-        }
-    }
-}
-
-/// How `deliver` connects.
-#[derive(Debug, Clone)]
-pub struct DeliverOptions {
-    /// Give up connecting after this long.
-    pub connect_timeout: Duration,
-    /// Bind to this local address first (Momentum's binding).
-    pub source: Option<IpAddr>,
-}
-
-impl Default for DeliverOptions {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(30),
-            source: None,
         }
     }
 }

@@ -4,62 +4,34 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use petrel_core::client::policy::TlsMode;
 use petrel_core::client::{ClientConfig, Delivery};
 use petrel_core::server::{Event, ServerConfig};
-use petrel_core::tls::{ClientTls, ClientTlsConfig, ServerTls, ServerTlsConfig, TlsEngine};
-use petrel_runtime_common::cli::{self, SinkHandler};
+use petrel_core::tls::{ClientTls, ClientTlsConfig, TlsEngine};
+use petrel_runtime_common::cli::SinkHandler;
+use petrel_runtime_common::testing;
 use petrel_tokio::{
-    ConnectionInfo, Decision, DeliverOptions, Handler, ListenerConfig, Outbound, ServeConfig,
+    ConnectionInfo, Decision, DeliverOptions, Handler, ListenerConfig, ServeConfig,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn message(n: u32) -> Outbound {
-    let body = format!("Subject: {n}\r\n\r\n.dot line\r\nbody\r\n");
-    Outbound {
-        envelope: petrel_core::client::Envelope {
-            reverse_path: petrel_core::wire::command::ReversePath::Null,
-            recipients: vec![petrel_core::client::Recipient {
-                path: petrel_core::wire::command::ForwardPath::Mailbox(
-                    cli::mailbox("rcpt@example.test").unwrap(),
-                ),
-                params: Default::default(),
-            }],
-            params: Default::default(),
-        },
-        body: Box::new(Bytes::from(body)),
-    }
-}
-
-fn tls_server() -> ServerConfig {
-    let (cert, key) = cli::self_signed("localhost").unwrap();
-    let mut config = ServerConfig::new("localhost");
-    config.tls = Some(ServerTls::new(&ServerTlsConfig::new(TlsEngine::Rustls, cert, key)).unwrap());
-    config
-}
-
-fn client(mode: TlsMode) -> Arc<ClientConfig> {
-    let mut config = ClientConfig::new("client.test");
-    config.tls_mode = mode;
-    config.tls = Some(ClientTls::new(&ClientTlsConfig::new(TlsEngine::Rustls)).unwrap());
-    Arc::new(config)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivers_in_plaintext_and_over_starttls() {
     let handler = Arc::new(SinkHandler::new(None).unwrap());
-    let listener = ListenerConfig::new("127.0.0.1:0".parse().unwrap(), tls_server());
+    let listener = ListenerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        testing::tls_server(TlsEngine::Rustls).unwrap(),
+    );
     let server = petrel_tokio::serve(ServeConfig::single(listener), handler.clone())
         .await
         .unwrap();
     let addr = server.local_addrs()[0];
     for (mode, tls) in [(TlsMode::No, false), (TlsMode::Required, true)] {
-        let messages = (0..5).map(message).collect();
+        let messages = (0..5).map(testing::message).collect();
         let report = petrel_tokio::deliver(
             addr,
             "localhost",
-            client(mode),
+            testing::client(mode, TlsEngine::Rustls).unwrap(),
             messages,
             &DeliverOptions::default(),
         )
@@ -80,7 +52,10 @@ async fn ifavailable_falls_back_to_a_fresh_plaintext_connection() {
     // certificate, and ifavailable with fallback then reconnects in
     // plaintext.
     let handler = Arc::new(SinkHandler::new(None).unwrap());
-    let listener = ListenerConfig::new("127.0.0.1:0".parse().unwrap(), tls_server());
+    let listener = ListenerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        testing::tls_server(TlsEngine::Rustls).unwrap(),
+    );
     let server = petrel_tokio::serve(ServeConfig::single(listener), handler.clone())
         .await
         .unwrap();
@@ -92,7 +67,7 @@ async fn ifavailable_falls_back_to_a_fresh_plaintext_connection() {
         server.local_addrs()[0],
         "localhost",
         Arc::new(config),
-        vec![message(1)],
+        vec![testing::message(1)],
         &DeliverOptions::default(),
     )
     .await;
@@ -157,11 +132,11 @@ async fn decisions_arrive_from_other_threads() {
     let server = petrel_tokio::serve(ServeConfig::single(listener), Arc::new(Slow))
         .await
         .unwrap();
-    let messages = (0..3).map(message).collect();
+    let messages = (0..3).map(testing::message).collect();
     let report = petrel_tokio::deliver(
         server.local_addrs()[0],
         "localhost",
-        client(TlsMode::No),
+        testing::client(TlsMode::No, TlsEngine::Rustls).unwrap(),
         messages,
         &DeliverOptions::default(),
     )
@@ -185,8 +160,8 @@ async fn an_unreachable_server_makes_every_message_transient() {
     let report = petrel_tokio::deliver(
         port,
         "localhost",
-        client(TlsMode::No),
-        vec![message(1), message(2)],
+        testing::client(TlsMode::No, TlsEngine::Rustls).unwrap(),
+        vec![testing::message(1), testing::message(2)],
         &DeliverOptions::default(),
     )
     .await;

@@ -1,0 +1,52 @@
+//! Fixtures for the runtimes' own tests: a small message, a STARTTLS
+//! listener configuration, a client configuration.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use petrel_core::client::policy::TlsMode;
+use petrel_core::client::{ClientConfig, Envelope, Recipient};
+use petrel_core::server::ServerConfig;
+use petrel_core::tls::{ClientTls, ClientTlsConfig, ServerTls, ServerTlsConfig, TlsEngine};
+use petrel_core::wire::command::{ForwardPath, Host, Mailbox, ReversePath};
+
+use crate::client::Outbound;
+
+/// Message `n`: a bounce (null sender) to one recipient, with a body line
+/// that needs dot-stuffing.
+pub fn message(n: u32) -> Outbound {
+    let body = format!("Subject: {n}\r\n\r\n.dot line\r\nbody\r\n");
+    Outbound {
+        envelope: Envelope {
+            reverse_path: ReversePath::Null,
+            recipients: vec![Recipient {
+                path: ForwardPath::Mailbox(Mailbox {
+                    local_part: "rcpt".into(),
+                    domain: Host::Domain("example.test".into()),
+                }),
+                params: Default::default(),
+            }],
+            params: Default::default(),
+        },
+        body: Box::new(Bytes::from(body)),
+    }
+}
+
+/// A listener configuration offering STARTTLS with a fresh self-signed
+/// certificate for `localhost`.
+pub fn tls_server(engine: TlsEngine) -> Result<ServerConfig, String> {
+    let (cert, key) = crate::cli::self_signed("localhost")?;
+    let mut config = ServerConfig::new("localhost");
+    let tls =
+        ServerTls::new(&ServerTlsConfig::new(engine, cert, key)).map_err(|e| e.to_string())?;
+    config.tls = Some(tls);
+    Ok(config)
+}
+
+/// A client configuration with `mode` and a non-verifying `engine`.
+pub fn client(mode: TlsMode, engine: TlsEngine) -> Result<Arc<ClientConfig>, String> {
+    let mut config = ClientConfig::new("client.test");
+    config.tls_mode = mode;
+    config.tls = Some(ClientTls::new(&ClientTlsConfig::new(engine)).map_err(|e| e.to_string())?);
+    Ok(Arc::new(config))
+}
