@@ -20,3 +20,24 @@ pub mod client;
 pub mod listen;
 pub mod server;
 pub mod testing;
+
+use std::time::Duration;
+
+/// Octets read from a socket at once.
+pub const READ_BUFFER: usize = 64 * 1024;
+
+/// How long a closed session's last output (or the `421 4.3.2` refusal of
+/// a connection over the limit) may take to reach a peer that does not read
+/// it: the session no longer has a deadline of its own, and such a peer
+/// must not hold a connection, and its slot under the limit, forever.
+pub const CLOSE_FLUSH: Duration = Duration::from_secs(10);
+
+/// How long a server connection keeps reading, and discarding, after its
+/// session closed and its write side was shut. Closing a socket with unread
+/// input makes the kernel send a reset, which can destroy the last reply (a
+/// `421`, or the refusal of an injected STARTTLS) before the peer reads it.
+pub const CLOSE_DRAIN: Duration = Duration::from_secs(1);
+
+/// Pause after an accept error other than a vanished peer (out of file
+/// descriptors, say): retrying at once would only spin.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);

@@ -14,7 +14,7 @@ use petrel_runtime_common::client::{
 };
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::{CLOSE_LINGER, READ_BUFFER};
+use petrel_runtime_common::{CLOSE_FLUSH, READ_BUFFER};
 
 /// Messages for one server, delivered over one connection by
 /// [`deliver_many`].
@@ -262,7 +262,7 @@ impl Job {
                     Some(
                         *open
                             .linger
-                            .get_or_insert_with(|| Instant::now() + CLOSE_LINGER),
+                            .get_or_insert_with(|| Instant::now() + CLOSE_FLUSH),
                     )
                 } else {
                     open.conn.poll_timeout()

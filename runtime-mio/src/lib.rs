@@ -64,12 +64,3 @@ pub use petrel_runtime_common::client::{
 };
 pub use petrel_runtime_common::listen::{ListenerConfig, Network, ServeConfig};
 pub use petrel_runtime_common::server::{Answer, ConnectionInfo, Decision, Handler};
-
-/// Octets read from a socket at once.
-const READ_BUFFER: usize = 64 * 1024;
-
-/// How long a closed session may take to get its last output to a peer
-/// that does not read it, before the socket is dropped anyway: the session
-/// no longer has a deadline of its own, and a peer that stops reading must
-/// not hold a connection forever.
-const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(30);

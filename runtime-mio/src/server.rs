@@ -19,7 +19,7 @@ use petrel_runtime_common::listen::{too_many_connections, ListenerConfig, ServeC
 use petrel_runtime_common::server::{ConnectionInfo, Handler, ServerConn};
 use slab::Slab;
 
-use crate::{CLOSE_LINGER, READ_BUFFER};
+use petrel_runtime_common::{CLOSE_FLUSH, READ_BUFFER};
 
 /// The token of a loop's waker; listeners count down from below it, and
 /// connections are their slab keys, which never get that high.
@@ -604,7 +604,7 @@ impl EventLoop {
             Some(
                 *conn
                     .linger
-                    .get_or_insert_with(|| Instant::now() + CLOSE_LINGER),
+                    .get_or_insert_with(|| Instant::now() + CLOSE_FLUSH),
             )
         } else {
             conn.conn.poll_timeout()

@@ -52,6 +52,7 @@ use petrel_core::client::ClientConfig;
 use petrel_runtime_common::client::{DeliveryConn, DeliveryPlan};
 use petrel_runtime_common::listen::too_many_connections;
 use petrel_runtime_common::server::ServerConn;
+use petrel_runtime_common::{ACCEPT_BACKOFF, CLOSE_DRAIN, CLOSE_FLUSH, READ_BUFFER};
 use smol::channel::{Receiver, Sender};
 use smol::future::{self, FutureExt as _};
 use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -63,28 +64,6 @@ pub use petrel_runtime_common::client::{
 };
 pub use petrel_runtime_common::listen::{ListenerConfig, Network, ServeConfig};
 pub use petrel_runtime_common::server::{Answer, ConnectionInfo, Decision, Handler};
-
-/// Octets read from a socket at once.
-const READ_BUFFER: usize = 64 * 1024;
-
-/// How long a closed session's last output may take to be written: a peer
-/// that stops reading must not keep a finished connection (and its slot
-/// under the connection limit) forever.
-const CLOSING_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a server connection keeps reading (and discarding) after its
-/// session closed and its write side is shut. Closing a socket with unread
-/// input makes the kernel send a reset, which can destroy the last reply
-/// (a `421`, or the refusal of an injected STARTTLS) before the peer reads
-/// it; a short linger lets the peer see it and close first.
-const CLOSE_LINGER: Duration = Duration::from_secs(1);
-
-/// How long the `421 4.3.2` refusal of a connection over the limit may take.
-const REFUSAL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Pause after an accept error other than a vanished peer (out of file
-/// descriptors, say): retrying at once would only spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// A running server: all listeners bound, connections served on an
 /// executor with one thread per core.
@@ -344,7 +323,7 @@ async fn refuse(stream: Async<TcpStream>, refusal: Vec<u8>, shared: Arc<Shared>)
         }
     };
     let timeout = async {
-        Timer::after(REFUSAL_TIMEOUT).await;
+        Timer::after(CLOSE_FLUSH).await;
     };
     let stop = async {
         let _ = shared.serving.recv().await;
@@ -352,13 +331,13 @@ async fn refuse(stream: Async<TcpStream>, refusal: Vec<u8>, shared: Arc<Shared>)
     written.or(timeout).or(stop).await;
 }
 
-/// Reads and discards until the peer closes, for at most [`CLOSE_LINGER`].
+/// Reads and discards until the peer closes, for at most [`CLOSE_DRAIN`].
 async fn linger(stream: &Async<TcpStream>) {
     let mut reader = stream;
     let mut buf = [0; 4096];
     let drain = async { while matches!(reader.read(&mut buf).await, Ok(n) if n > 0) {} };
     let timeout = async {
-        Timer::after(CLOSE_LINGER).await;
+        Timer::after(CLOSE_DRAIN).await;
     };
     drain.or(timeout).await;
 }
@@ -452,7 +431,7 @@ async fn run_server(
             if conn.output().is_empty() {
                 return if eof { Ended::Gone } else { Ended::Closed };
             }
-            closing.get_or_insert_with(|| Instant::now() + CLOSING_WRITE_TIMEOUT);
+            closing.get_or_insert_with(|| Instant::now() + CLOSE_FLUSH);
         }
         if serving.is_closed() {
             // The grace period is over: the handler still hears the end.
@@ -600,7 +579,7 @@ async fn run_client(stream: &Async<TcpStream>, conn: &mut DeliveryConn) {
             if conn.output().is_empty() {
                 break;
             }
-            closing.get_or_insert_with(|| Instant::now() + CLOSING_WRITE_TIMEOUT);
+            closing.get_or_insert_with(|| Instant::now() + CLOSE_FLUSH);
         }
         let next = earliest(conn.poll_timeout(), closing);
         if eof && next.is_none() && conn.output().is_empty() {

@@ -45,6 +45,7 @@ use petrel_core::client::ClientConfig;
 use petrel_runtime_common::client::{DeliveryConn, DeliveryPlan};
 use petrel_runtime_common::listen::too_many_connections;
 use petrel_runtime_common::server::ServerConn;
+use petrel_runtime_common::{ACCEPT_BACKOFF, CLOSE_DRAIN, CLOSE_FLUSH, READ_BUFFER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify};
@@ -54,9 +55,6 @@ pub use petrel_runtime_common::client::{
 };
 pub use petrel_runtime_common::listen::{ListenerConfig, Network, ServeConfig};
 pub use petrel_runtime_common::server::{Answer, ConnectionInfo, Decision, Handler};
-
-/// Octets read from a socket at once.
-const READ_BUFFER: usize = 64 * 1024;
 
 /// A running server.
 #[derive(Debug)]
@@ -146,7 +144,7 @@ impl Accept {
                     // Out of descriptors and the like: back off a little
                     // rather than spin.
                     Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
                         continue;
                     }
                 },
@@ -162,7 +160,7 @@ impl Accept {
         let Some(slot) = Slot::take(&self.active, &self.idle, self.max_connections) else {
             let refusal = too_many_connections(&config.hostname);
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(LINGER, stream.write_all(&refusal)).await;
+                let _ = tokio::time::timeout(CLOSE_FLUSH, stream.write_all(&refusal)).await;
                 let _ = stream.shutdown().await;
             });
             return;
@@ -217,10 +215,6 @@ impl Drop for Slot {
     }
 }
 
-/// How long a closing connection may take to write its last bytes to a
-/// peer that does not read them.
-const LINGER: Duration = Duration::from_secs(10);
-
 /// The time, from tokio's clock (so that paused test time is honoured).
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
@@ -234,10 +228,15 @@ fn sleep_target(deadline: Option<Instant>) -> tokio::time::Instant {
     )
 }
 
-/// Writes the last bytes, for a bounded time, and closes.
+/// Writes the last bytes, for a bounded time, shuts the write side, and
+/// drains what the peer still sends for a moment, so that the last reply
+/// is not destroyed by a reset.
 async fn finish(stream: &mut TcpStream, last: &[u8]) {
-    let _ = tokio::time::timeout(LINGER, stream.write_all(last)).await;
+    let _ = tokio::time::timeout(CLOSE_FLUSH, stream.write_all(last)).await;
     let _ = stream.shutdown().await;
+    let mut discard = [0; 4096];
+    let drain = async { while matches!(stream.read(&mut discard).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(CLOSE_DRAIN, drain).await;
 }
 
 async fn run_server(
