@@ -171,3 +171,28 @@ async fn an_unreachable_server_makes_every_message_transient() {
         .iter()
         .all(|f| f.outcomes[0].delivery == Delivery::Transient));
 }
+
+#[tokio::test]
+async fn an_idle_session_times_out_with_421() {
+    let mut config = ServerConfig::new("localhost");
+    config.timeouts.command = Duration::from_millis(200);
+    let handler = Arc::new(SinkHandler::new(None).unwrap());
+    let listener = ListenerConfig::new("127.0.0.1:0".parse().unwrap(), config);
+    let server = petrel_tokio::serve(ServeConfig::single(listener), handler)
+        .await
+        .unwrap();
+    let mut stream = tokio::net::TcpStream::connect(server.local_addrs()[0])
+        .await
+        .unwrap();
+    let mut transcript = Vec::new();
+    // Bounded: the server closes after its timeout; the outer bound only
+    // turns a hang into a failure.
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut transcript))
+        .await
+        .expect("the server closes the idle connection")
+        .unwrap();
+    let transcript = String::from_utf8_lossy(&transcript);
+    assert!(transcript.starts_with("220 "), "{transcript}");
+    assert!(transcript.contains("\r\n421 4.4.2 "), "{transcript}");
+    server.shutdown(Duration::from_secs(5)).await;
+}
