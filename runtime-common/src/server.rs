@@ -158,6 +158,13 @@ impl ServerConn {
         self.drain(now);
     }
 
+    /// The server stops waiting for this connection: the session says
+    /// `421` and ends, and the handler hears of it.
+    pub fn handle_shutdown(&mut self, now: Instant) {
+        self.session.shutdown(now);
+        self.drain(now);
+    }
+
     /// A decision may have been answered from elsewhere.
     pub fn handle_wake(&mut self, now: Instant) {
         self.drain(now);

@@ -391,6 +391,16 @@ impl EventLoop {
             }
             self.fire_timers();
         }
+        // The grace period is over: every session still here ends, and
+        // its handler hears of it.
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.isolate(key, |this| {
+                if let Some(conn) = this.conns.get_mut(key) {
+                    conn.conn.handle_shutdown(Instant::now());
+                }
+            });
+        }
         // Whatever is left is dropped with the loop, including
         // connections handed over too late to be served.
         let late = std::mem::take(

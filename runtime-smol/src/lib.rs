@@ -435,7 +435,7 @@ async fn run_server(
         }
         if serving.is_closed() {
             // The grace period is over: the handler still hears the end.
-            conn.handle_eof(Instant::now());
+            conn.handle_shutdown(Instant::now());
             return Ended::Gone;
         }
         // Replies are written out before more input is read: a peer that

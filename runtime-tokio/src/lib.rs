@@ -277,9 +277,9 @@ async fn run_server(
                 conn.handle_timeout(now());
             }
             _ = serving.changed() => {
-                // The grace period is over: the session ends as if the peer
-                // had gone, so the application hears of any transaction cut.
-                conn.handle_eof(now());
+                // The grace period is over: the session says 421 and ends,
+                // and the application hears of any transaction cut.
+                conn.handle_shutdown(now());
                 return finish(&mut stream, conn.output()).await;
             }
         }

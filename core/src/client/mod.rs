@@ -488,6 +488,16 @@ impl ClientSession {
         if self.expect.front() == Some(&Expect::Quit) {
             return self.close(CloseReason::Quit, None);
         }
+        if self.streaming_body() {
+            // A server may refuse in the middle of a body and hang up (a
+            // 552 for size, a 554 from a filter); that refusal, held back
+            // while the body was being written, is the outcome.
+            if let Ok(ReplyStatus::Complete { reply, .. }) = self.parser.parse(&self.inbuf) {
+                if let Some(txn) = self.active.as_mut().filter(|_| !reply.is_positive()) {
+                    txn.decide_rest(&reply, true);
+                }
+            }
+        }
         let reply = internal(421, (4, 4, 2), "connection closed by the server");
         self.close(CloseReason::PeerClosed, Some(&reply));
     }

@@ -641,3 +641,22 @@ fn a_body_that_stops_moving_times_out_and_nothing_queued_is_sent_after() {
         .any(|e| matches!(e, Event::TransactionDone { outcomes, .. }
         if outcomes[0].delivery == Delivery::Transient)));
 }
+
+#[test]
+fn a_refusal_in_the_middle_of_a_body_is_the_outcome() {
+    let now = Instant::now();
+    let mut client = ClientSession::new(Arc::new(plain_client()), "mx", false, now);
+    client.submit(now, envelope("a@x.org", &["b@y.org"]));
+    client.handle_input(now, b"220 mx\r\n250 mx\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+    client.send_body(now, b"a first part\r\n").unwrap();
+    client.handle_input(now, b"552 5.3.4 too big for us\r\n");
+    client.handle_eof(now);
+    let done = std::iter::from_fn(|| client.poll_event())
+        .find_map(|e| match e {
+            Event::TransactionDone { outcomes, .. } => Some(outcomes),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(done[0].delivery, Delivery::Permanent);
+    assert_eq!(done[0].reply.code(), 552);
+}

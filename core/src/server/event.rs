@@ -110,6 +110,8 @@ pub enum CloseReason {
     RenegotiationLimit,
     /// The application answered a decision with `421`.
     Application,
+    /// The server shut down before the session ended (a `421` was sent).
+    Shutdown,
     /// The driver kept pushing input while `wants_input` was false, far
     /// past the limit (a driver bug).
     InputOverflow,

@@ -307,6 +307,22 @@ impl ServerSession {
         }
     }
 
+    /// The server is shutting down and will not wait for this session any
+    /// longer: `421 4.3.2` (RFC 5321 §3.8) unless the client is in the
+    /// middle of a TLS handshake, then the session closes. A transaction in
+    /// progress is aborted and a pending decision is void.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.now = now;
+        if self.is_closed() {
+            return;
+        }
+        if !matches!(self.phase, Phase::TlsHandshake { .. }) {
+            let text = format!("{} Service shutting down", self.config.hostname);
+            self.queue_reply(&reply(421, (4, 3, 2), &text));
+        }
+        self.close(CloseReason::Shutdown);
+    }
+
     // ---- decisions ----------------------------------------------------
 
     /// The decision the session is waiting for, if any.

@@ -694,3 +694,20 @@ quickcheck! {
         TestResult::from_bool(out.starts_with(b"220 ") && closed == 1)
     }
 }
+
+#[test]
+fn shutdown_says_421_and_aborts_the_transaction() {
+    let mut h = Harness::plain();
+    h.auto = false;
+    h.send(b"EHLO c\r\nMAIL FROM:<a@x.org>\r\n");
+    h.session.accept(h.now).unwrap();
+    h.drive();
+    h.session.shutdown(h.now);
+    h.drive();
+    assert_eq!(h.codes(), [220, 250, 250, 421]);
+    assert!(String::from_utf8_lossy(&h.out).contains("421 4.3.2 mx.test Service shutting down"));
+    assert!(h
+        .events
+        .contains(&Event::TransactionAborted(AbortReason::ConnectionClosed)));
+    assert_eq!(h.closed(), Some(&CloseReason::Shutdown));
+}
