@@ -393,11 +393,18 @@ impl EventLoop {
         }
         // The grace period is over: every session still here ends, and
         // its handler hears of it.
+        // Never the least loaded again, before the last arrivals are taken:
+        // no connection is handed to a loop that has ended.
+        self.mailbox.load.store(usize::MAX / 2, Ordering::SeqCst);
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             self.isolate(key, |this| {
                 if let Some(conn) = this.conns.get_mut(key) {
                     conn.conn.handle_shutdown(Instant::now());
+                    // The 421 fits in the socket's buffer; what does not
+                    // fit is given up with the connection.
+                    let _ = conn.flush();
+                    let _ = conn.stream.shutdown(Shutdown::Write);
                 }
             });
         }
@@ -413,9 +420,6 @@ impl EventLoop {
         );
         let left = self.conns.len() + late.len();
         self.shared.active.fetch_sub(left, Ordering::SeqCst);
-        // Never the least loaded again: no connection is handed to a loop
-        // that has ended (after a shutdown, or should its poll fail).
-        self.mailbox.load.store(usize::MAX / 2, Ordering::SeqCst);
     }
 
     /// Accepts until the listener has nothing more: readiness is
@@ -629,6 +633,12 @@ impl EventLoop {
     }
 
     fn close(&mut self, key: usize) {
+        // A connection lost to a socket error: the session and its handler
+        // still hear of the end (transactions aborted, the close counted).
+        // (Not through `isolate`: a panic here must not close it again.)
+        if let Some(conn) = self.conns.get_mut(key).filter(|c| !c.conn.is_closed()) {
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| conn.conn.handle_eof(Instant::now())));
+        }
         if let Some(mut conn) = self.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             let _ = conn.stream.shutdown(Shutdown::Both);

@@ -410,6 +410,16 @@ enum Ended {
     Gone,
 }
 
+/// Lets the executor run other tasks every few steps: async-io reads and
+/// writes that are ready never yield, so one busy connection (a 50 MB body)
+/// would otherwise keep its thread from every other connection and timer.
+async fn yield_sometimes(steps: &mut u32) {
+    *steps = steps.wrapping_add(1);
+    if *steps % 16 == 0 {
+        smol::future::yield_now().await;
+    }
+}
+
 /// Drives one server connection until its session is over and its output
 /// written, or the server stops serving.
 async fn run_server(
@@ -426,7 +436,9 @@ async fn run_server(
     // Set once the session is closed and only its last output remains.
     let mut closing: Option<Instant> = None;
     let mut deadline = Deadline::new();
+    let mut steps = 0u32;
     loop {
+        yield_sometimes(&mut steps).await;
         if conn.is_closed() {
             if conn.output().is_empty() {
                 return if eof { Ended::Gone } else { Ended::Closed };
@@ -436,6 +448,9 @@ async fn run_server(
         if serving.is_closed() {
             // The grace period is over: the handler still hears the end.
             conn.handle_shutdown(Instant::now());
+            // The 421 fits in the socket's buffer (the socket is
+            // non-blocking); what does not fit is given up.
+            let _ = std::io::Write::write(&mut stream.get_ref(), conn.output());
             return Ended::Gone;
         }
         // Replies are written out before more input is read: a peer that
@@ -574,7 +589,9 @@ async fn run_client(stream: &Async<TcpStream>, conn: &mut DeliveryConn) {
     let mut eof = false;
     let mut closing: Option<Instant> = None;
     let mut deadline = Deadline::new();
+    let mut steps = 0u32;
     loop {
+        yield_sometimes(&mut steps).await;
         if conn.closed().is_some() {
             if conn.output().is_empty() {
                 break;

@@ -10,6 +10,14 @@ use tokio::signal::unix::{signal, SignalKind};
 #[tokio::main]
 async fn main() {
     let (_args, serve, handler) = cli::sink_args_or_exit("tokio-sink");
+    // Before anything is announced, so that an early signal is handled too.
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        eprintln!("tokio-sink: cannot install signal handlers");
+        std::process::exit(1);
+    };
     let server = match petrel_tokio::serve(serve, handler.clone()).await {
         Ok(server) => server,
         Err(error) => {
@@ -21,20 +29,9 @@ async fn main() {
         println!("listening on {addr}");
     }
     let _ = std::io::stdout().flush();
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut interrupt), Ok(mut terminate)) => {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-        }
-        _ => {
-            eprintln!("tokio-sink: cannot install signal handlers");
-            std::process::exit(1);
-        }
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
     }
     server.shutdown(Duration::from_secs(2)).await;
     println!("{}", handler.summary());

@@ -79,15 +79,20 @@ impl Server {
     /// the rest.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.stop_accepting.send(true);
-        let drained = async {
-            while self.active.load(Ordering::SeqCst) > 0 {
-                // Checked again at least every 50 ms in case the last
-                // notification raced with the load above.
-                let _ = tokio::time::timeout(Duration::from_millis(50), self.idle.notified()).await;
-            }
-        };
-        let _ = tokio::time::timeout(grace, drained).await;
+        let _ = tokio::time::timeout(grace, self.drained()).await;
         let _ = self.stop_serving.send(true);
+        // The sessions cut now say 421 and close; wait for that too, so
+        // that a program exiting after `shutdown` does not cancel it.
+        let _ = tokio::time::timeout(CLOSE_FLUSH + CLOSE_DRAIN, self.drained()).await;
+    }
+
+    /// Until no connection is left.
+    async fn drained(&self) {
+        while self.active.load(Ordering::SeqCst) > 0 {
+            // Checked again at least every 50 ms in case the last
+            // notification raced with the load above.
+            let _ = tokio::time::timeout(Duration::from_millis(50), self.idle.notified()).await;
+        }
     }
 }
 

@@ -12,8 +12,8 @@
 use std::process::Command;
 
 use petrel_tests::{
-    path_str, require_tool, run, smtp_source, smtplib_send, swaks_ok, Aiosmtpd, Pki, PostfixSink,
-    RawSmtp, SClient, BULK_TIMEOUT, CLIENT_TIMEOUT,
+    count_lines_starting, path_str, require_tool, run, smtp_source, smtplib_send, swaks_ok,
+    Aiosmtpd, Pki, PostfixSink, RawSmtp, SClient, BULK_TIMEOUT, CLIENT_TIMEOUT,
 };
 
 #[test]
@@ -108,9 +108,9 @@ fn s_client_starttls_to_aiosmtpd() {
     client.type_expecting_250("EHLO x");
     client.type_expecting_250("NOOP");
     client.type_line("quit");
-    client.wait_for_or_exit(CLIENT_TIMEOUT, |out| out.contains("221"));
+    client.wait_for_or_exit(CLIENT_TIMEOUT, |out| count_lines_starting(out, "221 ") > 0);
     let transcript = client.close();
-    assert!(transcript.contains("221"), "{transcript}");
+    assert_eq!(count_lines_starting(&transcript, "221 "), 1, "{transcript}");
     server.stop();
 }
 
