@@ -379,8 +379,19 @@ impl Open {
     fn drive(&mut self, registry: &Registry, token: Token, buf: &mut [u8]) -> Next {
         loop {
             if self.flush().is_err() {
-                // The server is gone: what is left cannot reach it.
+                // The server is gone: what is left cannot reach it. What it
+                // said before going (a refusal in the middle of a body) is
+                // still read, so that it becomes the outcome.
                 self.conn.output().clear();
+                while !self.eof {
+                    match self.stream.read(buf) {
+                        Ok(n) if n > 0 => self
+                            .conn
+                            .handle_input(Instant::now(), buf.get(..n).unwrap_or_default()),
+                        Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                        _ => break,
+                    }
+                }
                 if !self.eof {
                     self.eof = true;
                     self.conn.handle_eof(Instant::now());
@@ -390,7 +401,9 @@ impl Open {
             if self.conn.closed().is_some() && (self.conn.output().is_empty() || self.eof) {
                 return Next::Finished;
             }
-            if !self.conn.output().is_empty() || !self.readable || self.eof {
+            // Replies are read even while output waits for the socket: a
+            // server may answer (or refuse) before it takes the rest.
+            if !self.readable || self.eof {
                 break;
             }
             match self.stream.read(buf) {

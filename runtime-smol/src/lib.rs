@@ -622,7 +622,9 @@ async fn run_client(stream: &Async<TcpStream>, conn: &mut DeliveryConn) {
                     Step::Read(reader.read(&mut buf).await)
                 }
             };
-            write.or(read).or(deadline.wait()).await
+            // Reading first: replies (or a refusal in the middle of a
+            // body) are taken even while the output waits for the socket.
+            read.or(write).or(deadline.wait()).await
         };
         let now = Instant::now();
         match step {
@@ -632,6 +634,13 @@ async fn run_client(stream: &Async<TcpStream>, conn: &mut DeliveryConn) {
             }
             Step::Written(_) => {
                 conn.output().clear();
+                // What the server said before going still counts.
+                while let Ok(n) = std::io::Read::read(&mut stream.get_ref(), &mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    conn.handle_input(now, buf.get(..n).unwrap_or_default());
+                }
                 eof = true;
                 conn.handle_eof(now);
                 // Whatever is left cannot reach the server any more.

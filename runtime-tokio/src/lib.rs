@@ -351,6 +351,13 @@ async fn run_client(mut stream: TcpStream, conn: &mut DeliveryConn) {
                 }
                 _ => {
                     conn.output().clear();
+                    // What the server said before going still counts.
+                    while let Ok(n) = stream.try_read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        conn.handle_input(now(), buf.get(..n).unwrap_or_default());
+                    }
                     eof = true;
                     conn.handle_eof(now());
                 }
