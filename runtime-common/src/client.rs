@@ -78,6 +78,33 @@ impl Default for DeliverOptions {
     }
 }
 
+/// Starts a non-blocking connect to `addr`, from `source` when given (the
+/// binding), for runtimes whose own connect cannot bind first. The socket
+/// becomes writable when the handshake is over, whichever way it went; the
+/// runtime then checks `take_error`.
+pub fn start_connect(
+    addr: std::net::SocketAddr,
+    source: Option<std::net::IpAddr>,
+) -> std::io::Result<std::net::TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(source) = source {
+        socket.bind(&std::net::SocketAddr::new(source, 0).into())?;
+    }
+    socket.set_nonblocking(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        // Not done yet is what a non-blocking connect says.
+        Err(error)
+            if error.raw_os_error() == Some(libc::EINPROGRESS)
+                || error.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(error) => return Err(error),
+    }
+    let stream = std::net::TcpStream::from(socket);
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 /// Messages that could not be tried at all (no connection): each
 /// recipient gets a transient outcome saying why.
 pub fn unattempted(messages: Vec<Outbound>, why: &str) -> Vec<Finished> {

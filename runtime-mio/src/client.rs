@@ -12,7 +12,6 @@ use petrel_core::client::ClientConfig;
 use petrel_runtime_common::client::{
     unattempted, Attempt, DeliverOptions, DeliveryConn, DeliveryPlan, DeliveryReport, Outbound,
 };
-use socket2::{Domain, Protocol, Socket, Type};
 
 use petrel_runtime_common::{CLOSE_FLUSH, READ_BUFFER};
 
@@ -464,28 +463,6 @@ impl Open {
     }
 }
 
-/// Starts a non-blocking connect to `addr`, from `source` if given (mio
-/// cannot bind before connecting; socket2 can).
 fn start_connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
-    let Some(source) = source else {
-        return TcpStream::connect(addr);
-    };
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.bind(&SocketAddr::new(source, 0).into())?;
-    socket.set_nonblocking(true)?;
-    match socket.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(error) if in_progress(&error) => {}
-        Err(error) => return Err(error),
-    }
-    Ok(TcpStream::from_std(socket.into()))
-}
-
-/// Whether a non-blocking connect failed only in that it is not done yet.
-fn in_progress(error: &io::Error) -> bool {
-    #[cfg(unix)]
-    if error.raw_os_error() == Some(libc::EINPROGRESS) {
-        return true;
-    }
-    error.kind() == io::ErrorKind::WouldBlock
+    petrel_runtime_common::client::start_connect(addr, source).map(TcpStream::from_std)
 }

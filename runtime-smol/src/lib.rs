@@ -49,7 +49,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use petrel_core::client::ClientConfig;
-use petrel_runtime_common::client::{DeliveryConn, DeliveryPlan};
+use petrel_runtime_common::client::{start_connect, DeliveryConn, DeliveryPlan};
 use petrel_runtime_common::listen::too_many_connections;
 use petrel_runtime_common::server::ServerConn;
 use petrel_runtime_common::{ACCEPT_BACKOFF, CLOSE_DRAIN, CLOSE_FLUSH, READ_BUFFER};
@@ -517,34 +517,18 @@ async fn run_server(
     }
 }
 
-/// A non-blocking connect through socket2, because async-io's own
+/// A non-blocking connect started by runtime-common, because async-io's own
 /// `connect` cannot bind a source address first.
 async fn connect(addr: SocketAddr, options: &DeliverOptions) -> io::Result<Async<TcpStream>> {
     let connecting = async {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        if let Some(source) = options.source {
-            socket.bind(&SocketAddr::new(source, 0).into())?;
-        }
-        socket.set_nonblocking(true)?;
-        match socket.connect(&addr.into()) {
-            Ok(()) => {}
-            Err(error)
-                if error.raw_os_error() == Some(libc::EINPROGRESS)
-                    || error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(error) => return Err(error),
-        }
-        let stream = Async::new(TcpStream::from(socket))?;
+        let socket = start_connect(addr, options.source)?;
+        let stream = Async::new(socket)?;
         // Writable once the handshake is over, whichever way it went.
         stream.writable().await?;
         if let Some(error) = stream.get_ref().take_error()? {
             return Err(error);
         }
         stream.get_ref().peer_addr()?;
-        stream.get_ref().set_nodelay(true)?;
         Ok(stream)
     };
     let timeout = async {
