@@ -1,6 +1,7 @@
 //! Listeners, per-peer-network configuration and the connection limit.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use petrel_core::server::ServerConfig;
@@ -117,6 +118,63 @@ impl ServeConfig {
     }
 }
 
+/// Connections being served at once, against `max_connections`.
+pub struct ConnectionLimit {
+    max: usize,
+    active: AtomicUsize,
+    /// Called when the last connection ends (a shutdown may be waiting).
+    on_idle: Box<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for ConnectionLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionLimit")
+            .field("max", &self.max)
+            .field("active", &self.active)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectionLimit {
+    /// A limit of `max` connections; `on_idle` runs whenever the count
+    /// drops to zero.
+    pub fn new(max: usize, on_idle: Box<dyn Fn() + Send + Sync>) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            active: AtomicUsize::new(0),
+            on_idle,
+        })
+    }
+
+    /// A place under the limit, if there is one; given back when dropped,
+    /// however the connection ends.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+        self.active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |active| {
+                (active < self.max).then_some(active + 1)
+            })
+            .ok()
+            .map(|_| Permit(self.clone()))
+    }
+
+    /// Connections being served now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+}
+
+/// One connection's place under a [`ConnectionLimit`].
+#[derive(Debug)]
+pub struct Permit(Arc<ConnectionLimit>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            (self.0.on_idle)();
+        }
+    }
+}
+
 /// What a connection over the limit is told before it is closed
 /// (RFC 5321 §3.1 allows a 421 greeting).
 pub fn too_many_connections(hostname: &str) -> Vec<u8> {
@@ -128,6 +186,27 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn permits_are_counted_and_given_back() {
+        let idle = Arc::new(AtomicUsize::new(0));
+        let counter = idle.clone();
+        let limit = ConnectionLimit::new(
+            2,
+            Box::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        let first = limit.try_acquire().unwrap();
+        let second = limit.try_acquire().unwrap();
+        assert!(limit.try_acquire().is_none());
+        drop(first);
+        assert_eq!(limit.active(), 1);
+        assert_eq!(idle.load(Ordering::SeqCst), 0);
+        drop(second);
+        assert_eq!(idle.load(Ordering::SeqCst), 1);
+        assert!(limit.try_acquire().is_some());
+    }
 
     #[test]
     fn the_most_specific_network_wins() {

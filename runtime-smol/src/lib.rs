@@ -43,14 +43,14 @@
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use petrel_core::client::ClientConfig;
 use petrel_runtime_common::client::{start_connect, DeliveryConn, DeliveryPlan};
-use petrel_runtime_common::listen::too_many_connections;
+use petrel_runtime_common::listen::{too_many_connections, ConnectionLimit};
 use petrel_runtime_common::server::ServerConn;
 use petrel_runtime_common::{ACCEPT_BACKOFF, CLOSE_DRAIN, CLOSE_FLUSH, READ_BUFFER};
 use smol::channel::{Receiver, Sender};
@@ -143,8 +143,8 @@ pub async fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result
     let executor = Arc::new(Executor::new());
     let shared = Arc::new(Shared {
         handler,
-        max_connections: config.max_connections,
-        active: AtomicUsize::new(0),
+        // Shutdown waits on `alive`, not on the count: nothing to notify.
+        limit: ConnectionLimit::new(config.max_connections, Box::new(|| {})),
         ids: AtomicU64::new(0),
         serving,
         _alive: alive_sender,
@@ -188,40 +188,14 @@ pub async fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result
 /// What every accept loop and connection of one server shares.
 struct Shared {
     handler: Arc<dyn Handler>,
-    max_connections: usize,
     /// Connections being served (not those refused over the limit).
-    active: AtomicUsize,
+    limit: Arc<ConnectionLimit>,
     ids: AtomicU64,
     /// Closes when the grace period is over.
     serving: Receiver<()>,
     /// Held, through this struct, by every accept loop and connection;
     /// see [`Server::alive`].
     _alive: Sender<()>,
-}
-
-impl Shared {
-    /// A place under the connection limit, if there is one.
-    fn admit(self: &Arc<Self>) -> Option<Admitted> {
-        self.active
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |active| {
-                (active < self.max_connections).then_some(active + 1)
-            })
-            .ok()
-            .map(|_| Admitted {
-                shared: self.clone(),
-            })
-    }
-}
-
-/// A connection's place under the limit, given back when it is dropped.
-struct Admitted {
-    shared: Arc<Shared>,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.shared.active.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// One listener's accept loop.
@@ -269,7 +243,7 @@ impl Accept {
         };
         let _ = stream.get_ref().set_nodelay(true);
         let config = self.config.config_for(peer.ip());
-        let Some(admitted) = self.shared.admit() else {
+        let Some(admitted) = self.shared.limit.try_acquire() else {
             let refusal = too_many_connections(&config.hostname);
             let shared = self.shared.clone();
             executor.spawn(refuse(stream, refusal, shared)).detach();
@@ -282,6 +256,8 @@ impl Accept {
         };
         let handler = self.shared.handler.clone();
         let serving = self.shared.serving.clone();
+        // Keeps the server alive (see `Server::alive`) while this runs.
+        let shared = self.shared.clone();
         executor
             .spawn(async move {
                 // A decision answered on another thread wakes this task; one
@@ -297,9 +273,10 @@ impl Accept {
                 // A panicking handler ends its own connection, not the
                 // executor thread that happened to run it.
                 let ended = AssertUnwindSafe(served).catch_unwind().await;
-                // The session is over: its place is free even while the
-                // socket lingers.
+                // The session is over: its place is free, and the server
+                // need not wait, even while the socket lingers.
                 drop(admitted);
+                drop(shared);
                 let _ = stream.get_ref().shutdown(Shutdown::Write);
                 if ended.is_ok_and(|ended| ended == Ended::Closed) {
                     let stop = async {

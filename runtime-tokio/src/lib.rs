@@ -37,13 +37,13 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use petrel_core::client::ClientConfig;
 use petrel_runtime_common::client::{DeliveryConn, DeliveryPlan};
-use petrel_runtime_common::listen::too_many_connections;
+use petrel_runtime_common::listen::{too_many_connections, ConnectionLimit};
 use petrel_runtime_common::server::ServerConn;
 use petrel_runtime_common::{ACCEPT_BACKOFF, CLOSE_DRAIN, CLOSE_FLUSH, READ_BUFFER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -64,7 +64,7 @@ pub struct Server {
     stop_accepting: watch::Sender<bool>,
     /// Turns true when the grace period is over; connections end.
     stop_serving: watch::Sender<bool>,
-    active: Arc<AtomicUsize>,
+    limit: Arc<ConnectionLimit>,
     idle: Arc<Notify>,
 }
 
@@ -88,7 +88,7 @@ impl Server {
 
     /// Until no connection is left.
     async fn drained(&self) {
-        while self.active.load(Ordering::SeqCst) > 0 {
+        while self.limit.active() > 0 {
             // Checked again at least every 50 ms in case the last
             // notification raced with the load above.
             let _ = tokio::time::timeout(Duration::from_millis(50), self.idle.notified()).await;
@@ -100,8 +100,12 @@ impl Server {
 pub async fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Server> {
     let (stop_accepting, accepting) = watch::channel(false);
     let (stop_serving, serving) = watch::channel(false);
-    let active = Arc::new(AtomicUsize::new(0));
     let idle = Arc::new(Notify::new());
+    let notify = idle.clone();
+    let limit = ConnectionLimit::new(
+        config.max_connections,
+        Box::new(move || notify.notify_waiters()),
+    );
     let ids = Arc::new(AtomicU64::new(0));
     let mut addrs = Vec::new();
     for listener_config in config.listeners {
@@ -111,9 +115,7 @@ pub async fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result
             listener,
             config: Arc::new(listener_config),
             handler: handler.clone(),
-            max_connections: config.max_connections,
-            active: active.clone(),
-            idle: idle.clone(),
+            limit: limit.clone(),
             ids: ids.clone(),
             serving: serving.clone(),
         };
@@ -123,7 +125,7 @@ pub async fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result
         addrs,
         stop_accepting,
         stop_serving,
-        active,
+        limit,
         idle,
     })
 }
@@ -133,9 +135,7 @@ struct Accept {
     listener: TcpListener,
     config: Arc<ListenerConfig>,
     handler: Arc<dyn Handler>,
-    max_connections: usize,
-    active: Arc<AtomicUsize>,
-    idle: Arc<Notify>,
+    limit: Arc<ConnectionLimit>,
     ids: Arc<AtomicU64>,
     serving: watch::Receiver<bool>,
 }
@@ -162,7 +162,7 @@ impl Accept {
     fn start(&self, mut stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let config = self.config.config_for(peer.ip());
-        let Some(slot) = Slot::take(&self.active, &self.idle, self.max_connections) else {
+        let Some(permit) = self.limit.try_acquire() else {
             let refusal = too_many_connections(&config.hostname);
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(CLOSE_FLUSH, stream.write_all(&refusal)).await;
@@ -178,7 +178,7 @@ impl Accept {
         let (handler, serving) = (self.handler.clone(), self.serving.clone());
         tokio::spawn(async move {
             // Held until the task ends, however it ends.
-            let _slot = slot;
+            let _permit = permit;
             let wake = Arc::new(Notify::new());
             let waker = wake.clone();
             let conn = ServerConn::new(
@@ -190,33 +190,6 @@ impl Accept {
             );
             run_server(stream, conn, wake, serving).await;
         });
-    }
-}
-
-/// One of `max_connections`, given back when dropped.
-struct Slot {
-    active: Arc<AtomicUsize>,
-    idle: Arc<Notify>,
-}
-
-impl Slot {
-    fn take(active: &Arc<AtomicUsize>, idle: &Arc<Notify>, max: usize) -> Option<Self> {
-        if active.fetch_add(1, Ordering::SeqCst) >= max {
-            active.fetch_sub(1, Ordering::SeqCst);
-            return None;
-        }
-        Some(Self {
-            active: active.clone(),
-            idle: idle.clone(),
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if self.active.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.idle.notify_waiters();
-        }
     }
 }
 
