@@ -1300,18 +1300,21 @@ impl PostfixSink {
         let smtp_sink = require_tool("smtp-sink");
         // smtp-sink cannot report a kernel-chosen port: try free ones.
         let mut last_output = String::new();
-        for _ in 0..10 {
+        for attempt in 0..10 {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            // A name of its own in the greeting tells this smtp-sink from
+            // whatever else may have taken the port meanwhile.
+            let name = format!("petrel-sink-{}-{attempt}", std::process::id());
             let mut command = Command::new(&smtp_sink);
             if running_as_root() {
                 // smtp-sink refuses to run as root without dropping privileges.
                 command.args(["-u", "nobody"]);
             }
-            command.args(["-c", &addr.to_string(), "1000"]);
+            command.args(["-h", &name, "-c", &addr.to_string(), "1000"]);
             let mut proc = Proc::spawn(format!("smtp-sink {addr}"), &mut command);
             let deadline = Instant::now() + START_TIMEOUT;
             while Instant::now() < deadline && !proc.has_exited() {
-                if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+                if greeting_names(addr, &name) {
                     return PostfixSink { proc, addr };
                 }
                 thread::sleep(Duration::from_millis(50));
@@ -1329,6 +1332,24 @@ impl PostfixSink {
         });
         last_mesg_count(&self.proc.output()).unwrap_or(0)
     }
+}
+
+/// Whether the server at `addr` greets with `name`.
+fn greeting_names(addr: SocketAddr, name: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut greeting = Vec::new();
+    let mut byte = [0; 1];
+    while !greeting.ends_with(b"\n") && greeting.len() < 512 {
+        match std::io::Read::read(&mut stream, &mut byte) {
+            Ok(1) => greeting.extend_from_slice(&byte),
+            _ => break,
+        }
+    }
+    let _ = std::io::Write::write_all(&mut stream, b"QUIT\r\n");
+    String::from_utf8_lossy(&greeting).contains(name)
 }
 
 fn last_mesg_count(output: &str) -> Option<u64> {
