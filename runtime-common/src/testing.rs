@@ -1,16 +1,38 @@
 //! Fixtures for the runtimes' own tests: a small message, a STARTTLS
-//! listener configuration, a client configuration.
+//! listener configuration, a client configuration, a handler that decides
+//! from another thread.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use petrel_core::client::policy::TlsMode;
 use petrel_core::client::{ClientConfig, Envelope, Recipient};
-use petrel_core::server::ServerConfig;
+use petrel_core::server::{Event, ServerConfig};
 use petrel_core::tls::{ClientTls, ClientTlsConfig, ServerTls, ServerTlsConfig, TlsEngine};
 use petrel_core::wire::command::{ForwardPath, Host, Mailbox, ReversePath};
 
 use crate::client::Outbound;
+use crate::server::{ConnectionInfo, Decision, Handler};
+
+/// A handler that accepts MAIL and RCPT at once and each message 50 ms
+/// later from another thread, as an MTA does after its spool fsync.
+#[derive(Debug)]
+pub struct AcceptLater;
+
+impl Handler for AcceptLater {
+    fn on_event(&self, _: &ConnectionInfo, event: &Event, decision: Option<Decision>) {
+        match (event, decision) {
+            (Event::MessageEnd { .. }, Some(decision)) => {
+                std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    decision.accept();
+                });
+            }
+            (_, Some(decision)) => decision.accept(),
+            _ => {}
+        }
+    }
+}
 
 /// Message `n`: a bounce (null sender) to one recipient, with a body line
 /// that needs dot-stuffing.

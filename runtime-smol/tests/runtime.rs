@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use petrel_core::client::policy::TlsMode;
 use petrel_core::client::{ClientConfig, Delivery};
-use petrel_core::server::{Event, ServerConfig};
+use petrel_core::server::ServerConfig;
 use petrel_core::tls::{ClientTls, ClientTlsConfig, TlsEngine};
 use petrel_runtime_common::cli::SinkHandler;
 use petrel_runtime_common::testing;
-use petrel_smol::{ConnectionInfo, Decision, DeliverOptions, Handler, ListenerConfig, ServeConfig};
+use petrel_smol::{DeliverOptions, ListenerConfig, ServeConfig};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 
@@ -137,32 +137,16 @@ fn connections_over_the_limit_get_421() {
     });
 }
 
-/// Answers the end of each message from another thread, a little later,
-/// as an MTA does after its spool fsync.
-struct Slow;
-
-impl Handler for Slow {
-    fn on_event(&self, _: &ConnectionInfo, event: &Event, decision: Option<Decision>) {
-        match (event, decision) {
-            (Event::MessageEnd { .. }, Some(decision)) => {
-                std::thread::spawn(move || {
-                    std::thread::sleep(Duration::from_millis(50));
-                    decision.accept();
-                });
-            }
-            (_, Some(decision)) => decision.accept(),
-            _ => {}
-        }
-    }
-}
-
 #[test]
 fn decisions_arrive_from_other_threads() {
     smol::block_on(async {
         let listener = ListenerConfig::new(localhost(), ServerConfig::new("localhost"));
-        let server = petrel_smol::serve(ServeConfig::single(listener), Arc::new(Slow))
-            .await
-            .unwrap();
+        let server = petrel_smol::serve(
+            ServeConfig::single(listener),
+            Arc::new(testing::AcceptLater),
+        )
+        .await
+        .unwrap();
         let messages = (0..3).map(testing::message).collect();
         let started = Instant::now();
         let report = petrel_smol::deliver(

@@ -6,13 +6,11 @@ use std::time::Duration;
 
 use petrel_core::client::policy::TlsMode;
 use petrel_core::client::{ClientConfig, Delivery};
-use petrel_core::server::{Event, ServerConfig};
+use petrel_core::server::ServerConfig;
 use petrel_core::tls::{ClientTls, ClientTlsConfig, TlsEngine};
 use petrel_runtime_common::cli::SinkHandler;
 use petrel_runtime_common::testing;
-use petrel_tokio::{
-    ConnectionInfo, Decision, DeliverOptions, Handler, ListenerConfig, ServeConfig,
-};
+use petrel_tokio::{DeliverOptions, ListenerConfig, ServeConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,34 +102,18 @@ async fn connections_over_the_limit_get_421() {
     server.shutdown(Duration::from_secs(5)).await;
 }
 
-/// Answers the end of each message from another thread, a little later,
-/// as an MTA does after its spool fsync.
-struct Slow;
-
-impl Handler for Slow {
-    fn on_event(&self, _: &ConnectionInfo, event: &Event, decision: Option<Decision>) {
-        match (event, decision) {
-            (Event::MessageEnd { .. }, Some(decision)) => {
-                std::thread::spawn(move || {
-                    std::thread::sleep(Duration::from_millis(50));
-                    decision.accept();
-                });
-            }
-            (_, Some(decision)) => decision.accept(),
-            _ => {}
-        }
-    }
-}
-
 #[tokio::test]
 async fn decisions_arrive_from_other_threads() {
     let listener = ListenerConfig::new(
         "127.0.0.1:0".parse().unwrap(),
         ServerConfig::new("localhost"),
     );
-    let server = petrel_tokio::serve(ServeConfig::single(listener), Arc::new(Slow))
-        .await
-        .unwrap();
+    let server = petrel_tokio::serve(
+        ServeConfig::single(listener),
+        Arc::new(testing::AcceptLater),
+    )
+    .await
+    .unwrap();
     let messages = (0..3).map(testing::message).collect();
     let report = petrel_tokio::deliver(
         server.local_addrs()[0],
