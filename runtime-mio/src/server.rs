@@ -2,7 +2,7 @@
 //! handles, connections, deadlines and waker.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::num::NonZeroUsize;
@@ -13,17 +13,23 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use petrel_core::server::ServerConfig;
-use petrel_runtime_common::listen::{too_many_connections, ListenerConfig, ServeConfig};
+use petrel_runtime_common::listen::{
+    too_many_connections, ConnectionLimit, ListenerConfig, Permit, ServeConfig,
+};
 use petrel_runtime_common::server::{ConnectionInfo, Handler, ServerConn};
 use slab::Slab;
 
-use petrel_runtime_common::{CLOSE_FLUSH, READ_BUFFER};
+use petrel_runtime_common::{ACCEPT_BACKOFF, CLOSE_DRAIN, CLOSE_FLUSH, READ_BUFFER};
 
-/// The token of a loop's waker; listeners count down from below it, and
-/// connections are their slab keys, which never get that high.
+/// The token of a loop's waker; listeners count down from below it,
+/// draining sockets count up from `DRAINING`, and connections are their
+/// slab keys: none of them ever gets near another's range.
 const WAKER: Token = Token(usize::MAX);
+
+/// Where the tokens of draining sockets start, half-way up.
+const DRAINING: usize = usize::MAX / 2;
 
 /// Reads from one connection before the others get their turn: a peer
 /// sending a large body must not starve the rest of its loop.
@@ -35,6 +41,10 @@ type Timer = Reverse<(Instant, usize, u64)>;
 
 fn listener_token(index: usize) -> Token {
     Token(usize::MAX - 1 - index)
+}
+
+fn drain_token(key: usize) -> Token {
+    Token(DRAINING + key)
 }
 
 /// A running server: all listeners bound, one event-loop thread per core.
@@ -101,9 +111,10 @@ struct Mailbox {
     /// Set by `Server::shutdown`: stop accepting now, drop what is left
     /// at this instant.
     stop: Mutex<Option<Instant>>,
-    /// Connections this loop serves or has been handed: the next accepted
-    /// connection goes to the least loaded loop.
-    load: AtomicUsize,
+    /// Connections this loop serves or has been handed (counted by their
+    /// [`Load`]): the next accepted connection goes to the least loaded
+    /// loop.
+    load: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, Default)]
@@ -113,6 +124,15 @@ struct Inbox {
     woken: Vec<(usize, u64)>,
     /// Connections another loop accepted for this one.
     arrivals: Vec<Arrival>,
+    /// The loop has ended and takes no more arrivals: one handed over now
+    /// would never be served, nor its place given back.
+    closed: bool,
+}
+
+impl Inbox {
+    fn is_empty(&self) -> bool {
+        self.woken.is_empty() && self.arrivals.is_empty()
+    }
 }
 
 /// An accepted connection on its way to the loop that serves it.
@@ -123,28 +143,63 @@ struct Arrival {
     config: Arc<ServerConfig>,
     /// The listener's address, should the socket not know its own.
     listener: SocketAddr,
+    /// Its place under the server's limit, and in the serving loop's load:
+    /// whatever becomes of the arrival, both are given back exactly once.
+    permit: Permit,
+    load: Load,
+}
+
+/// One connection counted in a loop's load, until it is dropped.
+#[derive(Debug)]
+struct Load(Arc<AtomicUsize>);
+
+impl Load {
+    fn count(load: &Arc<AtomicUsize>) -> Self {
+        load.fetch_add(1, Ordering::SeqCst);
+        Self(load.clone())
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Mailbox {
-    fn post(&self, put: impl FnOnce(&mut Inbox)) {
+    fn post<R>(&self, put: impl FnOnce(&mut Inbox) -> R) -> R {
         let mut inbox = self.inbox.lock().unwrap_or_else(PoisonError::into_inner);
         // A non-empty inbox means a wake-up is already on its way, and the
         // loop takes the whole inbox at once: one syscall is enough.
-        let first = inbox.woken.is_empty() && inbox.arrivals.is_empty();
-        put(&mut inbox);
+        let first = inbox.is_empty();
+        let result = put(&mut inbox);
+        let wake = first && !inbox.is_empty();
         drop(inbox);
-        if first {
+        if wake {
             let _ = self.waker.wake();
         }
+        result
+    }
+
+    /// Hands an accepted connection to this loop, or back when the loop
+    /// has ended.
+    fn hand(&self, arrival: Arrival) -> Result<(), Arrival> {
+        self.post(|inbox| {
+            if inbox.closed {
+                return Err(arrival);
+            }
+            inbox.arrivals.push(arrival);
+            Ok(())
+        })
     }
 }
 
 /// What all loops of a server share.
 struct Shared {
     handler: Arc<dyn Handler>,
-    /// Connections being served, over all loops and listeners.
-    active: AtomicUsize,
-    max_connections: usize,
+    /// Connections being served, over all loops and listeners (not those
+    /// refused, nor sockets draining after their session).
+    limit: Arc<ConnectionLimit>,
     ids: AtomicU64,
     /// Every loop's mailbox, by loop index.
     loops: Vec<Arc<Mailbox>>,
@@ -174,7 +229,7 @@ pub fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Serve
             waker: Waker::new(poll.registry(), WAKER)?,
             inbox: Mutex::new(Inbox::default()),
             stop: Mutex::new(None),
-            load: AtomicUsize::new(0),
+            load: Arc::new(AtomicUsize::new(0)),
         });
         let mut listeners = Vec::with_capacity(bound.len());
         for (number, (socket, config)) in bound.iter().enumerate() {
@@ -192,8 +247,9 @@ pub fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Serve
     }
     let shared = Arc::new(Shared {
         handler,
-        active: AtomicUsize::new(0),
-        max_connections: config.max_connections,
+        // The loops see their connections end themselves: nothing to
+        // notify.
+        limit: ConnectionLimit::new(config.max_connections, Box::new(|| {})),
         ids: AtomicU64::new(0),
         loops: loops
             .iter()
@@ -218,6 +274,8 @@ pub fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Serve
             generation: 0,
             buf: vec![0; READ_BUFFER],
             again: Vec::new(),
+            drains: Drains::default(),
+            accept_retry: None,
         };
         let thread = thread::Builder::new()
             .name(format!("petrel-mio-{index}"))
@@ -258,9 +316,19 @@ struct Conn {
     writable: bool,
     /// The peer closed its side (or reading failed).
     eof: bool,
+    /// Its place under the server's limit and in this loop's load, given
+    /// back when the connection is dropped or starts draining.
+    _permit: Permit,
+    _load: Load,
 }
 
 impl Conn {
+    /// The socket alone, to drain: the session and the connection's place
+    /// are given up here, before the peer can see the end of its input.
+    fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     /// Writes pending output until it is gone or the socket is full. An
     /// error means the peer is gone.
     fn flush(&mut self) -> io::Result<()> {
@@ -284,8 +352,10 @@ impl Conn {
 enum Next {
     /// Waiting for readiness, a deadline or a wake-up.
     Wait,
-    /// Over: closed and flushed, or the peer is gone.
-    End,
+    /// The session is over and its last output written: the socket drains.
+    Closed,
+    /// The peer is gone: nothing more can be said to it.
+    Gone,
 }
 
 struct EventLoop {
@@ -303,6 +373,12 @@ struct EventLoop {
     /// Connections that used their read budget with input left: driven
     /// again after the others had their turn.
     again: Vec<usize>,
+    /// Sockets whose session is over, read until their peer closes.
+    drains: Drains,
+    /// When to accept on every listener again after an accept error (out
+    /// of descriptors, say): readiness is edge-triggered, and would not
+    /// tell of the connections already waiting until another one comes.
+    accept_retry: Option<Instant>,
 }
 
 impl EventLoop {
@@ -321,13 +397,23 @@ impl EventLoop {
                 for mut listener in self.listeners.drain(..) {
                     let _ = self.poll.registry().deregister(&mut listener.socket);
                 }
-                if self.conns.is_empty() || now >= stop {
+                self.accept_retry = None;
+                // A draining socket is the end of a session too: it has
+                // the rest of the grace to see its peer close.
+                if (self.conns.is_empty() && self.drains.is_empty()) || now >= stop {
                     break;
                 }
             }
-            let mut timeout = if self.again.is_empty() {
-                self.next_deadline()
-                    .map(|at| at.saturating_duration_since(now))
+            let mut timeout = if self.again.is_empty() && self.drains.again.is_empty() {
+                [
+                    self.next_deadline(),
+                    self.drains.next_end(),
+                    self.accept_retry,
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|at| at.saturating_duration_since(now))
             } else {
                 Some(Duration::ZERO)
             };
@@ -354,6 +440,9 @@ impl EventLoop {
                     .filter(|&index| index < self.listeners.len());
                 if let Some(index) = listener {
                     self.accept(index);
+                } else if let Some(key) = token.0.checked_sub(DRAINING) {
+                    self.drains
+                        .discard(self.poll.registry(), key, &mut self.buf);
                 } else if let Some(conn) = self.conns.get_mut(token.0) {
                     let error = event.is_error();
                     conn.readable |= event.is_readable() || event.is_read_closed() || error;
@@ -362,14 +451,15 @@ impl EventLoop {
                     self.isolate(key, |this| this.drive(key));
                 }
             }
-            std::mem::swap(
-                &mut *self
+            {
+                let mut posted = self
                     .mailbox
                     .inbox
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
-                &mut inbox,
-            );
+                    .unwrap_or_else(PoisonError::into_inner);
+                std::mem::swap(&mut posted.woken, &mut inbox.woken);
+                std::mem::swap(&mut posted.arrivals, &mut inbox.arrivals);
+            }
             for arrival in inbox.arrivals.drain(..) {
                 self.admit(arrival);
             }
@@ -389,12 +479,24 @@ impl EventLoop {
             for key in again.drain(..) {
                 self.isolate(key, |this| this.drive(key));
             }
+            for key in std::mem::take(&mut self.drains.again) {
+                self.drains
+                    .discard(self.poll.registry(), key, &mut self.buf);
+            }
             self.fire_timers();
+            self.drains.expire(self.poll.registry(), Instant::now());
+            if self.accept_retry.is_some_and(|at| at <= Instant::now()) {
+                self.accept_retry = None;
+                for index in 0..self.listeners.len() {
+                    self.accept(index);
+                }
+            }
         }
         // The grace period is over: every session still here ends, and
         // its handler hears of it.
-        // Never the least loaded again, before the last arrivals are taken:
-        // no connection is handed to a loop that has ended.
+        // Never the least loaded again: other loops stop handing
+        // connections here (one that raced with this is handed back, as
+        // the inbox is closed below).
         self.mailbox.load.store(usize::MAX / 2, Ordering::SeqCst);
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
@@ -409,17 +511,18 @@ impl EventLoop {
             });
         }
         // Whatever is left is dropped with the loop, including
-        // connections handed over too late to be served.
-        let late = std::mem::take(
-            &mut self
+        // connections handed over too late to be served; their places are
+        // given back as they go.
+        let late = {
+            let mut inbox = self
                 .mailbox
                 .inbox
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .arrivals,
-        );
-        let left = self.conns.len() + late.len();
-        self.shared.active.fetch_sub(left, Ordering::SeqCst);
+                .unwrap_or_else(PoisonError::into_inner);
+            inbox.closed = true;
+            std::mem::take(&mut inbox.arrivals)
+        };
+        drop(late);
     }
 
     /// Accepts until the listener has nothing more: readiness is
@@ -436,10 +539,16 @@ impl EventLoop {
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) if error.kind() == io::ErrorKind::ConnectionAborted => {}
-                // WouldBlock: another loop or this one took them all. Out
-                // of descriptors and the like: the next connection's
-                // readiness tries again.
-                Err(_) => return,
+                // Another loop or this one took them all.
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                // Out of descriptors and the like: retrying at once would
+                // only spin, and waiting for the next connection's
+                // readiness would leave the backlog stuck until then.
+                Err(_) => {
+                    self.accept_retry
+                        .get_or_insert_with(|| Instant::now() + ACCEPT_BACKOFF);
+                    return;
+                }
             }
         }
     }
@@ -450,14 +559,21 @@ impl EventLoop {
     fn place(&mut self, mut stream: TcpStream, peer: SocketAddr, listener: &ListenerConfig) {
         let _ = stream.set_nodelay(true);
         let config = listener.config_for(peer.ip());
-        if self.shared.active.fetch_add(1, Ordering::SeqCst) >= self.shared.max_connections {
-            self.shared.active.fetch_sub(1, Ordering::SeqCst);
+        let Some(permit) = self.shared.limit.try_acquire() else {
             // A fresh socket's send buffer is empty: one line fits, and a
             // peer that does not take it loses nothing it was promised.
-            let _ = stream.write(&too_many_connections(&config.hostname));
-            let _ = stream.shutdown(Shutdown::Write);
+            if stream
+                .write(&too_many_connections(&config.hostname))
+                .is_ok()
+            {
+                // Drained rather than dropped: a peer that already sent
+                // its first command would get a reset, which can destroy
+                // the refusal before it is read.
+                self.drains
+                    .start(self.poll.registry(), stream, &mut self.buf);
+            }
             return;
-        }
+        };
         let mut target = (self.mailbox.load.load(Ordering::SeqCst), self.index);
         for (index, mailbox) in self.shared.loops.iter().enumerate() {
             let load = mailbox.load.load(Ordering::SeqCst);
@@ -465,32 +581,42 @@ impl EventLoop {
                 target = (load, index);
             }
         }
+        let there = self
+            .shared
+            .loops
+            .get(target.1)
+            .filter(|_| target.1 != self.index);
+        // Counted before it is handed over, so that the next connection
+        // placed, by any loop, already sees it.
+        let load = Load::count(&there.unwrap_or(&self.mailbox).load);
         let arrival = Arrival {
             stream,
             peer,
             config,
             listener: listener.addr,
+            permit,
+            load,
         };
-        match self.shared.loops.get(target.1) {
-            Some(mailbox) if target.1 != self.index => {
-                mailbox.load.fetch_add(1, Ordering::SeqCst);
-                mailbox.post(|inbox| inbox.arrivals.push(arrival));
-            }
-            _ => {
-                self.mailbox.load.fetch_add(1, Ordering::SeqCst);
-                self.admit(arrival);
-            }
+        let Some(mailbox) = there else {
+            return self.admit(arrival);
+        };
+        if let Err(mut arrival) = mailbox.hand(arrival) {
+            // That loop has just ended: this one serves the connection.
+            arrival.load = Load::count(&self.mailbox.load);
+            self.admit(arrival);
         }
     }
 
-    /// Starts serving a connection on this loop (already counted in
-    /// `active` and this loop's `load`).
+    /// Starts serving a connection on this loop (its permit and load
+    /// already taken).
     fn admit(&mut self, arrival: Arrival) {
         let Arrival {
             mut stream,
             peer,
             config,
             listener,
+            permit,
+            load,
         } = arrival;
         let key = self.conns.vacant_key();
         self.generation += 1;
@@ -501,8 +627,6 @@ impl EventLoop {
             .register(&mut stream, Token(key), Interest::READABLE)
             .is_err()
         {
-            self.shared.active.fetch_sub(1, Ordering::SeqCst);
-            self.mailbox.load.fetch_sub(1, Ordering::SeqCst);
             return;
         }
         let info = ConnectionInfo {
@@ -520,8 +644,6 @@ impl EventLoop {
             Ok(conn) => conn,
             Err(_) => {
                 let _ = self.poll.registry().deregister(&mut stream);
-                self.shared.active.fetch_sub(1, Ordering::SeqCst);
-                self.mailbox.load.fetch_sub(1, Ordering::SeqCst);
                 return;
             }
         };
@@ -536,6 +658,8 @@ impl EventLoop {
             readable: false,
             writable: true,
             eof: false,
+            _permit: permit,
+            _load: load,
         });
         debug_assert_eq!(inserted, key, "the slab's vacant key is where it inserts");
         self.isolate(key, |this| this.drive(key));
@@ -561,14 +685,13 @@ impl EventLoop {
         let mut reads = 0;
         let next = loop {
             if conn.flush().is_err() {
-                // The peer is gone: nothing more can be said to it.
-                break Next::End;
+                break Next::Gone;
             }
             if !conn.conn.output().is_empty() {
                 break Next::Wait;
             }
             if conn.conn.is_closed() {
-                break Next::End;
+                break Next::Closed;
             }
             if conn.eof || !conn.readable || !conn.conn.wants_input() {
                 break Next::Wait;
@@ -594,8 +717,10 @@ impl EventLoop {
                 }
             }
         };
-        if let Next::End = next {
-            return self.close(key);
+        match next {
+            Next::Wait => {}
+            Next::Closed => return self.lingering_close(key),
+            Next::Gone => return self.close(key),
         }
         let want_write = !conn.conn.output().is_empty();
         if want_write != conn.write_interest {
@@ -642,8 +767,22 @@ impl EventLoop {
         if let Some(mut conn) = self.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             let _ = conn.stream.shutdown(Shutdown::Both);
-            self.shared.active.fetch_sub(1, Ordering::SeqCst);
-            self.mailbox.load.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Ends a connection whose session is over, its last output written or
+    /// given up on: the socket drains (see [`Drains`]), and the
+    /// connection's place is free meanwhile.
+    fn lingering_close(&mut self, key: usize) {
+        let Some(mut conn) = self.conns.try_remove(key) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        // A peer that closed its side has nothing left to send.
+        if !conn.eof {
+            let stream = conn.into_stream();
+            self.drains
+                .start(self.poll.registry(), stream, &mut self.buf);
         }
     }
 
@@ -691,8 +830,10 @@ impl EventLoop {
             };
             conn.deadline = None;
             if conn.conn.is_closed() {
-                // Its last output did not get out in time.
-                self.close(key);
+                // Its last output did not get out in time; what the peer
+                // sends is still drained, so that what did get out is not
+                // destroyed by a reset.
+                self.lingering_close(key);
             } else {
                 self.isolate(key, |this| {
                     if let Some(conn) = this.conns.get_mut(key) {
@@ -717,6 +858,115 @@ impl EventLoop {
                     conn.deadline.map(|at| Reverse((at, key, conn.generation)))
                 })
                 .collect();
+        }
+    }
+}
+
+/// Sockets closed gently (a "lingering close"): their session is over, or
+/// they were refused, and their write side is shut; what their peer still
+/// sends is read and discarded until it closes too, for at most
+/// [`CLOSE_DRAIN`]. Closing a socket with input unread makes the kernel
+/// send a reset, which can destroy the last reply (a `421`, or the `554`
+/// refusing an injected STARTTLS) before the peer reads it.
+#[derive(Default)]
+struct Drains {
+    sockets: Slab<Drain>,
+    /// When each drain is given up on, with its slab key and generation,
+    /// in the order they started: every drain lasts as long, so this is
+    /// also the order in which they end. Entries of drains that ended
+    /// earlier are stale.
+    ends: VecDeque<(Instant, usize, u64)>,
+    generation: u64,
+    /// Drains that used their read budget with input left.
+    again: Vec<usize>,
+}
+
+struct Drain {
+    stream: TcpStream,
+    /// Tells this drain from earlier ones with the same slab key.
+    generation: u64,
+}
+
+impl Drains {
+    fn is_empty(&self) -> bool {
+        self.sockets.is_empty()
+    }
+
+    /// Shuts the write side of `stream` (not registered with the poll) and
+    /// drains it.
+    fn start(&mut self, registry: &Registry, mut stream: TcpStream, buf: &mut [u8]) {
+        let _ = stream.shutdown(Shutdown::Write);
+        let key = self.sockets.vacant_key();
+        if registry
+            .register(&mut stream, drain_token(key), Interest::READABLE)
+            .is_err()
+        {
+            return;
+        }
+        self.generation += 1;
+        let inserted = self.sockets.insert(Drain {
+            stream,
+            generation: self.generation,
+        });
+        debug_assert_eq!(inserted, key, "the slab's vacant key is where it inserts");
+        self.ends
+            .push_back((Instant::now() + CLOSE_DRAIN, key, self.generation));
+        // The peer's input may be there already.
+        self.discard(registry, key, buf);
+    }
+
+    /// Reads and discards what drain `key` has, until it would block; at
+    /// the peer's end (or an error) the drain is over.
+    fn discard(&mut self, registry: &Registry, key: usize, buf: &mut [u8]) {
+        let Some(drain) = self.sockets.get_mut(key) else {
+            return;
+        };
+        for _ in 0..READ_BUDGET {
+            match drain.stream.read(buf) {
+                Ok(0) => return self.end(registry, key),
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.end(registry, key),
+            }
+        }
+        // A peer that keeps sending must not starve the loop either.
+        self.again.push(key);
+    }
+
+    fn end(&mut self, registry: &Registry, key: usize) {
+        if let Some(mut drain) = self.sockets.try_remove(key) {
+            let _ = registry.deregister(&mut drain.stream);
+        }
+    }
+
+    fn is_current(&self, (_, key, generation): (Instant, usize, u64)) -> bool {
+        self.sockets
+            .get(key)
+            .is_some_and(|drain| drain.generation == generation)
+    }
+
+    /// When the next drain is given up on; stale entries on top are dropped.
+    fn next_end(&mut self) -> Option<Instant> {
+        while let Some(&end) = self.ends.front() {
+            if self.is_current(end) {
+                return Some(end.0);
+            }
+            self.ends.pop_front();
+        }
+        None
+    }
+
+    /// Closes every drain whose time is over, input unread or not.
+    fn expire(&mut self, registry: &Registry, now: Instant) {
+        while let Some(&end) = self.ends.front() {
+            if end.0 > now {
+                break;
+            }
+            self.ends.pop_front();
+            if self.is_current(end) {
+                self.end(registry, end.1);
+            }
         }
     }
 }

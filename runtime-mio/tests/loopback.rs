@@ -376,3 +376,104 @@ fn a_panicking_handler_ends_only_its_connection() {
     drop(idle);
     server.shutdown(Duration::from_secs(5));
 }
+
+/// Pipelined input the server never reads: enough that some of it is
+/// still unread when the session closes (one read takes at most 64 KiB).
+fn unread_input() -> Vec<u8> {
+    b"NOOP\r\n".repeat(64 * 1024)
+}
+
+/// Reads what is left until the server's end of input, which must be a
+/// clean close: no reset, either at the read or waiting on the socket.
+fn expect_clean_close(client: &mut BufReader<TcpStream>, after: &str) {
+    let mut rest = Vec::new();
+    let read = client.read_to_end(&mut rest);
+    assert!(read.is_ok(), "after {after}: {read:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&rest),
+        "",
+        "after {after}: closed at once"
+    );
+    // A reset after the end of input (the kernel's answer to input left
+    // unread) shows here, and on a real network may destroy the reply.
+    let error = client.get_ref().take_error().unwrap();
+    assert!(error.is_none(), "after {after}: {error:?}");
+}
+
+/// A session that closes with input unread (the 554 refusing an injected
+/// STARTTLS) shuts its side and drains the rest: the peer reads the whole
+/// 554 and then a clean end of input, not a reset.
+#[cfg(feature = "rustls")]
+#[test]
+fn an_injected_starttls_is_refused_without_a_reset() {
+    let (server, addr) = serve(
+        sink_config("--tls-engine rustls"),
+        Arc::new(SinkHandler::default()),
+    );
+    let mut client = BufReader::new(TcpStream::connect(addr).unwrap());
+    assert!(read_line(&mut client).starts_with("220 "));
+    let mut input = b"EHLO x\r\nSTARTTLS\r\nEHLO x\r\n".to_vec();
+    input.extend(unread_input());
+    // Most of it is still unread when the 554 closes the session.
+    client.get_mut().write_all(&input).unwrap();
+    let refusal = loop {
+        let line = read_line(&mut client);
+        assert!(line.starts_with("250"), "{line:?}");
+        if line.starts_with("250 ") {
+            break read_line(&mut client);
+        }
+    };
+    assert!(
+        refusal.starts_with("554 ") && refusal.ends_with("\r\n"),
+        "{refusal:?}"
+    );
+    expect_clean_close(&mut client, "the 554");
+    drop(client);
+    server.shutdown(Duration::from_secs(5));
+}
+
+/// The refusal of a connection over the limit is read in full, even by a
+/// peer that sent its commands before reading the greeting.
+#[test]
+fn a_refusal_over_the_limit_survives_pipelined_input() {
+    let (server, addr) = serve(
+        sink_config("--tls-engine none --max-connections 1"),
+        Arc::new(SinkHandler::default()),
+    );
+    let mut first = BufReader::new(TcpStream::connect(addr).unwrap());
+    assert!(read_line(&mut first).starts_with("220 "));
+    let mut second = BufReader::new(TcpStream::connect(addr).unwrap());
+    let mut input = b"EHLO x\r\n".to_vec();
+    input.extend(unread_input());
+    second.get_mut().write_all(&input).unwrap();
+    let refusal = read_line(&mut second);
+    assert!(
+        refusal.starts_with("421 4.3.2 localhost Too many connections")
+            && refusal.ends_with("\r\n"),
+        "{refusal:?}"
+    );
+    expect_clean_close(&mut second, "the 421");
+    drop((first, second));
+    server.shutdown(Duration::from_secs(5));
+}
+
+/// A closed session's place under the limit is free as soon as its socket
+/// starts draining: by the time its peer sees the end of input.
+#[test]
+fn a_draining_socket_holds_no_place_under_the_limit() {
+    let (server, addr) = serve(
+        sink_config("--tls-engine none --max-connections 1"),
+        Arc::new(SinkHandler::default()),
+    );
+    let mut first = BufReader::new(TcpStream::connect(addr).unwrap());
+    assert!(read_line(&mut first).starts_with("220 "));
+    first.get_mut().write_all(b"QUIT\r\n").unwrap();
+    assert!(read_line(&mut first).starts_with("221 "));
+    expect_clean_close(&mut first, "the 221");
+    // `first` is still open, and the server still drains it.
+    let mut second = BufReader::new(TcpStream::connect(addr).unwrap());
+    let greeting = read_line(&mut second);
+    assert!(greeting.starts_with("220 "), "{greeting:?}");
+    drop((first, second));
+    server.shutdown(Duration::from_secs(5));
+}
