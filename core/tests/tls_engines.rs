@@ -363,3 +363,29 @@ fn tls13_has_no_renegotiation() {
         assert!(!client.renegotiate(), "{engine}");
     }
 }
+
+/// The cap holds inside libssl too, without the session's record observer:
+/// in TLS 1.2 a client can put a ClientHello in the same record as the
+/// Finished of the previous renegotiation, where the observer cannot see
+/// it, so libssl's own count is what makes the cap certain.
+#[cfg(feature = "openssl")]
+#[test]
+fn openssl_enforces_the_renegotiation_cap_by_itself() {
+    let (cert, key) = test_cert();
+    let mut config = ServerTlsConfig::new(TlsEngine::Openssl, cert, key);
+    config.allow_renegotiation = true;
+    config.max_renegotiations = 2;
+    let mut server = ServerTls::new(&config).unwrap().new_session().unwrap();
+    let mut client = OpensslClient::new(true);
+    pump(&mut client, server.as_mut()).unwrap();
+    assert_eq!(server.info().unwrap().version, TlsVersion::Tls12);
+    for round in 1..=2 {
+        assert!(client.renegotiate());
+        pump(&mut client, server.as_mut()).unwrap();
+        assert_eq!(client.renegotiations_completed(), round);
+    }
+    assert!(client.renegotiate());
+    let refused = pump(&mut client, server.as_mut());
+    assert!(refused.is_err(), "a third renegotiation got through");
+    assert_eq!(client.renegotiations_completed(), 2);
+}

@@ -14,13 +14,15 @@
 //! renegotiates.
 
 use ::openssl::error::ErrorStack;
+use ::openssl::ex_data::Index;
 use ::openssl::pkey::PKey;
 use ::openssl::ssl::{
-    ErrorCode, NameType, Ssl, SslAcceptor, SslContext, SslContextBuilder, SslMethod, SslMode,
-    SslOptions, SslStream, SslVerifyMode, SslVersion,
+    ClientHelloResponse, ErrorCode, NameType, Ssl, SslAcceptor, SslAlert, SslContext,
+    SslContextBuilder, SslMethod, SslMode, SslOptions, SslStream, SslVerifyMode, SslVersion,
 };
 use ::openssl::x509::verify::{X509CheckFlags, X509VerifyFlags};
 use ::openssl::x509::{X509StoreContextRef, X509};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::client::{CertificateCheck, PeerName, Role};
 use super::{
@@ -53,6 +55,8 @@ const CLIENT_CIPHERS: &str =
 #[derive(Clone, Debug)]
 pub(super) struct OpensslServer {
     context: SslContext,
+    /// Where each connection's renegotiation count lives, when allowed.
+    hellos: Option<HelloIndex>,
 }
 
 fn config_error(what: &str, e: ErrorStack) -> TlsError {
@@ -142,12 +146,35 @@ impl OpensslServer {
         // - Allowed: OpenSSL 3 also requires ALLOW_CLIENT_RENEGOTIATION, and
         //   NO_RENEGOTIATION must be clear or it would still refuse.
         // The cap on attempts is enforced by the session before libssl sees
-        // the record (crate::renegotiation), since libssl has none.
+        // a record (crate::renegotiation), and again here, on every
+        // ClientHello libssl itself processes: in TLS 1.2 one record may
+        // carry a Finished and the next ClientHello, which the session's
+        // record observer cannot tell apart, so only libssl's count is
+        // certain.
         builder.clear_options(SslOptions::ALLOW_UNSAFE_LEGACY_RENEGOTIATION);
         let allow_client = allow_client_renegotiation();
+        let mut hellos = None;
         if config.allow_renegotiation {
             builder.clear_options(SslOptions::NO_RENEGOTIATION);
             builder.set_options(allow_client);
+            let index = Ssl::new_ex_index::<Renegotiations>()
+                .map_err(|e| config_error("cannot set up renegotiation counting", e))?;
+            let cap = config.max_renegotiations;
+            builder.set_client_hello_callback(move |ssl, alert| {
+                let Some(state) = ssl.ex_data(index) else {
+                    return Ok(ClientHelloResponse::SUCCESS);
+                };
+                // Before the initial handshake completes, a second
+                // ClientHello is TLS 1.3's answer to a HelloRetryRequest.
+                if state.established.load(Ordering::SeqCst)
+                    && state.count.fetch_add(1, Ordering::SeqCst) >= cap
+                {
+                    *alert = SslAlert::HANDSHAKE_FAILURE;
+                    return Err(ErrorStack::get());
+                }
+                Ok(ClientHelloResponse::SUCCESS)
+            });
+            hellos = Some(HelloIndex(index));
         } else {
             builder.clear_options(allow_client);
             builder.set_options(SslOptions::NO_RENEGOTIATION);
@@ -155,6 +182,7 @@ impl OpensslServer {
 
         Ok(OpensslServer {
             context: builder.build().into_context(),
+            hellos,
         })
     }
 
@@ -163,8 +191,13 @@ impl OpensslServer {
         let mut ssl = Ssl::new(&self.context)
             .map_err(|e| config_error("cannot start an OpenSSL connection", e))?;
         ssl.set_accept_state();
-        OpensslSession::new(ssl, Role::Server)
-            .map_err(|e| config_error("cannot start an OpenSSL connection", e))
+        if let Some(HelloIndex(index)) = self.hellos {
+            ssl.set_ex_data(index, Renegotiations::default());
+        }
+        let mut session = OpensslSession::new(ssl, Role::Server)
+            .map_err(|e| config_error("cannot start an OpenSSL connection", e))?;
+        session.hellos = self.hellos;
+        Ok(session)
     }
 }
 
@@ -241,7 +274,12 @@ impl OpensslClient {
         if verify.checks_name() {
             let param = ssl.param_mut();
             // As browsers and SslConnector: "*" matches a whole label only.
-            param.set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
+            // Names come from subjectAltName only, as in webpki (rustls): a
+            // subject CN is never taken for a host name, so both engines
+            // agree.
+            param.set_hostflags(
+                X509CheckFlags::NO_PARTIAL_WILDCARDS | X509CheckFlags::NEVER_CHECK_SUBJECT,
+            );
             match peer {
                 PeerName::Dns(name) => param.set_host(name),
                 PeerName::Ip(ip) => param.set_ip(*ip),
@@ -316,7 +354,38 @@ pub(super) struct OpensslSession {
     /// The first fatal error; every later input repeats it.
     failed: Option<TlsError>,
     peer_closed: bool,
+    /// Where libssl counts renegotiation ClientHellos (servers that allow
+    /// renegotiation).
+    hellos: Option<HelloIndex>,
 }
+
+/// What the ClientHello callback knows of one connection. Atomics, because
+/// the session reaches it through a shared `&SslRef`.
+#[derive(Debug, Default)]
+struct Renegotiations {
+    established: AtomicBool,
+    count: AtomicU32,
+}
+
+/// The ex-data slot of [`Renegotiations`] (the crate's `Index` is not
+/// `Debug`).
+#[derive(Clone, Copy)]
+struct HelloIndex(Index<Ssl, Renegotiations>);
+
+impl std::fmt::Debug for HelloIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HelloIndex")
+    }
+}
+
+/// Ciphertext held for libssl beyond what it can take at once: a little
+/// more than one full record and a bit. Past it, the peer is sending what
+/// nobody will read (after close_notify), and the connection fails.
+const MAX_HELD_CIPHERTEXT: usize = 4 * (16 * 1024 + 2048);
+
+/// Plaintext held while a renegotiation handshake is under way: a peer that
+/// starts one and never finishes it cannot make replies pile up.
+const MAX_UNSENT: usize = 256 * 1024;
 
 /// Whether an OpenSSL result only means "needs more input" (or, never with
 /// a memory transport, "needs to send").
@@ -335,6 +404,7 @@ impl OpensslSession {
             unsent: Vec::new(),
             failed: None,
             peer_closed: false,
+            hellos: None,
         })
     }
 
@@ -349,7 +419,14 @@ impl OpensslSession {
     fn drive(&mut self) -> Result<(), TlsError> {
         if !self.established {
             match self.stream.do_handshake() {
-                Ok(()) => self.established = true,
+                Ok(()) => {
+                    self.established = true;
+                    if let Some(HelloIndex(index)) = self.hellos {
+                        if let Some(state) = self.stream.ssl().ex_data(index) {
+                            state.established.store(true, Ordering::SeqCst);
+                        }
+                    }
+                }
                 Err(e) if wants_io(e.code()) => return Ok(()),
                 Err(e) => return Err(self.role.handshake_error(e)),
             }
@@ -394,9 +471,19 @@ impl TlsSession for OpensslSession {
         if let Some(error) = &self.failed {
             return Err(error.clone());
         }
+        if self.peer_closed {
+            // Nothing after close_notify is read; holding it would only
+            // grow memory.
+            return Ok(());
+        }
         self.stream.get_mut().push_incoming(data);
         // OpenSSL has written any alert into the transport already.
-        self.drive().map_err(|error| self.fail(error))
+        self.drive().map_err(|error| self.fail(error))?;
+        if self.stream.get_ref().incoming_len() > MAX_HELD_CIPHERTEXT {
+            let error = TlsError::Protocol("peer sent more than can be processed".into());
+            return Err(self.fail(error));
+        }
+        Ok(())
     }
 
     fn read_plaintext(&mut self, out: &mut Vec<u8>) -> Result<usize, TlsError> {
@@ -412,6 +499,10 @@ impl TlsSession for OpensslSession {
         self.unsent.extend_from_slice(data);
         if self.established {
             self.flush_unsent().map_err(|error| self.fail(error))?;
+            if self.unsent.len() > MAX_UNSENT {
+                let error = TlsError::Protocol("renegotiation stalled".into());
+                return Err(self.fail(error));
+            }
         }
         Ok(())
     }
