@@ -18,6 +18,14 @@ use crate::client::{self, ClientConfig, ClientSession, Envelope, Recipient, Reci
 use crate::server::{self, ServerConfig, ServerSession};
 use crate::wire::command::{ForwardPath, Host, Mailbox, ReversePath};
 
+/// The origin of the tests' virtual clock: the one place in core that
+/// reads the real clock, and only under `cfg(test)`, because `Instant` has
+/// no other constructor. From here on, tests advance time by adding
+/// durations; the sessions only ever get it as an argument.
+pub(crate) fn origin() -> Instant {
+    Instant::now()
+}
+
 /// What goes wrong on the wire.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Faults {
@@ -147,13 +155,13 @@ impl Pair {
     }
 
     pub fn ours(client: ClientConfig, server: ServerConfig) -> Self {
-        let now = Instant::now();
+        let now = origin();
         let server = Server::Ours(ServerSession::new(Arc::new(server), now));
         Self::new(client, server, now)
     }
 
     pub fn scripted(client: ClientConfig, script: Scripted) -> Self {
-        let now = Instant::now();
+        let now = origin();
         let mut pair = Self::new(client, Server::Scripted(script), now);
         if let Server::Scripted(s) = &mut pair.server {
             let greeting = s.greeting.clone();

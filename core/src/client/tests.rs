@@ -535,7 +535,7 @@ quickcheck! {
 fn replay(splits: &[usize]) -> (Vec<u8>, Vec<Event>) {
     let replies: &[u8] = b"220 mx ESMTP\r\n250-mx\r\n250-PIPELINING\r\n250 SIZE 1000\r\n\
 250 ok\r\n250 ok\r\n550 5.1.1 no\r\n354 go\r\n250 queued\r\n250 ok\r\n250 ok\r\n354 go\r\n451 4.3.0 later\r\n221 bye\r\n";
-    let now = Instant::now();
+    let now = crate::pair::origin();
     let mut client = ClientSession::new(Arc::new(plain_client()), "mx", false, now);
     client.submit(now, envelope("a@x.org", &["b@y.org", "c@y.org"]));
     client.submit(now, envelope("a@x.org", &["d@y.org"]));
@@ -566,7 +566,7 @@ fn replay(splits: &[usize]) -> (Vec<u8>, Vec<Event>) {
 
 #[test]
 fn a_plaintext_only_connection_never_carries_required_mail() {
-    let now = Instant::now();
+    let now = crate::pair::origin();
     for (mode, fallback, delivered) in [
         (TlsMode::Required, true, false),
         (TlsMode::IfAvailable, false, false),
@@ -620,7 +620,7 @@ fn a_connection_lost_right_after_starttls_is_judged_by_the_policy() {
 
 #[test]
 fn a_body_that_stops_moving_times_out_and_nothing_queued_is_sent_after() {
-    let now = Instant::now();
+    let now = crate::pair::origin();
     let mut client = ClientSession::new(Arc::new(plain_client()), "mx", false, now);
     client.submit(now, envelope("a@x.org", &["b@y.org"]));
     client.handle_input(now, b"220 mx\r\n250 mx\r\n250 ok\r\n250 ok\r\n354 go\r\n");
@@ -644,7 +644,7 @@ fn a_body_that_stops_moving_times_out_and_nothing_queued_is_sent_after() {
 
 #[test]
 fn a_refusal_in_the_middle_of_a_body_is_the_outcome() {
-    let now = Instant::now();
+    let now = crate::pair::origin();
     let mut client = ClientSession::new(Arc::new(plain_client()), "mx", false, now);
     client.submit(now, envelope("a@x.org", &["b@y.org"]));
     client.handle_input(now, b"220 mx\r\n250 mx\r\n250 ok\r\n250 ok\r\n354 go\r\n");

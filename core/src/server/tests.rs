@@ -28,7 +28,7 @@ struct Harness {
 
 impl Harness {
     fn new(config: ServerConfig) -> Self {
-        let now = Instant::now();
+        let now = crate::pair::origin();
         let mut harness = Self {
             session: ServerSession::new(Arc::new(config), now),
             now,
@@ -573,8 +573,8 @@ fn tls_handshake_timeout_closes_silently() {
 fn unread_replies_stop_command_processing() {
     let mut config = ServerConfig::new("mx.test");
     config.limits.max_pipelined_replies = 10;
-    let session = &mut ServerSession::new(Arc::new(config), Instant::now());
-    let now = Instant::now();
+    let now = crate::pair::origin();
+    let session = &mut ServerSession::new(Arc::new(config), now);
     session.handle_input(now, &b"NOOP\r\n".repeat(25));
     let mut out = Vec::new();
     // The greeting and nine NOOPs, then the session waits for the driver.
