@@ -3,13 +3,6 @@
 //! one [`ClientSession`] and one server (ours, or a scripted misbehaving
 //! one) joined in memory, with a virtual clock, latency, and faults (close
 //! at any byte, stall, corrupt a byte).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

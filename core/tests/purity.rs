@@ -1,7 +1,5 @@
 //! Guards the sans-IO contract of DESIGN.md: `core/src` performs no IO and
 //! reads no clock, and `core` depends on no runtime.
-#![allow(clippy::panic)]
-
 use std::fs;
 use std::path::{Path, PathBuf};
 

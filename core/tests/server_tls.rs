@@ -1,12 +1,5 @@
 //! STARTTLS and renegotiation through a whole `ServerSession`, in memory,
 //! against real rustls and OpenSSL clients, for both server engines.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 mod support;
 
 use std::sync::Arc;

@@ -3,13 +3,6 @@
 //! (no/ca/host/optional), SNI, client certificates, configuration errors.
 //! A raw rustls server stands in where the server engines cannot help (TLS
 //! 1.2 only, asking for a client certificate).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 mod support;
 
 use std::io::{self, Read, Write};

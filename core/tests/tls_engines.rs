@@ -1,13 +1,6 @@
 //! The TLS engines as byte transforms, against real rustls and OpenSSL
 //! clients in memory: handshakes, data, close, configuration errors, and
 //! renegotiation at the engine level (TLS 1.2, OpenSSL client).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 mod support;
 
 use petrel_core::tls::record::RecordObserver;

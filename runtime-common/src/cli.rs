@@ -646,8 +646,6 @@ pub fn send_args_or_exit(program: &str) -> (SendArgs, Arc<ClientConfig>) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
-
     use super::*;
 
     fn args(line: &str) -> Vec<String> {

@@ -183,8 +183,6 @@ pub fn too_many_connections(hostname: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
-
     use super::*;
 
     #[test]

@@ -241,8 +241,6 @@ impl ServerConn {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
-
     use std::sync::atomic::AtomicUsize;
     use std::sync::mpsc;
 

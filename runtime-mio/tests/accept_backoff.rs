@@ -2,8 +2,6 @@
 //! itself, rather than waiting for another connection's readiness. Alone in
 //! its own test binary: it exhausts the process's descriptors.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;

@@ -3,8 +3,6 @@
 //! decisions from other threads, and shutdown. The protocol is tested in
 //! petrel-core, and every runtime against the same suite in petrel-tests.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;

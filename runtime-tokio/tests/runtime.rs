@@ -1,6 +1,4 @@
 //! The tokio runtime over real loopback sockets.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
 use std::sync::Arc;
 use std::time::Duration;
 

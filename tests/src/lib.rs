@@ -17,13 +17,6 @@
 //!
 //! A missing peer fails the test with the command that installs it (the
 //! project's `scripts/setup` installs them all); nothing is skipped.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};

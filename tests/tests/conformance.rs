@@ -6,13 +6,6 @@
 //!
 //! Not here: server timeouts (the sink has no flags to shorten the RFC 5321
 //! five-minute timeouts, so they are tested in core's simulation instead).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 use std::time::Duration;
 
 use petrel_tests::{

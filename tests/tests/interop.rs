@@ -3,13 +3,6 @@
 //! sink and `smtp-sink` receiving from our sender. (swaks and
 //! `openssl s_client` are driven from the conformance suite.) Every message
 //! is accounted for on both sides.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 use petrel_tests::{
     path_str, send, smtp_source, smtplib_send, Aiosmtpd, Pki, PostfixSink, Runtime, Sink,
     BULK_TIMEOUT, CLIENT_TIMEOUT,

@@ -2,13 +2,6 @@
 //! proves the harness (process control, bounded waits, the test PKI) and
 //! that every peer the suite needs is installed and works on this machine,
 //! so a conformance failure is about Petrel, not about the tools.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 use std::process::Command;
 
 use petrel_tests::{

@@ -146,8 +146,6 @@ pub fn decide(mode: TlsMode, fallback: bool, verify: TlsVerify, outcome: &TlsOut
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
-
     use super::*;
 
     fn outcomes() -> Vec<TlsOutcome> {

@@ -495,13 +495,6 @@ fn parse_sslv2_client_hello(body: &[u8]) -> Option<bool> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )]
-
     use super::*;
     use quickcheck::{quickcheck, TestResult};
 

@@ -70,8 +70,6 @@ impl io::Write for MemoryTransport {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
-
     use super::*;
     use std::io::{Read, Write};
 

@@ -237,12 +237,6 @@ pub fn unstuff(stuffed: &[u8]) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )]
     use super::*;
     use crate::wire::line::tests::chunks;
     use quickcheck::quickcheck;

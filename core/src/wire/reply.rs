@@ -440,12 +440,6 @@ fn with_enhanced_code(code: u16, lines: Vec<String>) -> Reply {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )]
     use super::*;
     use crate::wire::line::tests::chunks;
     use quickcheck::{quickcheck, Arbitrary, Gen};

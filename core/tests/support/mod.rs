@@ -5,13 +5,7 @@
 //! both are quiet.
 //!
 //! Each test crate includes this with `mod support;` and uses what it needs.
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(dead_code)]
 
 use std::io::{self, Read, Write};
 use std::os::raw::c_int;
