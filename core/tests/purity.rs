@@ -1,5 +1,7 @@
 //! Guards the sans-IO contract of DESIGN.md: `core/src` performs no IO and
 //! reads no clock, and `core` depends on no runtime.
+// Test code throughout, helpers included: clippy.toml's allow-*-in-tests.
+#![cfg(test)]
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,7 @@
 //! STARTTLS and renegotiation through a whole `ServerSession`, in memory,
 //! against real rustls and OpenSSL clients, for both server engines.
+// Test code throughout, helpers included: clippy.toml's allow-*-in-tests.
+#![cfg(test)]
 mod support;
 
 use std::sync::Arc;

@@ -100,6 +100,11 @@ pub struct SinkArgs {
     pub max_connections: usize,
     /// `--maildir DIR`: keep messages instead of discarding them.
     pub maildir: Option<PathBuf>,
+    /// `--max-recipients N` per transaction (default 1000).
+    pub max_recipients: usize,
+    /// `--advertise-limits true|false`: announce `LIMITS RCPTMAX` (default
+    /// true; false makes clients find the limit by its 452s).
+    pub advertise_limits: bool,
 }
 
 impl SinkArgs {
@@ -107,7 +112,8 @@ impl SinkArgs {
     pub const USAGE: &'static str =
         "--listen ADDR [--tls-engine rustls|openssl|none] [--cert FILE --key FILE] \
 [--allow-renegotiation true|false] [--max-renegotiations N] [--injection-policy reject|ignore] \
-[--require-tls] [--max-connections N] [--maildir DIR]";
+[--require-tls] [--max-connections N] [--maildir DIR] [--max-recipients N] \
+[--advertise-limits true|false]";
 
     /// Parses the process's arguments (without the program name).
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
@@ -123,6 +129,8 @@ impl SinkArgs {
                 "--injection-policy",
                 "--max-connections",
                 "--maildir",
+                "--max-recipients",
+                "--advertise-limits",
             ],
             &["--require-tls"],
         )?;
@@ -155,6 +163,12 @@ impl SinkArgs {
             require_tls: flags.present("--require-tls"),
             max_connections: flags.value("--max-connections")?.unwrap_or(1000),
             maildir: flags.value("--maildir")?,
+            max_recipients: flags.value("--max-recipients")?.unwrap_or(1000),
+            advertise_limits: parse_bool(
+                "--advertise-limits",
+                flags.values("--advertise-limits").pop(),
+                true,
+            )?,
         })
     }
 
@@ -163,6 +177,8 @@ impl SinkArgs {
         let mut server = ServerConfig::new("localhost");
         server.require_tls = self.require_tls;
         server.injection_policy = self.injection_policy;
+        server.limits.max_recipients = self.max_recipients;
+        server.extensions.limits = self.advertise_limits;
         if let Some(engine) = self.tls_engine {
             let (cert, key) = match &self.cert_key {
                 Some((cert, key)) => (
@@ -204,6 +220,10 @@ pub struct SinkHandler {
     accepted: AtomicU64,
     rejected: AtomicU64,
     connections: AtomicU64,
+    /// Recipients of the accepted messages.
+    recipients: AtomicU64,
+    /// Recipients accepted in each connection's open transaction.
+    open_recipients: Mutex<std::collections::HashMap<u64, u64>>,
     maildir: Option<PathBuf>,
     /// Open maildir files, by connection: the file, or why it failed.
     files: Mutex<std::collections::HashMap<u64, (std::io::Result<fs::File>, PathBuf)>>,
@@ -227,10 +247,11 @@ impl SinkHandler {
     /// The line printed at exit.
     pub fn summary(&self) -> String {
         format!(
-            "accepted={} rejected={} connections={}",
+            "accepted={} rejected={} connections={} recipients={}",
             self.accepted.load(Ordering::SeqCst),
             self.rejected.load(Ordering::SeqCst),
-            self.connections.load(Ordering::SeqCst)
+            self.connections.load(Ordering::SeqCst),
+            self.recipients.load(Ordering::SeqCst)
         )
     }
 
@@ -297,10 +318,27 @@ impl Handler for SinkHandler {
             }
             _ => {}
         }
+        let recipients = {
+            let mut open = self
+                .open_recipients
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match event {
+                Event::Rcpt { .. } if decision.is_some() => {
+                    *open.entry(conn.id).or_default() += 1;
+                    0
+                }
+                Event::MessageEnd { .. } | Event::TransactionAborted(_) | Event::Closed(_) => {
+                    open.remove(&conn.id).unwrap_or(0)
+                }
+                _ => 0,
+            }
+        };
         let Some(decision) = decision else { return };
         match (event, stored) {
             (Event::MessageEnd { .. }, Ok(_)) => {
                 self.accepted.fetch_add(1, Ordering::SeqCst);
+                self.recipients.fetch_add(recipients, Ordering::SeqCst);
                 decision.accept();
             }
             (Event::MessageEnd { .. }, Err(error)) => {
@@ -481,6 +519,9 @@ pub fn mailbox(address: &str) -> Result<Mailbox, String> {
 #[derive(Debug)]
 pub struct GeneratedBody {
     header: Bytes,
+    /// Filler octets after the header.
+    filler: u64,
+    header_read: bool,
     remaining: u64,
 }
 
@@ -493,13 +534,18 @@ impl GeneratedBody {
     /// `header` followed by filler, `size` octets in all (at least the
     /// header), always ending in CRLF.
     pub fn new(header: Bytes, size: u64) -> Self {
-        let remaining = size.saturating_sub(header.len() as u64);
-        Self { header, remaining }
+        let filler = size.saturating_sub(header.len() as u64);
+        Self {
+            header,
+            filler,
+            header_read: false,
+            remaining: filler,
+        }
     }
 
     /// Total octets.
     pub fn len(&self) -> u64 {
-        self.header.len() as u64 + self.remaining
+        self.header.len() as u64 + self.filler
     }
 
     /// Whether the body is empty.
@@ -510,8 +556,9 @@ impl GeneratedBody {
 
 impl BodySource for GeneratedBody {
     fn next_chunk(&mut self, max: usize) -> std::io::Result<Option<Bytes>> {
-        if !self.header.is_empty() {
-            return Ok(Some(std::mem::take(&mut self.header)));
+        if !self.header_read && !self.header.is_empty() {
+            self.header_read = true;
+            return Ok(Some(self.header.clone()));
         }
         let mut chunk = Vec::new();
         while self.remaining > 0 && chunk.len() < max {
@@ -538,6 +585,12 @@ impl BodySource for GeneratedBody {
             self.remaining -= line as u64;
         }
         Ok((!chunk.is_empty()).then(|| Bytes::from(chunk)))
+    }
+
+    fn rewind(&mut self) -> std::io::Result<()> {
+        self.header_read = false;
+        self.remaining = self.filler;
+        Ok(())
     }
 }
 

@@ -21,15 +21,40 @@ pub trait BodySource: Send {
     /// end. An error (or an empty chunk) aborts the connection, and every
     /// message on it is retried later.
     fn next_chunk(&mut self, max: usize) -> std::io::Result<Option<Bytes>>;
+
+    /// Back to the start: the body is sent again when a server took only
+    /// some recipients and the rest go in another transaction. An error
+    /// aborts the connection, as in `next_chunk`.
+    fn rewind(&mut self) -> std::io::Result<()>;
 }
 
-impl BodySource for Bytes {
+/// A body held in memory.
+#[derive(Debug, Clone)]
+pub struct BytesBody {
+    data: Bytes,
+    at: usize,
+}
+
+impl From<Bytes> for BytesBody {
+    fn from(data: Bytes) -> Self {
+        Self { data, at: 0 }
+    }
+}
+
+impl BodySource for BytesBody {
     fn next_chunk(&mut self, max: usize) -> std::io::Result<Option<Bytes>> {
-        if self.is_empty() {
+        let end = self.at.saturating_add(max).min(self.data.len());
+        if end <= self.at {
             return Ok(None);
         }
-        let take = max.min(self.len());
-        Ok(Some(self.split_to(take)))
+        let chunk = self.data.slice(self.at..end);
+        self.at = end;
+        Ok(Some(chunk))
+    }
+
+    fn rewind(&mut self) -> std::io::Result<()> {
+        self.at = 0;
+        Ok(())
     }
 }
 
@@ -348,7 +373,7 @@ impl DeliveryConn {
             let mut moved = false;
             while let Some(event) = self.session.poll_event() {
                 moved = true;
-                self.event(event);
+                self.event(now, event);
             }
             moved |= self.stream_body(now);
             if self.out.len() < BODY_CHUNK {
@@ -360,9 +385,18 @@ impl DeliveryConn {
         }
     }
 
-    fn event(&mut self, event: Event) {
+    fn event(&mut self, now: Instant, event: Event) {
         match event {
-            Event::BodyWanted(id) => self.streaming = Some(id),
+            Event::BodyWanted(id) => {
+                // Each transaction of a message sends its body from the
+                // start (a second one carries the recipients a server
+                // refused as too many in the first).
+                let rewound = self.pending.get_mut(&id).map(|m| m.body.rewind());
+                if let Some(Err(_)) = rewound {
+                    return self.session.abort(now);
+                }
+                self.streaming = Some(id);
+            }
             Event::TlsEstablished(info) => self.tls = Some(info),
             Event::TlsDecision {
                 action: TlsAction::ReconnectPlaintext,

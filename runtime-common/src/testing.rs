@@ -11,7 +11,7 @@ use petrel_core::server::{Event, ServerConfig};
 use petrel_core::tls::{ClientTls, ClientTlsConfig, ServerTls, ServerTlsConfig, TlsEngine};
 use petrel_core::wire::command::{ForwardPath, Host, Mailbox, ReversePath};
 
-use crate::client::Outbound;
+use crate::client::{BytesBody, Outbound};
 use crate::server::{ConnectionInfo, Decision, Handler};
 
 /// A handler that accepts MAIL and RCPT at once and each message 50 ms
@@ -50,7 +50,7 @@ pub fn message(n: u32) -> Outbound {
             }],
             params: Default::default(),
         },
-        body: Box::new(Bytes::from(body)),
+        body: Box::new(BytesBody::from(Bytes::from(body))),
     }
 }
 

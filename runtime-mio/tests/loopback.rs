@@ -2,6 +2,8 @@
 //! STARTTLS, the plaintext reconnection, the connection limit, timers,
 //! decisions from other threads, and shutdown. The protocol is tested in
 //! petrel-core, and every runtime against the same suite in petrel-tests.
+// Test code throughout, helpers included: clippy.toml's allow-*-in-tests.
+#![cfg(test)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -79,7 +81,10 @@ fn plaintext_delivery_reuses_one_connection() {
     assert!(report.finished.iter().all(|f| f.tls.is_none()));
     assert!(!report.reconnected_plaintext);
     server.shutdown(Duration::from_secs(5));
-    assert_eq!(handler.summary(), "accepted=5 rejected=0 connections=1");
+    assert_eq!(
+        handler.summary(),
+        "accepted=5 rejected=0 connections=1 recipients=5"
+    );
 }
 
 #[cfg(feature = "rustls")]
@@ -91,7 +96,10 @@ fn starttls_delivery_with_a_self_signed_certificate() {
     all_delivered(&report, 3);
     assert!(report.finished.iter().all(|f| f.tls.is_some()));
     server.shutdown(Duration::from_secs(5));
-    assert_eq!(handler.summary(), "accepted=3 rejected=0 connections=1");
+    assert_eq!(
+        handler.summary(),
+        "accepted=3 rejected=0 connections=1 recipients=3"
+    );
 }
 
 #[cfg(feature = "openssl")]
@@ -139,7 +147,10 @@ fn a_failed_starttls_reconnects_in_plaintext() {
         .flat_map(|f| &f.outcomes)
         .all(|o| o.delivery == Delivery::Transient));
     server.shutdown(Duration::from_secs(5));
-    assert_eq!(handler.summary(), "accepted=3 rejected=0 connections=3");
+    assert_eq!(
+        handler.summary(),
+        "accepted=3 rejected=0 connections=3 recipients=3"
+    );
 }
 
 #[test]
@@ -325,7 +336,10 @@ fn many_connections_on_one_loop() {
         }
     }
     server.shutdown(Duration::from_secs(5));
-    assert_eq!(handler.summary(), "accepted=12 rejected=0 connections=3");
+    assert_eq!(
+        handler.summary(),
+        "accepted=12 rejected=0 connections=3 recipients=12"
+    );
 }
 
 /// Accepts everything, but panics on a recipient named `panic`.

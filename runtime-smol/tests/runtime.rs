@@ -1,4 +1,6 @@
 //! The smol runtime over real loopback sockets.
+// Test code throughout, helpers included: clippy.toml's allow-*-in-tests.
+#![cfg(test)]
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,7 +44,10 @@ fn delivers_in_plaintext_and_over_starttls(engine: TlsEngine) {
             }
         }
         server.shutdown(Duration::from_secs(5)).await;
-        assert_eq!(handler.summary(), "accepted=10 rejected=0 connections=2");
+        assert_eq!(
+            handler.summary(),
+            "accepted=10 rejected=0 connections=2 recipients=10"
+        );
     });
 }
 
@@ -88,7 +93,10 @@ fn ifavailable_falls_back_to_a_fresh_plaintext_connection() {
             assert!(finished.tls.is_none());
         }
         server.shutdown(Duration::from_secs(5)).await;
-        assert_eq!(handler.summary(), "accepted=2 rejected=0 connections=2");
+        assert_eq!(
+            handler.summary(),
+            "accepted=2 rejected=0 connections=2 recipients=2"
+        );
     });
 }
 
@@ -131,7 +139,10 @@ fn connections_over_the_limit_get_421() {
         third.write_all(b"QUIT\r\n").await.unwrap();
         server.shutdown(Duration::from_secs(5)).await;
         // The refused connection was never a session.
-        assert_eq!(handler.summary(), "accepted=0 rejected=0 connections=2");
+        assert_eq!(
+            handler.summary(),
+            "accepted=0 rejected=0 connections=2 recipients=0"
+        );
     });
 }
 
@@ -209,7 +220,10 @@ fn shutdown_drops_sessions_still_open_after_the_grace_period() {
         assert!(took >= Duration::from_millis(200), "{took:?}");
         // The handler heard the end, the peer sees the close, and nobody
         // listens any more.
-        assert_eq!(handler.summary(), "accepted=0 rejected=0 connections=1");
+        assert_eq!(
+            handler.summary(),
+            "accepted=0 rejected=0 connections=1 recipients=0"
+        );
         let mut rest = Vec::new();
         let _ = idle.read_to_end(&mut rest).await;
         assert!(TcpStream::connect(addr).await.is_err());
@@ -289,6 +303,9 @@ fn session_timeouts_fire_and_move_with_activity() {
         let idle = last.elapsed();
         assert!(idle >= Duration::from_millis(250), "{idle:?}");
         server.shutdown(Duration::from_secs(5)).await;
-        assert_eq!(handler.summary(), "accepted=0 rejected=0 connections=1");
+        assert_eq!(
+            handler.summary(),
+            "accepted=0 rejected=0 connections=1 recipients=0"
+        );
     });
 }

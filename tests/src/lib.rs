@@ -590,12 +590,15 @@ pub struct Sink {
     pub runtime: Runtime,
 }
 
-/// The sink's final `accepted=N rejected=N connections=N` line.
+/// The sink's final `accepted=N rejected=N connections=N recipients=N`
+/// line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SinkCounts {
     pub accepted: u64,
     pub rejected: u64,
     pub connections: u64,
+    /// Recipients of the accepted messages.
+    pub recipients: u64,
 }
 
 impl Sink {
@@ -656,17 +659,19 @@ impl Sink {
             finished.status,
             finished.output
         );
-        let counts = last_counts_line(&finished.stdout, &["accepted", "rejected", "connections"])
-            .unwrap_or_else(|| {
-                panic!(
-                    "sink printed no `accepted=N rejected=N connections=N` line; its output:\n{}",
-                    finished.output
-                )
-            });
+        let keys = ["accepted", "rejected", "connections", "recipients"];
+        let counts = last_counts_line(&finished.stdout, &keys).unwrap_or_else(|| {
+            panic!(
+                "sink printed no `accepted=N rejected=N connections=N recipients=N` line; \
+                     its output:\n{}",
+                finished.output
+            )
+        });
         SinkCounts {
             accepted: counts["accepted"],
             rejected: counts["rejected"],
             connections: counts["connections"],
+            recipients: counts["recipients"],
         }
     }
 }
@@ -1290,6 +1295,12 @@ pub struct PostfixSink {
 
 impl PostfixSink {
     pub fn start() -> PostfixSink {
+        Self::start_with(&[])
+    }
+
+    /// Starts smtp-sink with extra options (before the address), e.g.
+    /// `-d TEMPLATE` to dump every transaction to a file.
+    pub fn start_with(options: &[&str]) -> PostfixSink {
         let smtp_sink = require_tool("smtp-sink");
         // smtp-sink cannot report a kernel-chosen port: try free ones.
         let mut last_output = String::new();
@@ -1303,6 +1314,7 @@ impl PostfixSink {
                 // smtp-sink refuses to run as root without dropping privileges.
                 command.args(["-u", "nobody"]);
             }
+            command.args(options);
             command.args(["-h", &name, "-c", &addr.to_string(), "1000"]);
             let mut proc = Proc::spawn(format!("smtp-sink {addr}"), &mut command);
             let deadline = Instant::now() + START_TIMEOUT;

@@ -66,6 +66,13 @@ pub struct ClientConfig {
     /// Body octets queued and not yet taken by `poll_transmit` before
     /// `wants_body` turns false.
     pub max_queued_body: usize,
+    /// Recipients sent in one transaction at most; fewer when the server
+    /// announces `LIMITS RCPTMAX` (RFC 9422) or has refused some with
+    /// `452` on this connection. The rest go in further transactions.
+    pub max_recipients_per_transaction: usize,
+    /// Server input held unread while the application writes a body (a
+    /// server has nothing to say then); past it the session closes.
+    pub max_early_input: usize,
 }
 
 impl ClientConfig {
@@ -81,6 +88,8 @@ impl ClientConfig {
             chunking: true,
             timeouts: ClientTimeouts::default(),
             max_queued_body: 256 * 1024,
+            max_recipients_per_transaction: 1000,
+            max_early_input: 64 * 1024,
         }
     }
 }

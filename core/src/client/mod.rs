@@ -37,9 +37,6 @@ use crate::wire::dot::DotStuffer;
 use crate::wire::ehlo::Capabilities;
 use crate::wire::reply::{EnhancedCode, Reply, ReplyParser, ReplyStatus};
 
-/// Server input held while the application writes a body.
-const MAX_EARLY_INPUT: usize = 64 * 1024;
-
 /// Identifies a submitted envelope in later events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TransactionId(pub u64);
@@ -83,7 +80,9 @@ pub enum Event {
     /// TLS is up.
     TlsEstablished(TlsInfo),
     /// Stream this transaction's body now: `send_body` while `wants_body`,
-    /// then `finish_body`.
+    /// then `finish_body`. It comes again, for the body from its start,
+    /// when the server took only some of the recipients and the rest go in
+    /// another transaction on this connection.
     BodyWanted(TransactionId),
     /// A submitted envelope is finished: one outcome per recipient, in
     /// envelope order.
@@ -153,6 +152,7 @@ enum Expect {
     Helo,
     StartTls,
     Mail,
+    /// The RCPT at this position of the transaction's current batch.
     Rcpt(usize),
     Data,
     /// A BDAT chunk; `last` for the final one.
@@ -210,18 +210,32 @@ enum Body {
     Done,
 }
 
+/// One envelope, sent in as many SMTP transactions on this connection as
+/// the server's recipient limit asks: each round takes the next batch of
+/// recipients (RFC 5321 §4.5.3.1.10).
 #[derive(Debug)]
 struct Transaction {
     id: TransactionId,
     envelope: Envelope,
     outcomes: Vec<Option<(Delivery, Reply)>>,
+    /// Recipients not sent yet, in envelope order.
+    unsent: VecDeque<usize>,
+    /// The recipients of the current round, in the order sent; empty
+    /// between rounds.
+    batch: Vec<usize>,
+    /// Recipients of this round the server refused as too many (452): they
+    /// go in the next round.
+    over_limit: Vec<(usize, Reply)>,
     /// MAIL was accepted: a transaction is open on the server.
     open: bool,
     /// Recipients the server accepted with RCPT.
     accepted: Vec<usize>,
     body: Body,
-    /// A reply decided the transaction; remaining replies are consumed.
+    /// A reply decided the round; remaining replies are consumed.
     failed: bool,
+    /// MAIL or the body was refused: that reply is the outcome of every
+    /// recipient still undecided, and no round follows.
+    refusal: Option<Reply>,
     chunking: bool,
 }
 
@@ -245,6 +259,54 @@ impl Transaction {
             self.decide(index, delivery, reply);
         }
     }
+
+    /// MAIL or the body was refused: the message is refused, for the
+    /// accepted recipients now and for every other undecided one at the end
+    /// of the round.
+    fn refuse(&mut self, reply: &Reply) {
+        self.decide_rest(reply, true);
+        self.refusal = Some(reply.clone());
+        self.failed = true;
+    }
+
+    /// Sets up the next round, or says there is none: the recipients
+    /// refused as too many go first when the round made progress (so rounds
+    /// cannot repeat for ever), then those never sent.
+    fn next_round(&mut self) -> bool {
+        let over_limit = std::mem::take(&mut self.over_limit);
+        let progress = self.batch.len() > over_limit.len();
+        self.batch.clear();
+        self.accepted.clear();
+        self.open = false;
+        self.failed = false;
+        self.body = Body::Pending;
+        if let Some(reply) = self.refusal.take() {
+            self.decide_rest(&reply, false);
+            return false;
+        }
+        if !progress {
+            // The server took none of this round: it takes no more now.
+            for (index, reply) in &over_limit {
+                self.decide(*index, Delivery::Transient, reply);
+            }
+            if let Some((_, reply)) = over_limit.first() {
+                self.decide_rest(reply, false);
+            }
+            return false;
+        }
+        for (index, _) in over_limit.into_iter().rev() {
+            self.unsent.push_front(index);
+        }
+        !self.unsent.is_empty()
+    }
+}
+
+/// A refusal of RCPT that means "too many recipients in this transaction",
+/// to be sent again in the next: 452 (RFC 5321 §4.5.3.1.10), or the 552
+/// with 5.5.3 that the RFC tells clients to take as temporary.
+fn too_many_recipients(reply: &Reply) -> bool {
+    reply.code() == 452
+        || reply.code() == 552 && reply.enhanced() == Some(EnhancedCode::new(5, 5, 3))
 }
 
 /// `now + timeout`, or no deadline if that overflows.
@@ -303,6 +365,9 @@ pub struct ClientSession {
     next_id: u64,
     quit_requested: bool,
     starttls_sent: bool,
+    /// Recipients the server took in a transaction before saying 452 for
+    /// too many: later rounds on this connection send no more than that.
+    learned_rcpt_max: Option<usize>,
     /// While a body is being written: when it last moved. The server not
     /// taking it (the driver cannot write) stops it moving.
     body_progress: Option<Instant>,
@@ -340,6 +405,7 @@ impl ClientSession {
             next_id: 0,
             quit_requested: false,
             starttls_sent: false,
+            learned_rcpt_max: None,
             body_progress: None,
             events: VecDeque::new(),
         }
@@ -630,7 +696,7 @@ impl ClientSession {
                 // Nothing is due until the application ends the body; what
                 // the server sent early waits, so that the result does not
                 // depend on how its bytes were split (bounded, though).
-                if self.inbuf.len() > MAX_EARLY_INPUT {
+                if self.inbuf.len() > self.config.max_early_input {
                     let why = "server sent data while the body was being written".to_owned();
                     let reply = internal(421, (4, 5, 0), &why);
                     self.close(CloseReason::Protocol(why), Some(&reply));
@@ -699,7 +765,7 @@ impl ClientSession {
             }
             Expect::StartTls => self.starttls_reply(reply),
             Expect::Quit => self.close(CloseReason::Quit, None),
-            Expect::Rset => self.advance(),
+            Expect::Rset => self.resume(),
             Expect::Mail
             | Expect::Rcpt(_)
             | Expect::Data
@@ -716,29 +782,50 @@ impl ClientSession {
         let Some(txn) = self.active.as_mut() else {
             return self.advance();
         };
-        let mut next: Option<Vec<u8>> = None;
+        // The command to send next, and the reply it awaits.
+        let mut next: Option<(Vec<u8>, Expect)> = None;
+        let mut learned = None;
         match expect {
             Expect::Mail if reply.is_positive() => {
                 txn.open = true;
                 if !pipelining {
-                    next = Some(rcpt_command(txn, 0, dsn));
+                    next = Some((rcpt_command(txn, 0, dsn), Expect::Rcpt(0)));
                 }
             }
-            Expect::Mail => {
-                txn.decide_rest(reply, false);
-                txn.failed = true;
-            }
-            Expect::Rcpt(index) => {
-                if !txn.failed {
-                    if reply.is_positive() {
-                        txn.accepted.push(index);
-                    } else {
-                        txn.decide(index, class(reply), reply);
+            Expect::Mail => txn.refuse(reply),
+            Expect::Rcpt(position) => {
+                let index = txn.batch.get(position).copied();
+                let mut last = position + 1 >= txn.batch.len();
+                match index {
+                    Some(index) if !txn.failed => {
+                        if reply.is_positive() {
+                            txn.accepted.push(index);
+                        } else if too_many_recipients(reply) {
+                            if txn.over_limit.is_empty() && !txn.accepted.is_empty() {
+                                let took = txn.accepted.len();
+                                learned = Some(took);
+                            }
+                            txn.over_limit.push((index, reply.clone()));
+                            if !pipelining && !last {
+                                // The rest of the batch would be refused
+                                // too: it waits for the next round unsent.
+                                for &later in
+                                    txn.batch.get(position + 1..).unwrap_or(&[]).iter().rev()
+                                {
+                                    txn.unsent.push_front(later);
+                                }
+                                txn.batch.truncate(position + 1);
+                                last = true;
+                            }
+                        } else {
+                            txn.decide(index, class(reply), reply);
+                        }
                     }
+                    _ => {}
                 }
-                let last = index + 1 >= txn.envelope.recipients.len();
                 if !pipelining && !last && !txn.failed {
-                    next = Some(rcpt_command(txn, index + 1, dsn));
+                    let rcpt = rcpt_command(txn, position + 1, dsn);
+                    next = Some((rcpt, Expect::Rcpt(position + 1)));
                 } else if last && !txn.failed {
                     if txn.accepted.is_empty() {
                         txn.failed = true;
@@ -749,8 +836,7 @@ impl ClientSession {
                     } else if !pipelining {
                         let mut out = Vec::new();
                         Command::Data.write_to(&mut out);
-                        self.send(&out, Expect::Data);
-                        return;
+                        next = Some((out, Expect::Data));
                     }
                 }
             }
@@ -760,68 +846,79 @@ impl ClientSession {
                     // empty body, which it must not deliver to anyone.
                     txn.failed = true;
                     txn.body = Body::Done;
-                    self.send(b".\r\n", Expect::DataEnd);
-                    return;
+                    next = Some((b".\r\n".to_vec(), Expect::DataEnd));
+                } else {
+                    txn.body = Body::Data(DotStuffer::new());
+                    self.events.push_back(Event::BodyWanted(txn.id));
+                    self.body_progress = Some(self.now);
                 }
-                txn.body = Body::Data(DotStuffer::new());
-                self.events.push_back(Event::BodyWanted(txn.id));
-                self.body_progress = Some(self.now);
             }
             // DATA refused, or a BDAT chunk refused: the accepted
             // recipients share the refusal.
             Expect::Data | Expect::Bdat { last: false } if !txn.failed && !reply.is_positive() => {
-                txn.decide_rest(reply, true);
-                txn.failed = true;
+                txn.refuse(reply);
             }
             Expect::Bdat { last: true } | Expect::DataEnd => {
                 if !txn.failed {
-                    txn.decide_rest(reply, true);
+                    if reply.is_positive() {
+                        txn.decide_rest(reply, true);
+                    } else {
+                        txn.refuse(reply);
+                    }
                 }
                 txn.body = Body::Done;
             }
             _ => {}
         }
-        if let Some(out) = next {
-            let expect = match expect {
-                Expect::Mail => Expect::Rcpt(0),
-                Expect::Rcpt(index) => Expect::Rcpt(index + 1),
-                other => other,
-            };
-            self.send(&out, expect);
-            return;
+        if let Some(took) = learned {
+            self.learned_rcpt_max = Some(self.learned_rcpt_max.map_or(took, |n| n.min(took)));
+        }
+        if let Some((out, expect)) = next {
+            return self.send(&out, expect);
         }
         self.maybe_finish();
     }
 
-    /// Ends the active transaction once it is decided and no reply of its
-    /// own is outstanding.
+    /// Ends the active round once it is decided and no reply of its own is
+    /// outstanding; then starts the next round of the envelope, or ends it.
     fn maybe_finish(&mut self) {
-        let Some(txn) = &self.active else {
+        let Some(txn) = &mut self.active else {
             return self.advance();
         };
-        let decided = txn.failed
-            || matches!(txn.body, Body::Done) && txn.outcomes.iter().all(Option::is_some);
+        let decided = txn.failed || matches!(txn.body, Body::Done);
         if !decided || !self.expect.is_empty() {
             return;
         }
-        let Some(mut txn) = self.active.take() else {
-            return;
-        };
-        // Anything still undecided lost out when the transaction failed.
-        let fallback = internal(451, (4, 3, 0), "transaction failed");
-        txn.decide_rest(&fallback, false);
         // The end of a body ends the transaction on the server whatever it
         // answered; a failed transaction is reset in any case (RFC 3030
         // leaves the state after a refused chunk to the server).
         let open = txn.open && (txn.failed || !matches!(txn.body, Body::Done));
-        self.finish(txn);
+        let another = txn.next_round();
+        if !another {
+            if let Some(mut txn) = self.active.take() {
+                // Anything still undecided lost out when the round failed.
+                let fallback = internal(451, (4, 3, 0), "transaction failed");
+                txn.decide_rest(&fallback, false);
+                self.finish(txn);
+            }
+        }
         if open {
             let mut out = Vec::new();
             Command::Rset.write_to(&mut out);
             self.send(&out, Expect::Rset);
             return;
         }
-        self.advance();
+        self.resume();
+    }
+
+    /// The session is free again: the next round of the active envelope,
+    /// or the next envelope.
+    fn resume(&mut self) {
+        match &self.active {
+            Some(txn) if txn.batch.is_empty() => self.begin_round(),
+            Some(_) => {}
+            None => self.advance(),
+        }
     }
 
     fn finish(&mut self, txn: Transaction) {
@@ -990,6 +1087,7 @@ impl ClientSession {
         }
         // RFC 3207 §4.2: forget everything learnt in plaintext.
         self.caps = Capabilities::default();
+        self.learned_rcpt_max = None;
         self.inbuf.clear();
         self.parser = ReplyParser::new();
         self.phase = Phase::Setup;
@@ -1106,7 +1204,51 @@ impl ClientSession {
     }
 
     fn start(&mut self, id: TransactionId, envelope: Envelope) {
+        let recipients = envelope.recipients.len();
+        self.active = Some(Transaction {
+            id,
+            outcomes: vec![None; recipients],
+            unsent: (0..recipients).collect(),
+            batch: Vec::new(),
+            over_limit: Vec::new(),
+            envelope,
+            open: false,
+            accepted: Vec::new(),
+            body: Body::Pending,
+            failed: false,
+            refusal: None,
+            chunking: self.config.chunking && self.caps.chunking,
+        });
+        self.begin_round();
+    }
+
+    /// Recipients one transaction may carry: ours, the server's announced
+    /// and learnt limits, whichever is lowest.
+    fn recipients_per_transaction(&self) -> usize {
+        [
+            Some(self.config.max_recipients_per_transaction),
+            self.caps.rcpt_max,
+            self.learned_rcpt_max,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(1)
+        .max(1)
+    }
+
+    /// Sends MAIL for the next batch of the active envelope's recipients
+    /// (and, pipelined, its RCPTs and DATA).
+    fn begin_round(&mut self) {
+        let limit = self.recipients_per_transaction();
+        let pipelining = self.pipelining();
         let caps = &self.caps;
+        let Some(txn) = self.active.as_mut() else {
+            return;
+        };
+        let take = limit.min(txn.unsent.len());
+        txn.batch = txn.unsent.drain(..take).collect();
+        let envelope = &txn.envelope;
         let mut params = MailParams {
             size: envelope.params.size.filter(|_| caps.size.is_some()),
             body: envelope.params.body.filter(|body| match body {
@@ -1126,31 +1268,18 @@ impl ClientSession {
             params,
         }
         .write_to(&mut out);
-        let recipients = envelope.recipients.len();
-        let chunking = self.config.chunking && caps.chunking;
-        let txn = Transaction {
-            id,
-            outcomes: vec![None; recipients],
-            envelope,
-            open: false,
-            accepted: Vec::new(),
-            body: Body::Pending,
-            failed: false,
-            chunking,
-        };
         let mut expects = vec![Expect::Mail];
-        if self.pipelining() {
+        if pipelining {
             // RFC 2920: MAIL, every RCPT and DATA in one group.
-            for index in 0..recipients {
-                out.extend_from_slice(&rcpt_command(&txn, index, caps.dsn));
-                expects.push(Expect::Rcpt(index));
+            for position in 0..txn.batch.len() {
+                out.extend_from_slice(&rcpt_command(txn, position, caps.dsn));
+                expects.push(Expect::Rcpt(position));
             }
-            if !chunking {
+            if !txn.chunking {
                 Command::Data.write_to(&mut out);
                 expects.push(Expect::Data);
             }
         }
-        self.active = Some(txn);
         if self.expect.is_empty() {
             self.waiting_since = self.now;
         }
@@ -1229,10 +1358,12 @@ fn as_transient(reply: &Reply) -> Reply {
     }
 }
 
-/// RCPT for one recipient; DSN parameters only to a server that offers DSN.
-fn rcpt_command(txn: &Transaction, index: usize, dsn: bool) -> Vec<u8> {
+/// RCPT for the recipient at `position` in the current batch; DSN
+/// parameters only to a server that offers DSN.
+fn rcpt_command(txn: &Transaction, position: usize, dsn: bool) -> Vec<u8> {
     let mut out = Vec::new();
-    if let Some(recipient) = txn.envelope.recipients.get(index) {
+    let index = txn.batch.get(position).copied();
+    if let Some(recipient) = index.and_then(|index| txn.envelope.recipients.get(index)) {
         Command::Rcpt {
             forward_path: recipient.path.clone(),
             params: if dsn {

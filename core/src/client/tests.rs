@@ -2,8 +2,9 @@ use quickcheck::{quickcheck, Arbitrary, Gen, TestResult};
 
 use super::*;
 use crate::pair::{envelope, Faults, Pair, Scripted};
-use crate::server::ServerConfig;
+use crate::server::{self, ServerConfig};
 use crate::tls::{ClientTls, ClientTlsConfig, ServerTls, ServerTlsConfig, TlsEngine};
+use crate::wire::command::ForwardPath;
 
 fn plain_client() -> ClientConfig {
     let mut config = ClientConfig::new("client.test");
@@ -151,6 +152,206 @@ fn per_recipient_outcomes() {
         assert_eq!(s.bodies[0], BODY);
         assert!(s.bodies[1].is_empty());
     }
+}
+
+/// `count` recipients `r0@y.org`, `r1@y.org`, ...
+fn many(count: usize) -> Envelope {
+    let names: Vec<String> = (0..count).map(|n| format!("r{n}@y.org")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    envelope("a@x.org", &names)
+}
+
+/// The recipients our server accepted, transaction by transaction.
+fn accepted_by_transaction(pair: &Pair) -> Vec<Vec<String>> {
+    let mut all = vec![Vec::new()];
+    for event in &pair.server_events {
+        match event {
+            server::Event::Rcpt {
+                forward_path: ForwardPath::Mailbox(mailbox),
+                ..
+            } => {
+                all.last_mut().unwrap().push(mailbox.local_part.clone());
+            }
+            server::Event::MessageEnd { .. } => all.push(Vec::new()),
+            _ => {}
+        }
+    }
+    all.retain(|batch| !batch.is_empty());
+    all
+}
+
+#[test]
+fn recipients_beyond_the_servers_limit_go_in_later_transactions() {
+    // A server that does not announce its limit (no LIMITS): the client
+    // learns it from the 452s of the first transaction, which carries our
+    // own limit of 1000.
+    for (pipelining, chunking) in [(true, false), (true, true), (false, false)] {
+        let mut server = ServerConfig::new("mx.test");
+        server.limits.max_recipients = 400;
+        server.extensions.limits = false;
+        server.extensions.pipelining = pipelining;
+        server.extensions.chunking = chunking;
+        let mut pair = Pair::ours(plain_client(), server);
+        pair.submit(many(2500), BODY.to_vec());
+        pair.client.quit(pair.now);
+        pair.drive();
+        let label = format!("pipelining {pipelining}, chunking {chunking}");
+        let outcomes = &pair.outcomes()[&TransactionId(0)];
+        let not_delivered: Vec<_> = outcomes
+            .iter()
+            .filter(|o| o.delivery != Delivery::Delivered)
+            .collect();
+        assert_eq!(outcomes.len(), 2500, "{label}");
+        assert!(
+            not_delivered.is_empty(),
+            "{label}: {} not delivered, first {:?}, closed {:?}",
+            not_delivered.len(),
+            not_delivered.first(),
+            closed(&pair)
+        );
+        assert_eq!(pair.delivered, vec![BODY.to_vec(); 7], "{label}");
+        let batches = accepted_by_transaction(&pair);
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [400, 400, 400, 400, 400, 400, 100], "{label}");
+        let expected: Vec<String> = (0..2500).map(|n| format!("r{n}")).collect();
+        assert_eq!(
+            batches.concat(),
+            expected,
+            "each recipient once, in order: {label}"
+        );
+        // Pipelined, the first transaction carries 1000 and 600 come back
+        // 452; lock-step stops at the first 452. Later transactions keep to
+        // the limit learnt.
+        let rcpts = String::from_utf8_lossy(&pair.c2s_wire)
+            .matches("RCPT TO")
+            .count();
+        assert_eq!(rcpts, if pipelining { 3100 } else { 2501 }, "{label}");
+        assert_eq!(closed(&pair), Some(CloseReason::Quit), "{label}");
+    }
+}
+
+#[test]
+fn announced_recipient_limit_is_kept_from_the_start() {
+    let mut client = plain_client();
+    client.max_recipients_per_transaction = 10_000;
+    let mut pair = Pair::ours(client, ServerConfig::new("mx.test"));
+    pair.submit(many(2500), BODY.to_vec());
+    pair.drive();
+    let outcomes = &pair.outcomes()[&TransactionId(0)];
+    assert_eq!(outcomes.len(), 2500);
+    assert!(outcomes.iter().all(|o| o.delivery == Delivery::Delivered));
+    let sizes: Vec<usize> = accepted_by_transaction(&pair)
+        .iter()
+        .map(Vec::len)
+        .collect();
+    assert_eq!(sizes, [1000, 1000, 500]);
+    let wire = String::from_utf8_lossy(&pair.c2s_wire).into_owned();
+    assert_eq!(wire.matches("RCPT TO").count(), 2500, "no RCPT was refused");
+}
+
+#[test]
+fn our_own_recipient_limit_splits_transactions() {
+    let mut client = plain_client();
+    client.max_recipients_per_transaction = 2;
+    let mut pair = Pair::scripted(client, script("r1@", ""));
+    pair.submit(many(5), BODY.to_vec());
+    pair.drive();
+    assert_eq!(
+        deliveries(&pair),
+        [vec![
+            Delivery::Delivered,
+            Delivery::Permanent,
+            Delivery::Delivered,
+            Delivery::Delivered,
+            Delivery::Delivered
+        ]]
+    );
+    if let crate::pair::Server::Scripted(s) = &pair.server {
+        assert_eq!(s.bodies, vec![BODY.to_vec(); 3]);
+    }
+}
+
+/// A scripted server that takes `limit` recipients per transaction and
+/// answers every further RCPT with `over`.
+fn limited(limit: usize, over: &'static str, data_end: &'static str) -> Scripted {
+    let mut taken = 0;
+    Scripted::new(move |line| {
+        let upper = line.to_ascii_uppercase();
+        let reply: &str = if line == "." {
+            data_end
+        } else if upper.starts_with("EHLO") {
+            "250-scripted\r\n250 PIPELINING\r\n"
+        } else if upper.starts_with("MAIL") {
+            taken = 0;
+            "250 ok\r\n"
+        } else if upper.starts_with("RCPT") && taken >= limit {
+            over
+        } else if upper.starts_with("RCPT") {
+            taken += 1;
+            "250 ok\r\n"
+        } else if upper == "DATA" && taken == 0 {
+            "554 5.5.1 no valid recipients\r\n"
+        } else if upper == "DATA" {
+            "354 go\r\n"
+        } else if upper == "QUIT" {
+            return (b"221 bye\r\n".to_vec(), true);
+        } else {
+            "250 ok\r\n"
+        };
+        (reply.as_bytes().to_vec(), false)
+    })
+}
+
+#[test]
+fn a_server_that_takes_no_recipient_ends_the_rounds() {
+    // Every RCPT refused as too many: no progress, so no second round;
+    // every recipient is transient with the server's 452.
+    let mut pair = Pair::scripted(
+        plain_client(),
+        limited(0, "452 4.5.3 too many\r\n", "250 ok\r\n"),
+    );
+    pair.submit(many(3), BODY.to_vec());
+    pair.client.quit(pair.now);
+    pair.drive();
+    assert_eq!(deliveries(&pair), [vec![Delivery::Transient; 3]]);
+    assert!(pair.outcomes()[&TransactionId(0)]
+        .iter()
+        .all(|o| o.reply.code() == 452));
+    let wire = String::from_utf8_lossy(&pair.c2s_wire).into_owned();
+    assert_eq!(wire.matches("MAIL FROM").count(), 1, "{wire}");
+    assert_eq!(closed(&pair), Some(CloseReason::Quit));
+}
+
+#[test]
+fn a_552_5_5_3_is_too_many_recipients_too() {
+    let mut pair = Pair::scripted(
+        plain_client(),
+        limited(2, "552 5.5.3 too many\r\n", "250 ok\r\n"),
+    );
+    pair.submit(many(5), BODY.to_vec());
+    pair.drive();
+    assert_eq!(deliveries(&pair), [vec![Delivery::Delivered; 5]]);
+    if let crate::pair::Server::Scripted(s) = &pair.server {
+        assert_eq!(s.bodies.len(), 3);
+    }
+}
+
+#[test]
+fn a_refused_body_is_the_outcome_of_the_recipients_not_yet_sent() {
+    // The server refuses the message itself: the recipients waiting for a
+    // later transaction share that outcome instead of being sent again.
+    let mut pair = Pair::scripted(
+        plain_client(),
+        limited(2, "452 4.5.3 too many\r\n", "554 5.7.1 content refused\r\n"),
+    );
+    pair.submit(many(5), BODY.to_vec());
+    pair.drive();
+    assert_eq!(deliveries(&pair), [vec![Delivery::Permanent; 5]]);
+    assert!(pair.outcomes()[&TransactionId(0)]
+        .iter()
+        .all(|o| o.reply.code() == 554));
+    let wire = String::from_utf8_lossy(&pair.c2s_wire).into_owned();
+    assert_eq!(wire.matches("MAIL FROM").count(), 1, "{wire}");
 }
 
 #[test]

@@ -46,8 +46,14 @@ pub struct Limits {
     pub max_text_line: usize,
     /// Largest message body in octets, advertised as SIZE.
     pub max_message_size: u64,
-    /// Recipients accepted per transaction (RFC 5321 requires at least 100).
+    /// Recipients accepted per transaction (RFC 5321 requires at least 100),
+    /// advertised as `LIMITS RCPTMAX` (RFC 9422).
     pub max_recipients: usize,
+    /// RCPTs past `max_recipients` answered `452 4.5.3` before each further
+    /// one also counts towards `max_errors`: a client that sends the rest in
+    /// a later transaction, as RFC 5321 §4.5.3.1.10 asks, is not punished,
+    /// one that ignores the 452s still runs out of errors.
+    pub max_recipient_overshoot: usize,
     /// Replies queued but not yet taken by `poll_transmit`: past this, the
     /// session stops reading pipelined commands until the driver drains it,
     /// so a peer that never reads its replies cannot grow memory.
@@ -72,6 +78,7 @@ impl Default for Limits {
             max_text_line: MAX_TEXT_LINE,
             max_message_size: 64 * 1024 * 1024,
             max_recipients: 1000,
+            max_recipient_overshoot: 1000,
             max_pipelined_replies: 1000,
             max_buffered_input: 64 * 1024,
             body_chunk: 64 * 1024,
@@ -119,6 +126,9 @@ pub struct Extensions {
     pub binary_mime: bool,
     /// RFC 3461 delivery status notification parameters.
     pub dsn: bool,
+    /// RFC 9422 `LIMITS RCPTMAX=max_recipients`, so that clients send no
+    /// more recipients per transaction than we take.
+    pub limits: bool,
 }
 
 impl Default for Extensions {
@@ -130,6 +140,7 @@ impl Default for Extensions {
             chunking: true,
             binary_mime: true,
             dsn: true,
+            limits: true,
         }
     }
 }

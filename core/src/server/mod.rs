@@ -171,6 +171,8 @@ struct Transaction {
     smtputf8: bool,
     binary: bool,
     recipients: usize,
+    /// RCPTs refused for `max_recipients` so far.
+    overshoot: usize,
     /// Body octets so far.
     size: u64,
     /// Some BDAT chunk was accepted: DATA and RCPT are out of sequence now.
@@ -711,6 +713,7 @@ impl ServerSession {
             chunking: ext.chunking,
             binary_mime: ext.chunking && ext.binary_mime,
             dsn: ext.dsn,
+            rcpt_max: ext.limits.then_some(self.config.limits.max_recipients),
             // Never again once TLS is up (RFC 3207 §4.2).
             starttls: self.config.tls.is_some() && self.tls.is_none(),
             other: Vec::new(),
@@ -764,15 +767,25 @@ impl ServerSession {
     fn rcpt(&mut self, forward_path: ForwardPath, params: RcptParams) {
         let dsn = self.config.extensions.dsn;
         let extended = self.hello.as_ref().is_some_and(|h| h.extended);
-        let refusal = match &self.txn {
+        let refusal = match &mut self.txn {
             None => Some(need_mail()),
             Some(_) if !extended && params != RcptParams::default() => {
                 Some(reply(555, (5, 5, 4), "Error: parameters require EHLO"))
             }
             Some(txn) if txn.chunking => Some(reply(503, (5, 5, 1), "Error: RCPT after BDAT")),
             Some(txn) if txn.recipients >= self.config.limits.max_recipients => {
-                // RFC 5321 §4.5.3.1.10: 452, and the client retries the rest.
-                Some(reply(452, (4, 5, 3), "Error: too many recipients"))
+                // RFC 5321 §4.5.3.1.10: 452, and the client sends the rest in
+                // a later transaction. That is the protocol working, not a
+                // client mistake, so it counts as an error only past the
+                // overshoot allowance (as Postfix's recipient overshoot).
+                let refusal = reply(452, (4, 5, 3), "Error: too many recipients");
+                txn.overshoot += 1;
+                if txn.overshoot > self.config.limits.max_recipient_overshoot {
+                    Some(refusal)
+                } else {
+                    self.queue_reply(&refusal);
+                    return;
+                }
             }
             Some(_) if params.notify.is_some() && !dsn => Some(unsupported("NOTIFY")),
             Some(_) if params.orcpt.is_some() && !dsn => Some(unsupported("ORCPT")),

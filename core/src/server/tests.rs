@@ -119,6 +119,7 @@ fn greets_and_runs_a_transaction() {
         "SMTPUTF8",
         "CHUNKING",
         "DSN",
+        "LIMITS RCPTMAX=1000",
     ] {
         assert!(ehlo.contains(cap), "{cap} missing from {ehlo}");
     }
@@ -257,6 +258,49 @@ fn recipient_limit_gives_452() {
     let mut h = Harness::new(config);
     h.send(b"EHLO c\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<1@y.org>\r\nRCPT TO:<2@y.org>\r\nRCPT TO:<3@y.org>\r\n");
     assert_eq!(h.codes(), [220, 250, 250, 250, 250, 452]);
+}
+
+#[test]
+fn recipients_over_the_limit_are_not_errors() {
+    // RFC 5321 §4.5.3.1.10: the client sends the rest later, so a 452 for
+    // too many recipients must not use up the error allowance and lose the
+    // recipients already accepted.
+    let mut config = ServerConfig::new("mx.test");
+    config.limits.max_recipients = 2;
+    config.limits.max_errors = 3;
+    let mut h = Harness::new(config);
+    let mut input = b"EHLO c\r\nMAIL FROM:<a@x.org>\r\n".to_vec();
+    for n in 0..10 {
+        input.extend_from_slice(format!("RCPT TO:<{n}@y.org>\r\n").as_bytes());
+    }
+    input.extend_from_slice(b"DATA\r\nhi\r\n.\r\n");
+    h.send(&input);
+    let mut expected = vec![220, 250, 250, 250, 250];
+    expected.extend([452; 8]);
+    expected.extend([354, 250]);
+    assert_eq!(h.codes(), expected);
+    assert_eq!(h.closed(), None);
+    assert!(h
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::MessageEnd { .. })));
+}
+
+#[test]
+fn recipient_overshoot_past_its_allowance_counts_as_errors() {
+    let mut config = ServerConfig::new("mx.test");
+    config.limits.max_recipients = 1;
+    config.limits.max_recipient_overshoot = 2;
+    config.limits.max_errors = 2;
+    let mut h = Harness::new(config);
+    let mut input = b"EHLO c\r\nMAIL FROM:<a@x.org>\r\n".to_vec();
+    for n in 0..6 {
+        input.extend_from_slice(format!("RCPT TO:<{n}@y.org>\r\n").as_bytes());
+    }
+    h.send(&input);
+    // One accepted, two free refusals, then two counted ones end it.
+    assert_eq!(h.codes(), [220, 250, 250, 250, 452, 452, 452, 452, 421]);
+    assert_eq!(h.closed(), Some(&CloseReason::TooManyErrors));
 }
 
 #[test]

@@ -34,6 +34,9 @@ pub struct Capabilities {
     pub dsn: bool,
     /// `STARTTLS` (RFC 3207).
     pub starttls: bool,
+    /// `RCPTMAX` of `LIMITS` (RFC 9422): recipients the server takes per
+    /// transaction.
+    pub rcpt_max: Option<usize>,
     /// Unknown keywords: each line as received, upper-cased.
     pub other: Vec<String>,
 }
@@ -61,6 +64,16 @@ impl Capabilities {
                     caps.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0));
                     continue;
                 }
+                "LIMITS" => {
+                    // RFC 9422 §4: `NAME=value` pairs; unknown names and
+                    // malformed values are ignored, and 0 is not a limit.
+                    caps.rcpt_max = words
+                        .filter_map(|pair| pair.split_once('='))
+                        .find(|(name, _)| name.eq_ignore_ascii_case("RCPTMAX"))
+                        .and_then(|(_, n)| n.parse().ok())
+                        .filter(|&n| n > 0);
+                    continue;
+                }
                 _ => {
                     caps.other.push(line.trim().to_ascii_uppercase());
                     continue;
@@ -73,7 +86,7 @@ impl Capabilities {
 
     /// The lines a server advertises after its greeting line, in a stable
     /// order: PIPELINING, SIZE n, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES,
-    /// CHUNKING, BINARYMIME, DSN, STARTTLS, then `other`.
+    /// CHUNKING, BINARYMIME, DSN, STARTTLS, LIMITS, then `other`.
     pub fn to_lines(&self) -> Vec<String> {
         let keyword = |on: bool, keyword: &str| on.then(|| keyword.to_owned());
         [
@@ -86,6 +99,7 @@ impl Capabilities {
             keyword(self.binary_mime, "BINARYMIME"),
             keyword(self.dsn, "DSN"),
             keyword(self.starttls, "STARTTLS"),
+            self.rcpt_max.map(|n| format!("LIMITS RCPTMAX={n}")),
         ]
         .into_iter()
         .flatten()
@@ -117,6 +131,7 @@ mod tests {
             binary_mime: true,
             dsn: true,
             starttls: true,
+            rcpt_max: Some(500),
             other: vec!["AUTH PLAIN LOGIN".into()],
         }
     }
@@ -176,13 +191,32 @@ mod tests {
     }
 
     #[test]
+    fn limits_rcptmax() {
+        for (line, expected) in [
+            ("LIMITS RCPTMAX=20", Some(20)),
+            ("limits MAILMAX=5 rcptmax=7", Some(7)),
+            ("LIMITS MAILMAX=5", None),
+            ("LIMITS RCPTMAX=0", None),
+            ("LIMITS RCPTMAX=many", None),
+            ("LIMITS RCPTMAX", None),
+        ] {
+            let reply = Reply::multiline(250, None, vec!["hi".into(), line.into()]);
+            assert_eq!(
+                Capabilities::from_ehlo_reply(&reply).rcpt_max,
+                expected,
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
     fn advertises_in_stable_order() {
         let reply = all().ehlo_reply("mx.example ESMTP");
         assert_eq!(
             String::from_utf8(reply.to_bytes()).unwrap(),
             "250-mx.example ESMTP\r\n250-PIPELINING\r\n250-SIZE 35882577\r\n250-8BITMIME\r\n\
              250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250-BINARYMIME\r\n\
-             250-DSN\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n"
+             250-DSN\r\n250-STARTTLS\r\n250-LIMITS RCPTMAX=500\r\n250 AUTH PLAIN LOGIN\r\n"
         );
         assert_eq!(Capabilities::default().to_lines(), Vec::<String>::new());
         assert_eq!(
