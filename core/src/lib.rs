@@ -5,7 +5,7 @@
 //! - [`server`]: the server session, with STARTTLS and the renegotiation
 //!   policy enforced per connection.
 //! - [`client`]: the client session and the outbound TLS decision
-//!   ([`client::policy`]).
+//!   ([`client::tls_policy`]).
 //! - [`tls`]: TLS engines (rustls, OpenSSL) as byte transforms, client and
 //!   server; [`renegotiation`]: the renegotiation policy.
 //!

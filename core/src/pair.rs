@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::client::{self, ClientConfig, ClientSession, Envelope, Recipient, RecipientOutcome};
+use crate::client::{
+    self, ClientConfig, ClientSession, ConnectionKind, Envelope, Recipient, RecipientOutcome,
+};
 use crate::server::{self, ServerConfig, ServerSession};
 use crate::wire::command::{ForwardPath, Host, Mailbox, ReversePath};
 
@@ -130,7 +132,7 @@ impl Pair {
             now,
             latency: Duration::from_millis(10),
             faults: Faults::default(),
-            client: ClientSession::new(Arc::new(client), "localhost", false, now),
+            client: ClientSession::new(Arc::new(client), "localhost", ConnectionKind::First, now),
             server,
             c2s_wire: Vec::new(),
             s2c_sent: 0,

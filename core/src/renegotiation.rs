@@ -42,6 +42,7 @@ use crate::tls::TlsEngine;
 
 /// What to do with one renegotiation attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RenegotiationVerdict {
     /// Let the engine renegotiate.
     Allow,
@@ -55,6 +56,7 @@ pub enum RenegotiationVerdict {
 
 /// Why an attempt is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RefuseReason {
     /// The engine cannot renegotiate (rustls), whatever the configuration.
     EngineCannot,
@@ -68,6 +70,7 @@ pub enum RefuseReason {
 
 /// Why a connection is closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The client tried to renegotiate more often than
     /// `max_renegotiations`.

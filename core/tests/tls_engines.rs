@@ -235,6 +235,7 @@ fn allowing_renegotiation_with_rustls_is_reported_as_ineffective() {
                 ["TLS_Allow_Renegotiation has no effect with the rustls engine: rustls never renegotiates"]
             ),
             TlsEngine::Openssl => assert!(warnings.is_empty(), "{warnings:?}"),
+            other => panic!("no expectation for {other}"),
         }
     }
 }

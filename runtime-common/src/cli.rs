@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use petrel_core::client::policy::TlsMode;
+use petrel_core::client::tls_policy::TlsMode;
 use petrel_core::client::{ClientConfig, Delivery, Envelope, Recipient};
 use petrel_core::server::{Event, InjectionPolicy, ServerConfig};
 use petrel_core::tls::{

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use petrel_core::client::policy::TlsAction;
+use petrel_core::client::tls_policy::TlsAction;
 use petrel_core::client::Envelope;
 use petrel_core::client::{
-    ClientConfig, ClientSession, CloseReason, Delivery, Event, RecipientOutcome, TransactionId,
+    ClientConfig, ClientSession, CloseReason, ConnectionKind, Delivery, Event, RecipientOutcome,
+    TransactionId,
 };
 use petrel_core::tls::TlsInfo;
 use petrel_core::wire::reply::{EnhancedCode, Reply};
@@ -185,14 +186,14 @@ pub struct DeliveryPlan {
 #[derive(Debug)]
 pub struct Attempt {
     messages: Vec<Outbound>,
-    plaintext_only: bool,
+    kind: ConnectionKind,
 }
 
 impl Attempt {
     /// The connection state for a socket just connected, with every message
     /// submitted and QUIT asked for after them.
     pub fn start(self, config: Arc<ClientConfig>, server_name: &str, now: Instant) -> DeliveryConn {
-        let mut conn = DeliveryConn::new(config, server_name, self.plaintext_only, now);
+        let mut conn = DeliveryConn::new(config, server_name, self.kind, now);
         for message in self.messages {
             conn.submit(now, message);
         }
@@ -207,7 +208,7 @@ impl DeliveryPlan {
         Self {
             next: Some(Attempt {
                 messages,
-                plaintext_only: false,
+                kind: ConnectionKind::First,
             }),
             report: DeliveryReport::default(),
         }
@@ -235,7 +236,7 @@ impl DeliveryPlan {
             self.report.reconnected_plaintext = true;
             self.next = Some(Attempt {
                 messages: retry,
-                plaintext_only: true,
+                kind: ConnectionKind::PlaintextFallback,
             });
         } else {
             self.report
@@ -282,11 +283,11 @@ impl DeliveryConn {
     pub fn new(
         config: Arc<ClientConfig>,
         server_name: &str,
-        plaintext_only: bool,
+        kind: ConnectionKind,
         now: Instant,
     ) -> Self {
         Self {
-            session: ClientSession::new(config, server_name, plaintext_only, now),
+            session: ClientSession::new(config, server_name, kind, now),
             pending: HashMap::new(),
             streaming: None,
             finished: Vec::new(),
@@ -433,7 +434,7 @@ impl DeliveryConn {
                 }
                 self.close = Some(reason);
             }
-            Event::Capabilities(_) | Event::TlsDecision { .. } => {}
+            _ => {}
         }
     }
 

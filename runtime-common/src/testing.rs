@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use petrel_core::client::policy::TlsMode;
+use petrel_core::client::tls_policy::TlsMode;
 use petrel_core::client::{ClientConfig, Envelope, Recipient};
 use petrel_core::server::{Event, ServerConfig};
 use petrel_core::tls::{ClientTls, ClientTlsConfig, ServerTls, ServerTlsConfig, TlsEngine};

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use petrel_core::client::policy::TlsMode;
+use petrel_core::client::tls_policy::TlsMode;
 use petrel_core::client::{ClientConfig, Delivery};
 use petrel_core::server::ServerConfig;
 use petrel_core::tls::{ClientTls, ClientTlsConfig, TlsEngine};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::policy::TlsMode;
+use super::tls_policy::TlsMode;
 use crate::tls::ClientTls;
 use crate::wire::command::{ForwardPath, MailParams, RcptParams, ReversePath};
 

@@ -11,31 +11,45 @@
 //! [`Event::TransactionDone`] per envelope with an outcome for every
 //! recipient, whatever happens to the connection.
 //!
-//! STARTTLS is decided after the first EHLO by [`policy::decide`]: the
+//! STARTTLS is decided after the first EHLO by [`tls_policy::decide`]: the
 //! session may go on over TLS, go on in plaintext (only when STARTTLS was
 //! never sent), close asking for a fresh plaintext connection
 //! ([`CloseReason::ReconnectPlaintext`]; the driver then makes one with
-//! [`ClientSession::new`] and `plaintext_only`), or defer every message.
+//! [`ClientSession::new`] and [`ConnectionKind::PlaintextFallback`]), or
+//! defer every message.
 //! After TLS starts, everything learnt before is forgotten and EHLO is sent
 //! again (RFC 3207 §4.2); bytes that arrive after the server's `220` and
 //! before the handshake abort the attempt (response injection,
 //! CVE-2021-38371 class); once TLS ends, nothing more is sent.
 
 mod config;
-pub mod policy;
+pub mod tls_policy;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
 pub use config::{ClientConfig, ClientTimeouts, Envelope, Recipient};
-use policy::{TlsAction, TlsMode, TlsOutcome};
+use tls_policy::{HandshakeFailure, TlsAction, TlsMode, TlsOutcome};
 
 use crate::tls::{TlsError, TlsInfo, TlsSession, TlsVerify};
 use crate::wire::command::{BodyType, Command, MailParams, RcptParams};
 use crate::wire::dot::DotStuffer;
 use crate::wire::ehlo::Capabilities;
-use crate::wire::reply::{EnhancedCode, Reply, ReplyParser, ReplyStatus};
+use crate::wire::reply::{EnhancedCode, Reply, ReplyError, ReplyParser, ReplyStatus};
+
+/// Which connection of a delivery a session runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectionKind {
+    /// The first connection: STARTTLS as the TLS policy says.
+    First,
+    /// The fresh connection after [`CloseReason::ReconnectPlaintext`]:
+    /// STARTTLS is not attempted. Only `ifavailable` with fallback may run
+    /// one; under any other policy the session judges it a failed attempt,
+    /// so `required` never sends MAIL in plaintext whatever the driver does.
+    PlaintextFallback,
+}
 
 /// Identifies a submitted envelope in later events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,6 +80,7 @@ pub struct RecipientOutcome {
 
 /// An event from [`ClientSession::poll_event`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// The server's EHLO capabilities (again after TLS starts).
     Capabilities(Capabilities),
@@ -99,6 +114,7 @@ pub enum Event {
 
 /// Why a client session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// QUIT was answered (or the server closed after it).
     Quit,
@@ -113,8 +129,8 @@ pub enum CloseReason {
     PeerClosed,
     /// A reply did not come in time.
     Timeout,
-    /// The server broke the protocol (malformed or unexpected reply).
-    Protocol(String),
+    /// The server broke the protocol.
+    Protocol(ProtocolError),
     /// TLS failed after it was established.
     Tls(TlsError),
     /// The greeting or EHLO/HELO was refused.
@@ -123,8 +139,48 @@ pub enum CloseReason {
     Aborted,
 }
 
+/// How a server broke the protocol; the session closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// It sent more than `max_early_input` while a body was being written
+    /// (when it had nothing to say).
+    EarlyInput,
+    /// A reply could not be parsed.
+    BadReply(ReplyError),
+    /// A reply (other than 421) came when none was awaited.
+    UnexpectedReply {
+        /// Its code.
+        code: u16,
+    },
+    /// A reply of the wrong kind for the command it answers by order: the
+    /// two sides no longer agree on which reply is which.
+    Mismatch {
+        /// Its code.
+        code: u16,
+        /// What it was taken to answer.
+        answering: &'static str,
+    },
+}
+
+impl std::fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::EarlyInput => f.write_str("server sent data while the body was being written"),
+            Self::BadReply(error) => write!(f, "bad reply from server: {error}"),
+            Self::UnexpectedReply { code } => write!(f, "unexpected reply {code}"),
+            Self::Mismatch { code, answering } => {
+                write!(f, "reply {code} does not answer the {answering}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
 /// Why a body call was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BodyError {
     /// No body is wanted now (none was asked for, or it was finished).
     NotWanted,
@@ -166,6 +222,23 @@ enum Expect {
 }
 
 impl Expect {
+    /// What is awaited, for messages.
+    fn name(self) -> &'static str {
+        match self {
+            Expect::Greeting => "greeting",
+            Expect::Ehlo => "EHLO",
+            Expect::Helo => "HELO",
+            Expect::StartTls => "STARTTLS",
+            Expect::Mail => "MAIL",
+            Expect::Rcpt(_) => "RCPT",
+            Expect::Data => "DATA",
+            Expect::Bdat { .. } => "BDAT",
+            Expect::DataEnd => "end of data",
+            Expect::Rset => "RSET",
+            Expect::Quit => "QUIT",
+        }
+    }
+
     /// Whether `reply` can be the answer to this.
     fn fits(self, reply: &Reply) -> bool {
         let code = reply.code();
@@ -344,7 +417,7 @@ struct Tls {
 pub struct ClientSession {
     config: Arc<ClientConfig>,
     server_name: String,
-    plaintext_only: bool,
+    kind: ConnectionKind,
     now: Instant,
     /// When the reply at the front of `expect` started to be awaited.
     waiting_since: Instant,
@@ -376,19 +449,17 @@ pub struct ClientSession {
 
 impl ClientSession {
     /// A session for a connection just made to `server_name` (the MX host
-    /// name: SNI and, with `TLS_Verify = host`, the name checked). With
-    /// `plaintext_only`, STARTTLS is not attempted: this is the fresh
-    /// connection after [`CloseReason::ReconnectPlaintext`].
+    /// name: SNI and, with `TLS_Verify = host`, the name checked).
     pub fn new(
         config: Arc<ClientConfig>,
         server_name: &str,
-        plaintext_only: bool,
+        kind: ConnectionKind,
         now: Instant,
     ) -> Self {
         Self {
             config,
             server_name: server_name.to_owned(),
-            plaintext_only,
+            kind,
             now,
             waiting_since: now,
             phase: Phase::Setup,
@@ -548,7 +619,7 @@ impl ClientSession {
             // A STARTTLS attempt that ended this way is a failed attempt,
             // for the policy to judge (a middlebox that drops STARTTLS).
             return self.apply_tls_decision(TlsOutcome::HandshakeFailed(
-                "connection closed during STARTTLS".into(),
+                HandshakeFailure::ConnectionClosed,
             ));
         }
         if self.expect.front() == Some(&Expect::Quit) {
@@ -580,15 +651,13 @@ impl ClientSession {
         {
             return self.apply_tls_decision(TlsOutcome::HandshakeTimedOut);
         }
-        let waiting_for = match self.expect.front() {
-            Some(expect) if self.out_since.is_none() => format!("{expect:?}").to_lowercase(),
-            _ => "the server to take the body".to_owned(),
+        let text = match self.expect.front() {
+            Some(expect) if self.out_since.is_none() => {
+                format!("timeout waiting for the reply to {}", expect.name())
+            }
+            _ => "timeout waiting for the server to take the body".to_owned(),
         };
-        let reply = internal(
-            421,
-            (4, 4, 2),
-            &format!("timeout waiting for {waiting_for}"),
-        );
+        let reply = internal(421, (4, 4, 2), &text);
         self.close(CloseReason::Timeout, Some(&reply));
     }
 
@@ -697,9 +766,7 @@ impl ClientSession {
                 // the server sent early waits, so that the result does not
                 // depend on how its bytes were split (bounded, though).
                 if self.inbuf.len() > self.config.max_early_input {
-                    let why = "server sent data while the body was being written".to_owned();
-                    let reply = internal(421, (4, 5, 0), &why);
-                    self.close(CloseReason::Protocol(why), Some(&reply));
+                    self.protocol_error(ProtocolError::EarlyInput);
                 }
                 return;
             }
@@ -712,13 +779,14 @@ impl ClientSession {
                     self.inbuf.drain(..consumed.min(self.inbuf.len()));
                     return;
                 }
-                Err(error) => {
-                    let reply =
-                        internal(421, (4, 5, 0), &format!("bad reply from server: {error}"));
-                    return self.close(CloseReason::Protocol(error.to_string()), Some(&reply));
-                }
+                Err(error) => return self.protocol_error(ProtocolError::BadReply(error)),
             }
         }
+    }
+
+    fn protocol_error(&mut self, error: ProtocolError) {
+        let reply = internal(421, (4, 5, 0), &error.to_string());
+        self.close(CloseReason::Protocol(error), Some(&reply));
     }
 
     fn on_reply(&mut self, reply: Reply) {
@@ -728,9 +796,8 @@ impl ClientSession {
             if reply.code() == 421 {
                 return self.close(CloseReason::ServiceClosing, Some(&reply));
             }
-            let why = format!("unexpected reply: {reply}");
-            let ours = internal(421, (4, 5, 0), &why);
-            return self.close(CloseReason::Protocol(why), Some(&ours));
+            let code = reply.code();
+            return self.protocol_error(ProtocolError::UnexpectedReply { code });
         };
         if reply.code() == 421 && expect == Expect::StartTls {
             return self.apply_tls_decision(TlsOutcome::Refused(reply));
@@ -743,9 +810,10 @@ impl ClientSession {
             // the wrong kind means the two sides no longer agree on which
             // reply is which (a server answering a pipelined group with too
             // many or too few replies): nothing after it can be trusted.
-            let why = format!("{reply} does not answer {expect:?}");
-            let ours = internal(421, (4, 5, 0), &why);
-            return self.close(CloseReason::Protocol(why), Some(&ours));
+            return self.protocol_error(ProtocolError::Mismatch {
+                code: reply.code(),
+                answering: expect.name(),
+            });
         }
         match expect {
             Expect::Greeting if reply.code() == 220 => self.send_ehlo(),
@@ -975,7 +1043,7 @@ impl ClientSession {
             self.phase = Phase::Ready;
             return self.advance();
         }
-        if self.plaintext_only {
+        if self.kind == ConnectionKind::PlaintextFallback {
             // The fallback connection. Only `ifavailable` with fallback may
             // ask for one; anything else is judged as a failed attempt, so
             // `required` still never sends MAIL in plaintext.
@@ -984,7 +1052,7 @@ impl ClientSession {
                 return self.advance();
             }
             return self.apply_tls_decision(TlsOutcome::HandshakeFailed(
-                "plaintext-only connection".into(),
+                HandshakeFailure::FallbackNotAllowed,
             ));
         }
         if self.caps.starttls && self.config.tls.is_some() {
@@ -994,7 +1062,7 @@ impl ClientSession {
             return self.send(&out, Expect::StartTls);
         }
         let outcome = if self.caps.starttls {
-            TlsOutcome::HandshakeFailed("no TLS engine configured".into())
+            TlsOutcome::HandshakeFailed(HandshakeFailure::NoEngine)
         } else {
             TlsOutcome::NotOffered
         };
@@ -1018,7 +1086,7 @@ impl ClientSession {
             // replies over TLS: abort this attempt.
             self.inbuf.clear();
             return self.apply_tls_decision(TlsOutcome::HandshakeFailed(
-                "response injection: data after the 220 to STARTTLS".into(),
+                HandshakeFailure::DataAfterGoAhead,
             ));
         }
         let session = match self
@@ -1029,12 +1097,12 @@ impl ClientSession {
         {
             Some(Ok(session)) => session,
             Some(Err(error)) => {
-                return self.apply_tls_decision(TlsOutcome::HandshakeFailed(error.to_string()))
+                let failure = HandshakeFailure::Engine(error);
+                return self.apply_tls_decision(TlsOutcome::HandshakeFailed(failure));
             }
             None => {
-                return self.apply_tls_decision(TlsOutcome::HandshakeFailed(
-                    "no TLS engine configured".into(),
-                ))
+                return self
+                    .apply_tls_decision(TlsOutcome::HandshakeFailed(HandshakeFailure::NoEngine))
             }
         };
         self.tls = Some(Tls {
@@ -1101,7 +1169,7 @@ impl ClientSession {
         if let Phase::Handshake { .. } = self.phase {
             let outcome = match error {
                 TlsError::Certificate(reason) => TlsOutcome::CertificateRejected(reason),
-                other => TlsOutcome::HandshakeFailed(other.to_string()),
+                other => TlsOutcome::HandshakeFailed(HandshakeFailure::Engine(other)),
             };
             return self.apply_tls_decision(outcome);
         }
@@ -1115,7 +1183,7 @@ impl ClientSession {
             .tls
             .as_ref()
             .map_or(TlsVerify::No, |tls| tls.verify());
-        let action = policy::decide(
+        let action = tls_policy::decide(
             self.effective_mode(),
             self.config.tls_fallback,
             verify,

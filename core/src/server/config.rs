@@ -13,6 +13,7 @@ use crate::wire::line::{MAX_COMMAND_LINE, MAX_TEXT_LINE};
 /// Momentum's third value, `allow`, processes such bytes as if they had come
 /// over TLS: that is the vulnerability itself, so Petrel has no such value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum InjectionPolicy {
     /// Refuse STARTTLS and close the connection (the default).
     #[default]

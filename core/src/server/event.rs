@@ -15,6 +15,7 @@ use crate::wire::dot::BodyFlaws;
 /// [`respond`](super::ServerSession::respond), at once or much later. Until
 /// then the session reads no further command, so replies stay in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// HELO or EHLO was accepted; any transaction was reset.
     Hello {
@@ -75,6 +76,7 @@ pub enum Event {
 
 /// Why a transaction was abandoned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AbortReason {
     /// RSET.
     Reset,
@@ -90,6 +92,7 @@ pub enum AbortReason {
 
 /// Why a session closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The client said QUIT.
     Quit,
@@ -122,6 +125,7 @@ pub enum CloseReason {
 
 /// The decision the session is waiting for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DecisionKind {
     /// For [`Event::Mail`].
     Mail,
@@ -133,6 +137,7 @@ pub enum DecisionKind {
 
 /// A decision the session could not take.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DecisionError {
     /// No decision is pending (none was asked for, it was already given, or
     /// the session closed in the meantime — then the reply was never sent,

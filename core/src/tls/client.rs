@@ -40,6 +40,7 @@ use super::{CertificateStatus, TlsEngine, TlsError, TlsSession};
 /// must prove possession of the key of the certificate it presents. The
 /// level decides only whether that certificate is *trusted*.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum TlsVerify {
     /// Encrypt, accept any certificate (Postfix `encrypt`/`may`). Status
     /// [`CertificateStatus::NotChecked`].

@@ -38,6 +38,7 @@ pub use transport::MemoryTransport;
 ///
 /// Selected by Momentum's `TLS_Engine` option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TlsEngine {
     /// rustls: memory-safe, never renegotiates.
     Rustls,
@@ -103,6 +104,7 @@ impl FromStr for TlsEngine {
 
 /// A negotiated TLS protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum TlsVersion {
     /// TLS 1.0 (never negotiated by Petrel's engines; kept for reporting).
     Tls10,
@@ -167,6 +169,7 @@ pub struct TlsInfo {
 /// What certificate verification concluded about the peer's certificate,
 /// recorded in [`TlsInfo`] for logs and for the outbound TLS policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CertificateStatus {
     /// Not verified: `TLS_Verify = no` (or a server session).
     NotChecked,
@@ -182,6 +185,7 @@ pub enum CertificateStatus {
 
 /// What went wrong in a TLS engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TlsError {
     /// The handshake failed (before the connection was established).
     Handshake(String),

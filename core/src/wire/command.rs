@@ -30,6 +30,7 @@ use super::reply::{EnhancedCode, Reply};
 
 /// An SMTP command.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Command {
     /// `HELO domain`.
     Helo(String),
@@ -76,6 +77,7 @@ pub enum Command {
 
 /// The verb of a command, without arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Verb {
     /// `HELO`.
     Helo,
@@ -282,6 +284,7 @@ pub struct Mailbox {
 
 /// The part of a mailbox after the `@`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Host {
     /// A domain name (with U-labels only where UTF-8 was allowed).
     Domain(String),
@@ -358,6 +361,7 @@ pub struct MailParams {
 
 /// The `BODY=` parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum BodyType {
     /// `7BIT`.
     SevenBit,
@@ -387,6 +391,7 @@ pub struct RcptParams {
 
 /// The `NOTIFY=` parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Notify {
     /// `NEVER`.
     Never,
@@ -412,6 +417,7 @@ pub struct Orcpt {
 
 /// Why a command line was refused; [`CommandError::reply`] gives the reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CommandError {
     /// `500 5.5.1`: not a command we know.
     Unrecognized,

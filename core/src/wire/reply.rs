@@ -289,6 +289,7 @@ pub enum ReplyStatus {
 
 /// Why a server's reply could not be parsed. The connection cannot continue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReplyError {
     /// A line exceeds the parser's line limit.
     TooLong,

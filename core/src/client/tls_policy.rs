@@ -35,11 +35,12 @@
 
 use std::fmt;
 
-use crate::tls::TlsVerify;
+use crate::tls::{TlsError, TlsVerify};
 use crate::wire::reply::{EnhancedCode, Reply};
 
 /// Momentum's `TLS` option for outbound connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum TlsMode {
     /// Never send STARTTLS.
     No,
@@ -77,6 +78,7 @@ impl fmt::Display for TlsMode {
 
 /// What happened with STARTTLS on one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TlsOutcome {
     /// The handshake completed.
     Established,
@@ -84,16 +86,54 @@ pub enum TlsOutcome {
     NotOffered,
     /// The server answered STARTTLS with something other than 220.
     Refused(Reply),
-    /// The handshake failed (including bytes injected after the 220).
-    HandshakeFailed(String),
+    /// The handshake failed, or could not be tried after STARTTLS was
+    /// answered.
+    HandshakeFailed(HandshakeFailure),
     /// The handshake failed because the server's certificate was rejected.
     CertificateRejected(String),
     /// The handshake did not complete in time.
     HandshakeTimedOut,
 }
 
+/// Why a STARTTLS attempt failed short of TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeFailure {
+    /// The TLS engine failed the handshake (a certificate rejected under
+    /// `TLS_Verify = no` or `optional` counts as this).
+    Engine(TlsError),
+    /// The connection ended during STARTTLS (a middlebox that drops it).
+    ConnectionClosed,
+    /// Bytes came after the server's `220` and before the handshake: they
+    /// could be taken for replies over TLS (response injection,
+    /// CVE-2021-38371 class), so the attempt is abandoned.
+    DataAfterGoAhead,
+    /// The server offers STARTTLS but no TLS engine is configured.
+    NoEngine,
+    /// The connection is a plaintext fallback under a policy that allows
+    /// none (only `ifavailable` with fallback does).
+    FallbackNotAllowed,
+}
+
+impl fmt::Display for HandshakeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Engine(error) => error.fmt(f),
+            Self::ConnectionClosed => f.write_str("connection closed during STARTTLS"),
+            Self::DataAfterGoAhead => {
+                f.write_str("response injection: data after the 220 to STARTTLS")
+            }
+            Self::NoEngine => f.write_str("no TLS engine configured"),
+            Self::FallbackNotAllowed => {
+                f.write_str("plaintext fallback connection not allowed by the TLS policy")
+            }
+        }
+    }
+}
+
 /// What the client does about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TlsAction {
     /// Go on over TLS.
     ProceedTls,
@@ -121,7 +161,8 @@ pub fn decide(mode: TlsMode, fallback: bool, verify: TlsVerify, outcome: &TlsOut
         TlsOutcome::CertificateRejected(reason)
             if matches!(verify, TlsVerify::No | TlsVerify::Optional) =>
         {
-            &TlsOutcome::HandshakeFailed(reason.clone())
+            let error = TlsError::Certificate(reason.clone());
+            &TlsOutcome::HandshakeFailed(HandshakeFailure::Engine(error))
         }
         other => other,
     };
@@ -154,7 +195,7 @@ mod tests {
             TlsOutcome::NotOffered,
             TlsOutcome::Refused(Reply::new(454, None, "TLS not available")),
             TlsOutcome::Refused(Reply::new(502, None, "not implemented")),
-            TlsOutcome::HandshakeFailed("alert".into()),
+            TlsOutcome::HandshakeFailed(HandshakeFailure::ConnectionClosed),
             TlsOutcome::CertificateRejected("unknown CA".into()),
             TlsOutcome::HandshakeTimedOut,
         ]
@@ -227,7 +268,10 @@ mod tests {
             "451 4.7.6 [internal] STARTTLS required but not advertised"
         );
         assert_eq!(
-            text(TlsOutcome::HandshakeFailed("x".into()), TlsVerify::No),
+            text(
+                TlsOutcome::HandshakeFailed(HandshakeFailure::NoEngine),
+                TlsVerify::No
+            ),
             "451 4.7.5 [internal] TLS negotiation failed"
         );
         assert_eq!(
