@@ -9,10 +9,13 @@
 //! - [`tls`]: TLS engines (rustls, OpenSSL) as byte transforms, client and
 //!   server; [`renegotiation`]: the renegotiation policy.
 //!
+//! - [`drive`]: the one order in which drivers take a session's outputs.
+//!
 //! Nothing here performs IO or reads the clock: time comes in as arguments.
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod drive;
 #[cfg(test)]
 mod pair;
 pub mod renegotiation;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::client::{
     self, ClientConfig, ClientSession, ConnectionKind, Envelope, Recipient, RecipientOutcome,
 };
+use crate::drive;
 use crate::server::{self, ServerConfig, ServerSession};
 use crate::wire::command::{ForwardPath, Host, Mailbox, ReversePath};
 
@@ -183,21 +184,31 @@ impl Pair {
 
     fn step(&mut self) -> bool {
         let mut progress = false;
-        // Client output and events.
+        // Client output and events, the application streaming bodies.
         let mut out = Vec::new();
-        self.client.poll_transmit(&mut out);
+        let (now, bodies, chunk) = (self.now, &self.bodies, self.body_chunk);
+        // Both closures need the body being streamed.
+        let streaming = std::cell::Cell::new(self.streaming);
+        let mut moved = false;
+        let client_events = &mut self.client_events;
+        let on_event = |_: &mut ClientSession, event: client::Event| {
+            moved = true;
+            if let client::Event::BodyWanted(id) = event {
+                streaming.set(Some((id, 0)));
+            }
+            client_events.push(event);
+        };
+        let feed = |client: &mut ClientSession| {
+            let (state, fed) = stream_body(client, now, bodies, chunk, streaming.get());
+            streaming.set(state);
+            fed
+        };
+        let _ = drive::drain(&mut self.client, &mut out, usize::MAX, on_event, feed);
+        self.streaming = streaming.get();
+        progress |= moved || !out.is_empty();
         if !out.is_empty() {
-            progress = true;
             self.send_c2s(out);
         }
-        while let Some(event) = self.client.poll_event() {
-            progress = true;
-            if let client::Event::BodyWanted(id) = event {
-                self.streaming = Some((id, 0));
-            }
-            self.client_events.push(event);
-        }
-        progress |= self.stream_body();
         // Server output and events.
         progress |= self.server_step();
         // Deliveries due now.
@@ -227,59 +238,32 @@ impl Pair {
         true
     }
 
-    fn stream_body(&mut self) -> bool {
-        let Some((id, offset)) = self.streaming else {
-            return false;
-        };
-        let body = self.bodies.get(&id).cloned().unwrap_or_default();
-        let mut offset = offset;
-        let mut progress = false;
-        while offset < body.len() && self.client.wants_body() {
-            let end = (offset + self.body_chunk).min(body.len());
-            if self.client.send_body(self.now, &body[offset..end]).is_err() {
-                self.streaming = None;
-                return true;
-            }
-            offset = end;
-            progress = true;
-        }
-        if offset >= body.len() {
-            let _ = self.client.finish_body(self.now);
-            self.streaming = None;
-            return true;
-        }
-        self.streaming = Some((id, offset));
-        progress
-    }
-
     fn server_step(&mut self) -> bool {
         let mut out = Vec::new();
         let mut progress = false;
         match &mut self.server {
-            Server::Ours(s) => loop {
-                let sent = s.poll_transmit(&mut out);
-                let mut polled = false;
-                while let Some(event) = s.poll_event() {
-                    polled = true;
+            Server::Ours(s) => {
+                let now = self.now;
+                let (body, delivered) = (&mut self.server_body, &mut self.delivered);
+                let server_events = &mut self.server_events;
+                let on_event = |s: &mut ServerSession, event: server::Event| {
+                    progress = true;
                     match &event {
                         server::Event::Mail { .. } | server::Event::Rcpt { .. } => {
-                            s.accept(self.now).unwrap();
+                            s.accept(now).unwrap();
                         }
-                        server::Event::Body(chunk) => self.server_body.extend_from_slice(chunk),
+                        server::Event::Body(chunk) => body.extend_from_slice(chunk),
                         server::Event::MessageEnd { .. } => {
-                            self.delivered.push(std::mem::take(&mut self.server_body));
-                            s.accept(self.now).unwrap();
+                            delivered.push(std::mem::take(body));
+                            s.accept(now).unwrap();
                         }
-                        server::Event::TransactionAborted(_) => self.server_body.clear(),
+                        server::Event::TransactionAborted(_) => body.clear(),
                         _ => {}
                     }
-                    self.server_events.push(event);
-                }
-                progress |= polled || sent > 0;
-                if sent == 0 && !polled {
-                    break;
-                }
-            },
+                    server_events.push(event);
+                };
+                let _ = drive::drain(s, &mut out, usize::MAX, on_event, |_| false);
+            }
             Server::Scripted(s) => out.append(&mut s.out),
         }
         if !out.is_empty() {
@@ -380,6 +364,35 @@ impl Pair {
         }
         all
     }
+}
+
+/// The application streaming the body `streaming` names, while the client
+/// wants it: the new streaming state, and whether anything moved.
+fn stream_body(
+    client: &mut ClientSession,
+    now: Instant,
+    bodies: &BTreeMap<client::TransactionId, Vec<u8>>,
+    chunk: usize,
+    streaming: Option<(client::TransactionId, usize)>,
+) -> (Option<(client::TransactionId, usize)>, bool) {
+    let Some((id, mut offset)) = streaming else {
+        return (None, false);
+    };
+    let body = bodies.get(&id).map(Vec::as_slice).unwrap_or_default();
+    let mut progress = false;
+    while offset < body.len() && client.wants_body() {
+        let end = (offset + chunk).min(body.len());
+        if client.send_body(now, &body[offset..end]).is_err() {
+            return (None, true);
+        }
+        offset = end;
+        progress = true;
+    }
+    if offset >= body.len() {
+        let _ = client.finish_body(now);
+        return (None, true);
+    }
+    (Some((id, offset)), progress)
 }
 
 /// `local@domain` as a mailbox.

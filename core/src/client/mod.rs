@@ -684,11 +684,13 @@ impl ClientSession {
     }
 
     /// The next event, if any.
+    #[must_use = "an event not taken is lost to the driver"]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
     /// When `handle_timeout` must be called next, if ever.
+    #[must_use = "the session times out only if handle_timeout is called at this instant"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let t = &self.config.timeouts;
         match self.phase {

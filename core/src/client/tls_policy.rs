@@ -51,17 +51,31 @@ pub enum TlsMode {
     Required,
 }
 
+/// A `TLS` value that is not a mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownTlsMode(pub String);
+
+impl fmt::Display for UnknownTlsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown TLS mode {:?}: expected \"no\", \"ifavailable\" or \"required\"",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownTlsMode {}
+
 impl std::str::FromStr for TlsMode {
-    type Err = String;
+    type Err = UnknownTlsMode;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "no" => Ok(Self::No),
             "ifavailable" => Ok(Self::IfAvailable),
             "required" => Ok(Self::Required),
-            other => Err(format!(
-                "unknown TLS mode {other:?}: expected \"no\", \"ifavailable\" or \"required\""
-            )),
+            _ => Err(UnknownTlsMode(s.to_owned())),
         }
     }
 }

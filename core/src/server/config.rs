@@ -2,6 +2,7 @@
 //! TLS. One `ServerConfig` is shared (behind an `Arc`) by every connection of
 //! a listener, or of one peer network on it.
 
+use std::fmt;
 use std::time::Duration;
 
 use crate::tls::ServerTls;
@@ -22,15 +23,42 @@ pub enum InjectionPolicy {
     Ignore,
 }
 
+/// A `STARTTLS_Injection_Policy` value Petrel does not take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BadInjectionPolicy {
+    /// Momentum's `allow`, refused on purpose.
+    Allow,
+    /// Not a policy at all.
+    Unknown(String),
+}
+
+impl fmt::Display for BadInjectionPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Allow => f.write_str(
+                "STARTTLS_Injection_Policy \"allow\" is refused: it processes injected \
+                 plaintext as if it had come over TLS (CVE-2011-0411); use \"reject\" or \"ignore\"",
+            ),
+            Self::Unknown(value) => write!(
+                f,
+                "unknown STARTTLS injection policy {value:?}: expected \"reject\" or \"ignore\""
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BadInjectionPolicy {}
+
 impl std::str::FromStr for InjectionPolicy {
-    type Err = String;
+    type Err = BadInjectionPolicy;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "reject" => Ok(Self::Reject),
             "ignore" => Ok(Self::Ignore),
-            "allow" => Err("STARTTLS_Injection_Policy \"allow\" is refused: it processes injected plaintext as if it had come over TLS (CVE-2011-0411); use \"reject\" or \"ignore\"".into()),
-            other => Err(format!("unknown STARTTLS injection policy {other:?}: expected \"reject\" or \"ignore\"")),
+            "allow" => Err(BadInjectionPolicy::Allow),
+            _ => Err(BadInjectionPolicy::Unknown(s.to_owned())),
         }
     }
 }

@@ -47,7 +47,7 @@ mod event;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -112,8 +112,8 @@ pub struct ServerSession {
     config: Arc<ServerConfig>,
     /// The time of the latest call that gave one.
     now: Instant,
-    /// When the peer last did something the current timeout measures from.
-    last_activity: Instant,
+    /// What the peer's current timeout measures from.
+    peer_clock: PeerClock,
     phase: Phase,
     framer: LineFramer,
     /// Plaintext received and not yet processed.
@@ -133,9 +133,20 @@ pub struct ServerSession {
     tls: Option<Tls>,
     errors: u32,
     eof: bool,
-    /// The body pause ended: the peer's clock restarts at the next
-    /// `handle_timeout`, which `poll_timeout` asks for at once.
-    restart_clock: bool,
+}
+
+/// The start of the timeout the peer is under. No timeout runs while we
+/// owe the peer something (a decision pending, body backpressure); that is
+/// derived in `poll_timeout`, not stored.
+#[derive(Debug, Clone, Copy)]
+enum PeerClock {
+    /// The peer's last progress, or our last answer to it.
+    Since(Instant),
+    /// We stopped owing the peer inside `poll_event`, which is given no
+    /// time: the clock restarts at the next instant the session is given,
+    /// and `poll_timeout` asks for one at once. Restarting from an older
+    /// `now` would charge the peer for the application's slowness.
+    AtNextCall,
 }
 
 #[derive(Debug)]
@@ -222,7 +233,7 @@ impl ServerSession {
         let framer = LineFramer::new(config.command_line_limit());
         let mut session = Self {
             now,
-            last_activity: now,
+            peer_clock: PeerClock::Since(now),
             phase: Phase::Command,
             framer,
             inbuf: BytesMut::new(),
@@ -237,7 +248,6 @@ impl ServerSession {
             tls: None,
             errors: 0,
             eof: false,
-            restart_clock: false,
             config,
         };
         let greeting = Reply::new(
@@ -253,7 +263,7 @@ impl ServerSession {
 
     /// Bytes received from the peer (ciphertext once TLS is active).
     pub fn handle_input(&mut self, now: Instant, data: &[u8]) {
-        self.now = now;
+        self.set_now(now);
         if self.is_closed() || data.is_empty() {
             return;
         }
@@ -261,7 +271,7 @@ impl ServerSession {
         // a complete line does (see `step_command`), so a peer trickling a
         // line that never ends cannot hold the connection for ever.
         if matches!(self.phase, Phase::Data(_) | Phase::Bdat(_)) {
-            self.last_activity = now;
+            self.peer_clock = PeerClock::Since(now);
         }
         let ignored_backpressure = !self.wants_input();
         if self.tls.is_some() {
@@ -282,19 +292,14 @@ impl ServerSession {
     /// The peer closed its sending side. Commands already received are
     /// still answered (a client may pipeline QUIT and shut down writing).
     pub fn handle_eof(&mut self, now: Instant) {
-        self.now = now;
+        self.set_now(now);
         self.eof = true;
         self.process();
     }
 
     /// Call at (or after) the instant `poll_timeout` returned.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.now = now;
-        if self.restart_clock {
-            self.restart_clock = false;
-            self.last_activity = now;
-            return;
-        }
+        self.set_now(now);
         match self.poll_timeout() {
             Some(deadline) if now >= deadline => {}
             _ => return,
@@ -314,7 +319,7 @@ impl ServerSession {
     /// middle of a TLS handshake, then the session closes. A transaction in
     /// progress is aborted and a pending decision is void.
     pub fn shutdown(&mut self, now: Instant) {
-        self.now = now;
+        self.set_now(now);
         if self.is_closed() {
             return;
         }
@@ -347,7 +352,7 @@ impl ServerSession {
     /// refuse, and 421 refuses and closes the connection. For the end of a
     /// message, a 2xx means the application has taken responsibility for it.
     pub fn respond(&mut self, now: Instant, reply: Reply) -> Result<(), DecisionError> {
-        self.now = now;
+        self.set_now(now);
         let code = reply.code();
         let class_matches = reply
             .enhanced()
@@ -376,7 +381,7 @@ impl ServerSession {
         }
         self.queue_reply(&reply);
         // The client's clock starts when it has our answer.
-        self.last_activity = now;
+        self.peer_clock = PeerClock::Since(now);
         if code == 421 {
             self.close(CloseReason::Application);
         } else {
@@ -405,6 +410,7 @@ impl ServerSession {
     }
 
     /// The next event, if any.
+    #[must_use = "an event not taken is lost to the driver"]
     pub fn poll_event(&mut self) -> Option<Event> {
         let event = self.events.pop_front()?;
         if let Event::Body(chunk) = &event {
@@ -412,7 +418,7 @@ impl ServerSession {
             self.queued_body = self.queued_body.saturating_sub(chunk.len());
             if blocked && self.queued_body < self.config.limits.max_queued_body {
                 // The peer waited on us: its timeout starts afresh.
-                self.restart_clock = true;
+                self.peer_clock = PeerClock::AtNextCall;
                 self.process();
             }
         }
@@ -422,6 +428,7 @@ impl ServerSession {
     /// When `handle_timeout` must be called next, if ever. While a decision
     /// is pending or the body waits for the application, only the
     /// application is slow, so no timeout runs.
+    #[must_use = "the session times out only if handle_timeout is called at this instant"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timeouts = &self.config.timeouts;
         match &self.phase {
@@ -432,9 +439,23 @@ impl ServerSession {
             {
                 None
             }
-            _ if self.restart_clock => Some(self.now),
-            Phase::Data(_) | Phase::Bdat(_) => deadline(self.last_activity, timeouts.data),
-            Phase::Command => deadline(self.last_activity, timeouts.command),
+            Phase::Data(_) | Phase::Bdat(_) => self.peer_deadline(timeouts.data),
+            Phase::Command => self.peer_deadline(timeouts.command),
+        }
+    }
+
+    fn peer_deadline(&self, timeout: Duration) -> Option<Instant> {
+        match self.peer_clock {
+            PeerClock::Since(since) => deadline(since, timeout),
+            PeerClock::AtNextCall => Some(self.now),
+        }
+    }
+
+    /// Every call that is given the time goes through here.
+    fn set_now(&mut self, now: Instant) {
+        self.now = now;
+        if let PeerClock::AtNextCall = self.peer_clock {
+            self.peer_clock = PeerClock::Since(now);
         }
     }
 
@@ -536,7 +557,7 @@ impl ServerSession {
         self.txn = None;
         self.framer = LineFramer::new(self.config.command_line_limit());
         self.phase = Phase::Command;
-        self.last_activity = self.now;
+        self.peer_clock = PeerClock::Since(self.now);
     }
 
     fn flush_plaintext(&mut self) {
@@ -592,7 +613,7 @@ impl ServerSession {
         let line = self.inbuf.split_to(frame.consumed());
         if !matches!(frame, Frame::Partial | Frame::Skip { .. }) {
             // A whole line arrived: the command timeout starts again.
-            self.last_activity = self.now;
+            self.peer_clock = PeerClock::Since(self.now);
         }
         match frame {
             Frame::Partial => return Step::NeedInput,

@@ -39,27 +39,29 @@ impl Harness {
     }
 
     fn drive(&mut self) {
-        loop {
-            let sent = self.session.poll_transmit(&mut self.out);
-            let mut polled = false;
-            while self.poll_events {
-                let Some(event) = self.session.poll_event() else {
-                    break;
-                };
-                polled = true;
-                let decide = matches!(
-                    event,
-                    Event::Mail { .. } | Event::Rcpt { .. } | Event::MessageEnd { .. }
-                );
-                self.events.push(event);
-                if decide && self.auto {
-                    self.session.accept(self.now).unwrap();
-                }
-            }
-            if sent == 0 && !polled {
-                break;
-            }
+        if !self.poll_events {
+            // A driver that does not take events: only bytes move.
+            while self.session.poll_transmit(&mut self.out) > 0 {}
+            return;
         }
+        let (auto, now, events) = (self.auto, self.now, &mut self.events);
+        let on_event = |session: &mut ServerSession, event: Event| {
+            let decide = matches!(
+                event,
+                Event::Mail { .. } | Event::Rcpt { .. } | Event::MessageEnd { .. }
+            );
+            events.push(event);
+            if decide && auto {
+                session.accept(now).unwrap();
+            }
+        };
+        let _ = crate::drive::drain(
+            &mut self.session,
+            &mut self.out,
+            usize::MAX,
+            on_event,
+            |_| false,
+        );
     }
 
     /// Sends `input` and returns what the server wrote in response.
