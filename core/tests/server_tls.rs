@@ -326,6 +326,26 @@ fn rustls_engine_refuses_one_renegotiation_and_closes_at_the_second() {
     assert_eq!(c.closed(), Some(&CloseReason::RenegotiationLimit));
 }
 
+/// Two ClientHellos in one record are one attempt for the session and two
+/// for rustls, whose own count then ends the connection (renegotiation's
+/// "Who counts"): a TLS error, not the policy's verdict.
+#[cfg(feature = "rustls")]
+#[test]
+fn rustls_engine_counts_clienthellos_packed_in_one_record_itself() {
+    let mut c = established_with_record_client(TlsEngine::Rustls, false, 3);
+    c.tls.as_mut().unwrap().renegotiate_packed(2);
+    c.pump();
+    assert_eq!(
+        c.renegotiations(),
+        [(1, RenegotiationVerdict::Refuse(RefuseReason::EngineCannot))]
+    );
+    assert!(
+        matches!(c.closed(), Some(CloseReason::Tls(_))),
+        "{:?}",
+        c.closed()
+    );
+}
+
 /// OpenSSL, not allowed to renegotiate, refuses every attempt with a
 /// warning and the session goes on, until the attempts pass the cap.
 #[cfg(feature = "openssl")]

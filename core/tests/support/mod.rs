@@ -807,6 +807,14 @@ impl RecordClient {
         &self.alerts
     }
 
+    /// Sends `count` real ClientHellos packed in one encrypted handshake
+    /// record: one attempt as the session counts them, `count` for an
+    /// engine.
+    pub fn renegotiate_packed(&mut self, count: usize) {
+        let hellos: Vec<u8> = (0..count).flat_map(|_| client_hello_message()).collect();
+        self.send(CONTENT_TYPE_HANDSHAKE, &hellos);
+    }
+
     /// Lets rustls take `data`; once its handshake is complete, takes the
     /// keys and sequence numbers from it and continues alone.
     fn handshake(&mut self, mut conn: Box<ClientConnection>, mut data: &[u8]) -> RecordState {
