@@ -1,5 +1,6 @@
 //! STARTTLS and renegotiation through a whole `ServerSession`, in memory,
-//! against real rustls and OpenSSL clients, for both server engines.
+//! against real rustls and OpenSSL clients, and a client that renegotiates
+//! as often as asked, for both server engines.
 // Test code throughout, helpers included: clippy.toml's allow-*-in-tests.
 #![cfg(test)]
 mod support;
@@ -7,10 +8,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Instant;
 
-use petrel_core::renegotiation::{RefuseReason, RenegotiationVerdict};
+use petrel_core::renegotiation::{self, RefuseReason, RenegotiationVerdict};
 use petrel_core::server::{CloseReason, Event, ServerConfig, ServerSession};
 use petrel_core::tls::{ServerTls, ServerTlsConfig, TlsEngine, TlsVersion};
-use support::{clients, test_cert, OpensslClient, TlsClient};
+use support::{clients, test_cert, Alert, OpensslClient, RecordClient, TlsClient};
 
 fn engines() -> Vec<TlsEngine> {
     TlsEngine::ALL
@@ -31,16 +32,16 @@ fn config(engine: TlsEngine, allow_renegotiation: bool, cap: u32) -> ServerConfi
 
 /// An SMTP client over a real TLS client library, and the driver between
 /// it and the session.
-struct Conversation {
+struct Conversation<C: TlsClient + ?Sized = dyn TlsClient> {
     server: ServerSession,
     now: Instant,
-    tls: Option<Box<dyn TlsClient>>,
+    tls: Option<Box<C>>,
     /// Plaintext the client received.
     received: Vec<u8>,
     events: Vec<Event>,
 }
 
-impl Conversation {
+impl<C: TlsClient + ?Sized> Conversation<C> {
     fn new(config: ServerConfig) -> Self {
         let now = Instant::now();
         let mut conversation = Self {
@@ -65,7 +66,7 @@ impl Conversation {
         String::from_utf8_lossy(&self.received[start..]).into_owned()
     }
 
-    fn start_tls(&mut self, client: Box<dyn TlsClient>) {
+    fn start_tls(&mut self, client: Box<C>) {
         self.tls = Some(client);
         self.pump();
     }
@@ -188,7 +189,7 @@ fn require_tls_is_satisfied_by_starttls() {
 
 /// A session over TLS 1.2 with an OpenSSL client that can renegotiate.
 fn established_tls12(engine: TlsEngine, allow: bool, cap: u32) -> Conversation {
-    let mut c = Conversation::new(config(engine, allow, cap));
+    let mut c: Conversation = Conversation::new(config(engine, allow, cap));
     c.say("EHLO c\r\nSTARTTLS\r\n");
     c.start_tls(Box::new(OpensslClient::new(true)));
     assert_eq!(c.server.tls_info().unwrap().version, TlsVersion::Tls12);
@@ -234,26 +235,156 @@ fn openssl_engine_refuses_renegotiation_when_not_allowed() {
 #[cfg(feature = "openssl")]
 #[test]
 fn openssl_engine_allows_renegotiation_up_to_the_cap() {
-    let mut c = established_tls12(TlsEngine::Openssl, true, 2);
-    for round in 1..=2 {
+    for cap in [2, 3] {
+        let mut c = established_tls12(TlsEngine::Openssl, true, cap);
+        for round in 1..=cap {
+            renegotiate(&mut c);
+            assert_eq!(c.tls.as_ref().unwrap().last_error(), None, "cap {cap}");
+            assert!(
+                c.say("NOOP\r\n").starts_with("250"),
+                "cap {cap}, round {round}"
+            );
+        }
         renegotiate(&mut c);
-        assert_eq!(c.tls.as_ref().unwrap().last_error(), None);
-        assert!(c.say("NOOP\r\n").starts_with("250"), "round {round}");
+        let mut expected: Vec<_> = (1..=cap)
+            .map(|attempt| (attempt, RenegotiationVerdict::Allow))
+            .collect();
+        expected.push((
+            cap + 1,
+            RenegotiationVerdict::Close(renegotiation::CloseReason::CapReached),
+        ));
+        assert_eq!(c.renegotiations(), expected, "cap {cap}");
+        assert_eq!(
+            c.closed(),
+            Some(&CloseReason::RenegotiationLimit),
+            "cap {cap}"
+        );
+        assert!(c.server.is_closed());
     }
-    renegotiate(&mut c);
+}
+
+/// A session over TLS 1.2 with the [`RecordClient`], which sends a
+/// renegotiation ClientHello whenever asked, whatever the server answered
+/// the last one.
+fn established_with_record_client(
+    engine: TlsEngine,
+    allow: bool,
+    cap: u32,
+) -> Conversation<RecordClient> {
+    let mut c = Conversation::new(config(engine, allow, cap));
+    c.say("EHLO c\r\nSTARTTLS\r\n");
+    c.start_tls(Box::new(RecordClient::new()));
+    assert_eq!(c.server.tls_info().unwrap().version, TlsVersion::Tls12);
+    assert!(c.say("EHLO c\r\n").starts_with("250"), "{engine}");
+    c
+}
+
+/// Sends one renegotiation ClientHello, lets the session answer, and
+/// returns the alerts the client received for it.
+fn attempt(c: &mut Conversation<RecordClient>) -> Vec<Alert> {
+    let client = c.tls.as_mut().unwrap();
+    let before = client.alerts().len();
+    assert!(client.renegotiate());
+    c.pump();
+    let client = c.tls.as_ref().unwrap();
+    assert_eq!(client.last_error(), None);
+    client.alerts()[before..].to_vec()
+}
+
+/// rustls refuses the first attempt with a warning and the session goes
+/// on; the second would be fatal inside rustls, so the session closes the
+/// connection on its own verdict first, with close_notify.
+#[cfg(feature = "rustls")]
+#[test]
+fn rustls_engine_refuses_one_renegotiation_and_closes_at_the_second() {
+    use RenegotiationVerdict::{Close, Refuse};
+    for allow in [false, true] {
+        let mut c = established_with_record_client(TlsEngine::Rustls, allow, 3);
+        assert_eq!(attempt(&mut c), [Alert::NO_RENEGOTIATION], "allow {allow}");
+        assert!(c.say("NOOP\r\n").starts_with("250"), "allow {allow}");
+        assert_eq!(c.closed(), None);
+        assert_eq!(attempt(&mut c), [Alert::CLOSE_NOTIFY], "allow {allow}");
+        assert_eq!(
+            c.renegotiations(),
+            [
+                (1, Refuse(RefuseReason::EngineCannot)),
+                (2, Close(renegotiation::CloseReason::EngineRefusesAgain)),
+            ],
+            "allow {allow}"
+        );
+        assert_eq!(c.closed(), Some(&CloseReason::RenegotiationLimit));
+        assert!(c.server.is_closed());
+    }
+
+    // The cap comes first: 0 closes at the first attempt.
+    let mut c = established_with_record_client(TlsEngine::Rustls, false, 0);
+    assert_eq!(attempt(&mut c), [Alert::CLOSE_NOTIFY]);
     assert_eq!(
         c.renegotiations(),
-        [
-            (1, RenegotiationVerdict::Allow),
-            (2, RenegotiationVerdict::Allow),
-            (
-                3,
-                RenegotiationVerdict::Close(petrel_core::renegotiation::CloseReason::CapReached)
-            ),
-        ]
+        [(1, Close(renegotiation::CloseReason::CapReached))]
     );
     assert_eq!(c.closed(), Some(&CloseReason::RenegotiationLimit));
-    assert!(c.server.is_closed());
+}
+
+/// Two ClientHellos in one record are one attempt for the session and two
+/// for rustls, whose own count then ends the connection (renegotiation's
+/// "Who counts"): a TLS error, not the policy's verdict.
+#[cfg(feature = "rustls")]
+#[test]
+fn rustls_engine_counts_clienthellos_packed_in_one_record_itself() {
+    let mut c = established_with_record_client(TlsEngine::Rustls, false, 3);
+    c.tls.as_mut().unwrap().renegotiate_packed(2);
+    c.pump();
+    assert_eq!(
+        c.renegotiations(),
+        [(1, RenegotiationVerdict::Refuse(RefuseReason::EngineCannot))]
+    );
+    assert!(
+        matches!(c.closed(), Some(CloseReason::Tls(_))),
+        "{:?}",
+        c.closed()
+    );
+}
+
+/// OpenSSL, not allowed to renegotiate, refuses every attempt with a
+/// warning and the session goes on, until the attempts pass the cap.
+#[cfg(feature = "openssl")]
+#[test]
+fn openssl_engine_refuses_renegotiation_up_to_the_cap() {
+    for cap in [1, 3] {
+        let mut c = established_with_record_client(TlsEngine::Openssl, false, cap);
+        for round in 1..=cap {
+            assert_eq!(
+                attempt(&mut c),
+                [Alert::NO_RENEGOTIATION],
+                "cap {cap}, round {round}"
+            );
+            assert!(
+                c.say("NOOP\r\n").starts_with("250"),
+                "cap {cap}, round {round}"
+            );
+        }
+        assert_eq!(c.closed(), None, "cap {cap}");
+        assert_eq!(attempt(&mut c), [Alert::CLOSE_NOTIFY], "cap {cap}");
+        let mut expected: Vec<_> = (1..=cap)
+            .map(|attempt| {
+                (
+                    attempt,
+                    RenegotiationVerdict::Refuse(RefuseReason::PolicyDenied),
+                )
+            })
+            .collect();
+        expected.push((
+            cap + 1,
+            RenegotiationVerdict::Close(renegotiation::CloseReason::CapReached),
+        ));
+        assert_eq!(c.renegotiations(), expected, "cap {cap}");
+        assert_eq!(
+            c.closed(),
+            Some(&CloseReason::RenegotiationLimit),
+            "cap {cap}"
+        );
+    }
 }
 
 #[test]

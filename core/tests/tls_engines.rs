@@ -1,6 +1,7 @@
 //! The TLS engines as byte transforms, against real rustls and OpenSSL
 //! clients in memory: handshakes, data, close, configuration errors, and
-//! renegotiation at the engine level (TLS 1.2, OpenSSL client).
+//! renegotiation at the engine level (TLS 1.2: the OpenSSL client, and the
+//! record client that renegotiates as often as asked).
 // Test code throughout, helpers included: clippy.toml's allow-*-in-tests.
 #![cfg(test)]
 mod support;
@@ -8,7 +9,8 @@ mod support;
 use petrel_core::tls::record::RecordObserver;
 use petrel_core::tls::{ServerTls, ServerTlsConfig, TlsEngine, TlsError, TlsSession, TlsVersion};
 use support::{
-    clients, pump, pump_observed, test_cert, OpensslClient, RustlsClient, TlsClient, SERVER_NAME,
+    clients, pump, pump_observed, test_cert, Alert, OpensslClient, RecordClient, RustlsClient,
+    TlsClient, SERVER_NAME,
 };
 
 /// The server engines compiled in.
@@ -347,6 +349,55 @@ fn openssl_keeps_server_data_until_a_renegotiation_completes() {
     pump(&mut client, server.as_mut()).unwrap();
     assert_eq!(client.renegotiations_completed(), 1);
     assert_eq!(client.read_plaintext(), b"250 during\r\n");
+}
+
+/// What `renegotiation::decide` models, in the engine itself (no session,
+/// no cap): rustls refuses the first attempt with a warning and goes on,
+/// and fails the connection on the second.
+#[cfg(feature = "rustls")]
+#[test]
+fn rustls_refuses_one_renegotiation_then_fails() {
+    for allow in [false, true] {
+        let mut client = RecordClient::new();
+        let mut server = server_tls(TlsEngine::Rustls, allow).new_session().unwrap();
+        pump(&mut client, server.as_mut()).unwrap();
+        assert_eq!(server.info().unwrap().version, TlsVersion::Tls12);
+
+        assert!(client.renegotiate());
+        pump(&mut client, server.as_mut()).unwrap();
+        assert_eq!(client.alerts(), [Alert::NO_RENEGOTIATION]);
+        assert_data_flows(&mut client, server.as_mut(), "after one refusal");
+
+        assert!(client.renegotiate());
+        // rustls's PeerMisbehaved::TooManyRenegotiationRequests.
+        let error = pump(&mut client, server.as_mut())
+            .expect_err("rustls took a second attempt")
+            .to_string();
+        assert!(
+            error.to_lowercase().contains("renegotiation"),
+            "allow {allow}: {error}"
+        );
+        assert_eq!(client.alerts(), [Alert::NO_RENEGOTIATION]);
+    }
+}
+
+/// What `renegotiation::decide` models, in the engine itself (no session,
+/// no cap): OpenSSL, not allowed to renegotiate, refuses every attempt with
+/// a warning and goes on.
+#[cfg(feature = "openssl")]
+#[test]
+fn openssl_refuses_every_renegotiation_when_not_allowed() {
+    let mut client = RecordClient::new();
+    let mut server = server_tls(TlsEngine::Openssl, false).new_session().unwrap();
+    pump(&mut client, server.as_mut()).unwrap();
+    assert_eq!(server.info().unwrap().version, TlsVersion::Tls12);
+    for round in 1..=5 {
+        assert!(client.renegotiate());
+        pump(&mut client, server.as_mut()).unwrap();
+        assert_eq!(client.alerts(), vec![Alert::NO_RENEGOTIATION; round]);
+        assert!(!server.is_handshaking(), "round {round}");
+        assert_data_flows(&mut client, server.as_mut(), &format!("round {round}"));
+    }
 }
 
 #[test]

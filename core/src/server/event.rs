@@ -64,7 +64,8 @@ pub enum Event {
     /// The client asked to renegotiate TLS (TLS 1.2 only), and what the
     /// renegotiation policy made of it.
     Renegotiation {
-        /// 1 for the first attempt on this connection.
+        /// 1 for the first attempt on this connection, as the session
+        /// counts them ([who counts](crate::renegotiation#who-counts)).
         attempt: u32,
         /// Allowed, refused by the engine, or the connection closed.
         verdict: RenegotiationVerdict,
@@ -109,7 +110,10 @@ pub enum CloseReason {
     StartTlsInjection,
     /// Too many errors from the client (a `421` was sent).
     TooManyErrors,
-    /// More renegotiation attempts than the cap allows.
+    /// The renegotiation policy closed the connection: an attempt past the
+    /// cap, or one the engine would fail on (rustls's second). The
+    /// [`Event::Renegotiation`] just before says which
+    /// ([`renegotiation::CloseReason`](crate::renegotiation::CloseReason)).
     RenegotiationLimit,
     /// The application answered a decision with `421`.
     Application,

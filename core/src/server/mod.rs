@@ -65,9 +65,6 @@ use crate::wire::ehlo::Capabilities;
 use crate::wire::line::{Frame, LineFramer};
 use crate::wire::reply::{EnhancedCode, Reply};
 
-/// TLS record content type of handshake messages.
-const HANDSHAKE_RECORD: u8 = 22;
-
 /// A reply with an enhanced status code.
 fn reply(code: u16, (class, subject, detail): (u8, u16, u16), text: &str) -> Reply {
     Reply::new(
@@ -477,7 +474,9 @@ impl ServerSession {
     // ---- TLS ----------------------------------------------------------
 
     /// Passes ciphertext to the TLS engine record by record, so that a
-    /// renegotiation attempt is judged before the engine sees it.
+    /// renegotiation attempt is counted and judged before the engine sees
+    /// it: the session is the authority on attempts (see
+    /// [`renegotiation`'s "Who counts"](crate::renegotiation#who-counts)).
     fn handle_ciphertext(&mut self, data: &[u8]) {
         let Some(tls) = &mut self.tls else { return };
         let Some(server_tls) = self.config.tls.as_ref() else {
@@ -486,14 +485,12 @@ impl ServerSession {
         let mut events = Vec::new();
         let mut failure = None;
         for piece in tls.observer.split(data) {
-            if piece.starts_record == Some(HANDSHAKE_RECORD)
+            if piece.starts_handshake_record()
                 && !tls.session.is_handshaking()
                 && matches!(&tls.info, Some(info) if info.version <= TlsVersion::Tls12)
             {
                 // A handshake record after the handshake, below TLS 1.3, is
-                // a client-initiated renegotiation.
-                // A ClientHello split over several records counts once per
-                // record: the cap errs on the side of closing.
+                // a client-initiated renegotiation attempt: one per record.
                 let verdict = renegotiation::decide(RenegotiationAttempt {
                     engine: server_tls.engine(),
                     allow: server_tls.allow_renegotiation(),
@@ -507,6 +504,8 @@ impl ServerSession {
                     verdict,
                 });
                 if let RenegotiationVerdict::Close(_) = verdict {
+                    // Before the engine sees the record: the connection
+                    // ends on the policy's verdict, not an engine error.
                     failure = Some(CloseReason::RenegotiationLimit);
                     break;
                 }

@@ -17,8 +17,8 @@
 //! [`ClientTlsConfig`], does the same for outbound deliveries, verifying the
 //! server's certificate as `TLS_Verify` ([`TlsVerify`]) says. What to do with a
 //! renegotiation attempt is decided by [`crate::renegotiation::decide`]; the
-//! attempts themselves are seen by the [`record::RecordObserver`], because
-//! neither engine reports them.
+//! session sees attempts through the [`record::RecordObserver`] (who counts
+//! what: [`crate::renegotiation#who-counts`]).
 
 use std::fmt;
 use std::str::FromStr;

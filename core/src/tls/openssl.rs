@@ -9,8 +9,10 @@
 //!
 //! This is the only engine that can renegotiate (TLS 1.2). Whether it may
 //! is fixed per listener when the context is built (see
-//! [`OpensslServer::new`]); the per-attempt policy (counting, capping) is
-//! the session's, in [`crate::renegotiation`]. As a client it never
+//! [`OpensslServer::new`]); each attempt is judged by
+//! [`crate::renegotiation`], and the count libssl keeps here is the
+//! backstop described there under
+//! [who counts](crate::renegotiation#who-counts). As a client it never
 //! renegotiates.
 
 use ::openssl::error::ErrorStack;
@@ -145,12 +147,10 @@ impl OpensslServer {
         //   with a no_renegotiation warning at once.
         // - Allowed: OpenSSL 3 also requires ALLOW_CLIENT_RENEGOTIATION, and
         //   NO_RENEGOTIATION must be clear or it would still refuse.
-        // The cap on attempts is enforced by the session before libssl sees
-        // a record (crate::renegotiation), and again here, on every
-        // ClientHello libssl itself processes: in TLS 1.2 one record may
-        // carry a Finished and the next ClientHello, which the session's
-        // record observer cannot tell apart, so only libssl's count is
-        // certain.
+        // - The client-hello callback is the backstop of
+        //   crate::renegotiation's "Who counts": the same cap, on every
+        //   ClientHello libssl processes, including one packed after a
+        //   Finished where the session cannot see it.
         builder.clear_options(SslOptions::ALLOW_UNSAFE_LEGACY_RENEGOTIATION);
         let allow_client = allow_client_renegotiation();
         let mut hellos = None;
@@ -354,8 +354,8 @@ pub(super) struct OpensslSession {
     /// The first fatal error; every later input repeats it.
     failed: Option<TlsError>,
     peer_closed: bool,
-    /// Where libssl counts renegotiation ClientHellos (servers that allow
-    /// renegotiation).
+    /// Where libssl counts renegotiation ClientHellos, the backstop count
+    /// (servers that allow renegotiation).
     hellos: Option<HelloIndex>,
 }
 

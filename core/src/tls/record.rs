@@ -1,12 +1,12 @@
 //! Observing the TLS record layer of inbound ciphertext.
 //!
-//! The renegotiation policy ([`crate::renegotiation`]) has to act on every
-//! client-initiated renegotiation attempt — count it, and close the
-//! connection once a client makes too many. Neither engine reports
-//! attempts: rustls answers them itself, and libssl has no callback for
-//! them that the `openssl` crate exposes. Rather than reach into libssl with
-//! `unsafe`, the session watches the ciphertext it is about to hand to the
-//! engine. That is:
+//! The session counts client-initiated renegotiation attempts and judges
+//! each with the renegotiation policy before the engine sees it: it is the
+//! authority on attempts ([who counts](crate::renegotiation#who-counts)).
+//! No engine tells it of an attempt in time — rustls answers attempts
+//! inside itself, and libssl's client-hello callback runs only once libssl
+//! has taken the record — so the session watches the ciphertext it is
+//! about to hand to the engine. That is:
 //! - engine-independent: the same code sees attempts for rustls and
 //!   OpenSSL, so the policy is one function for both;
 //! - safe: pure parsing of bytes, no `unsafe`, no engine internals;

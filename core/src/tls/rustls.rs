@@ -3,11 +3,12 @@
 //!
 //! rustls is already sans-IO (`read_tls`/`process_new_packets`/`write_tls`
 //! over any `Read`/`Write`), so this module only adapts its shape to
-//! [`TlsSession`]. rustls never renegotiates: a TLS 1.2 ClientHello on an
-//! established connection is answered by rustls itself with a
-//! `no_renegotiation` warning alert, and a second attempt on the same
-//! connection is fatal (`PeerMisbehaved::TooManyRenegotiationRequests`).
-//! As a client, rustls answers a server's HelloRequest the same way.
+//! [`TlsSession`]. rustls never renegotiates, and answers a client's
+//! attempts by itself, with a count of its own that
+//! [`crate::renegotiation`] models (see
+//! [who counts](crate::renegotiation#who-counts)). As a client, rustls
+//! answers a server's HelloRequest with a `no_renegotiation` warning, and
+//! fails the connection on a second one.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;

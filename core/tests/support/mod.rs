@@ -14,7 +14,9 @@ use std::sync::Arc;
 use openssl::ssl::{
     ErrorCode, Ssl, SslConnector, SslMethod, SslRef, SslStream, SslVerifyMode, SslVersion,
 };
-use petrel_core::tls::record::RecordObserver;
+use petrel_core::tls::record::{
+    RecordObserver, CONTENT_TYPE_ALERT, CONTENT_TYPE_APPLICATION_DATA, CONTENT_TYPE_HANDSHAKE,
+};
 use petrel_core::tls::{MemoryTransport, TlsError, TlsSession, TlsVersion};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{ring, CryptoProvider};
@@ -606,4 +608,362 @@ pub fn clients(tls12_only: bool) -> Vec<(&'static str, Box<dyn TlsClient>)> {
         ("rustls", Box::new(RustlsClient::new(tls12_only))),
         ("openssl", Box::new(OpensslClient::new(tls12_only))),
     ]
+}
+
+/// A TLS alert as received: level (1 warning, 2 fatal) and description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Alert {
+    pub level: u8,
+    pub description: u8,
+}
+
+impl Alert {
+    /// A `close_notify` warning.
+    pub const CLOSE_NOTIFY: Alert = Alert {
+        level: 1,
+        description: 0,
+    };
+    /// A `no_renegotiation` warning (RFC 5246 §7.2.2).
+    pub const NO_RENEGOTIATION: Alert = Alert {
+        level: 1,
+        description: 100,
+    };
+}
+
+/// The one suite the [`RecordClient`] speaks: AES-128-GCM (ECDSA, as the
+/// test certificates are).
+const RECORD_CLIENT_SUITE: rustls::SupportedCipherSuite =
+    ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+/// TLS 1.2 on the wire.
+const TLS12_WIRE: [u8; 2] = [3, 3];
+/// AES-GCM in TLS 1.2 (RFC 5288): the per-record explicit nonce and the tag.
+const GCM_EXPLICIT_NONCE_LEN: usize = 8;
+const GCM_TAG_LEN: usize = 16;
+
+/// One direction of a TLS 1.2 AES-GCM connection (RFC 5288, RFC 5246
+/// §6.2.3.3): the key, the 4-octet implicit salt, and the sequence number
+/// of the next record.
+struct GcmDirection {
+    key: ::ring::aead::LessSafeKey,
+    salt: [u8; 4],
+    seq: u64,
+}
+
+impl GcmDirection {
+    fn new((seq, secrets): (u64, rustls::ConnectionTrafficSecrets)) -> Self {
+        let rustls::ConnectionTrafficSecrets::Aes128Gcm { key, iv } = secrets else {
+            panic!("the record client negotiated something other than AES-128-GCM");
+        };
+        // rustls hands out the salt followed by the explicit nonce it
+        // would have started from; only the salt is fixed per connection.
+        let salt = iv.as_ref()[..4].try_into().unwrap();
+        let key = ::ring::aead::UnboundKey::new(&::ring::aead::AES_128_GCM, key.as_ref()).unwrap();
+        GcmDirection {
+            key: ::ring::aead::LessSafeKey::new(key),
+            salt,
+            seq,
+        }
+    }
+
+    fn nonce(&self, explicit: [u8; GCM_EXPLICIT_NONCE_LEN]) -> ::ring::aead::Nonce {
+        let mut nonce = [0; 12];
+        nonce[..4].copy_from_slice(&self.salt);
+        nonce[4..].copy_from_slice(&explicit);
+        ::ring::aead::Nonce::assume_unique_for_key(nonce)
+    }
+
+    /// The additional data: seq_num, type, version, plaintext length.
+    fn aad(&self, content_type: u8, version: [u8; 2], len: usize) -> ::ring::aead::Aad<[u8; 13]> {
+        let mut aad = [0; 13];
+        aad[..8].copy_from_slice(&self.seq.to_be_bytes());
+        aad[8] = content_type;
+        aad[9..11].copy_from_slice(&version);
+        aad[11..].copy_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+        ::ring::aead::Aad::from(aad)
+    }
+
+    /// One whole record (header included) carrying `plaintext`.
+    fn seal(&mut self, content_type: u8, plaintext: &[u8]) -> Vec<u8> {
+        // The explicit nonce must never repeat under one key; the sequence
+        // number never does (OpenSSL makes the same choice).
+        let explicit = self.seq.to_be_bytes();
+        let mut body = plaintext.to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                self.nonce(explicit),
+                self.aad(content_type, TLS12_WIRE, plaintext.len()),
+                &mut body,
+            )
+            .unwrap();
+        self.seq += 1;
+        let len = GCM_EXPLICIT_NONCE_LEN + body.len();
+        let mut record = vec![content_type, TLS12_WIRE[0], TLS12_WIRE[1]];
+        record.extend_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+        record.extend_from_slice(&explicit);
+        record.extend_from_slice(&body);
+        record
+    }
+
+    /// Decrypts one record's body (explicit nonce, ciphertext, tag).
+    fn open(&mut self, content_type: u8, version: [u8; 2], body: &[u8]) -> Result<Vec<u8>, String> {
+        if body.len() < GCM_EXPLICIT_NONCE_LEN + GCM_TAG_LEN {
+            return Err(format!("record of {} octets is too short", body.len()));
+        }
+        let (explicit, sealed) = body.split_at(GCM_EXPLICIT_NONCE_LEN);
+        let plaintext_len = sealed.len() - GCM_TAG_LEN;
+        let mut buf = sealed.to_vec();
+        let plaintext = self
+            .key
+            .open_in_place(
+                self.nonce(explicit.try_into().unwrap()),
+                self.aad(content_type, version, plaintext_len),
+                &mut buf,
+            )
+            .map_err(|_| format!("record {} does not decrypt", self.seq))?;
+        self.seq += 1;
+        Ok(plaintext.to_vec())
+    }
+}
+
+/// The record layer of an established [`RecordClient`].
+struct RecordLayer {
+    tx: GcmDirection,
+    rx: GcmDirection,
+    /// Received ciphertext not yet a whole record.
+    incoming: Vec<u8>,
+}
+
+enum RecordState {
+    Handshaking(Box<ClientConnection>),
+    Established(Box<RecordLayer>),
+    /// The handshake failed (see `last_error`).
+    Failed,
+}
+
+/// A TLS 1.2 client that can do what no TLS library's client does: send
+/// a renegotiation ClientHello as often as asked, whatever the server
+/// answered before.
+///
+/// rustls (TLS 1.2 only, one AES-GCM suite, secret extraction enabled)
+/// runs the handshake; then the client takes the traffic keys and
+/// sequence numbers from rustls and writes and reads the records itself
+/// with *ring*: application data, alerts, and, on
+/// [`renegotiate`](TlsClient::renegotiate), a real ClientHello (from a
+/// fresh rustls client) in an encrypted handshake record. It answers
+/// nothing itself: alerts received are kept in [`alerts`](Self::alerts).
+pub struct RecordClient {
+    state: RecordState,
+    outgoing: Vec<u8>,
+    plaintext: Vec<u8>,
+    alerts: Vec<Alert>,
+    last_error: Option<String>,
+}
+
+impl std::fmt::Debug for RecordClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordClient")
+            .field(
+                "established",
+                &matches!(self.state, RecordState::Established(_)),
+            )
+            .field("alerts", &self.alerts)
+            .field("last_error", &self.last_error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RecordClient {
+    /// A client for "localhost" that accepts any server certificate. The
+    /// first flight is ready to poll.
+    pub fn new() -> Self {
+        let provider = Arc::new(CryptoProvider {
+            cipher_suites: vec![RECORD_CLIENT_SUITE],
+            ..ring::default_provider()
+        });
+        let mut config = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            .with_no_client_auth();
+        config.enable_secret_extraction = true;
+        let name = ServerName::try_from(SERVER_NAME).unwrap();
+        let mut conn = ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut outgoing = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut outgoing).unwrap();
+        }
+        RecordClient {
+            state: RecordState::Handshaking(Box::new(conn)),
+            outgoing,
+            plaintext: Vec::new(),
+            alerts: Vec::new(),
+            last_error: None,
+        }
+    }
+
+    /// Every alert the server sent, in order.
+    pub fn alerts(&self) -> &[Alert] {
+        &self.alerts
+    }
+
+    /// Sends `count` real ClientHellos packed in one encrypted handshake
+    /// record: one attempt as the session counts them, `count` for an
+    /// engine.
+    pub fn renegotiate_packed(&mut self, count: usize) {
+        let hellos: Vec<u8> = (0..count).flat_map(|_| client_hello_message()).collect();
+        self.send(CONTENT_TYPE_HANDSHAKE, &hellos);
+    }
+
+    /// Lets rustls take `data`; once its handshake is complete, takes the
+    /// keys and sequence numbers from it and continues alone.
+    fn handshake(&mut self, mut conn: Box<ClientConnection>, mut data: &[u8]) -> RecordState {
+        while !data.is_empty() {
+            conn.read_tls(&mut data).unwrap();
+            if let Err(e) = conn.process_new_packets() {
+                self.last_error = Some(e.to_string());
+                return RecordState::Failed;
+            }
+        }
+        while conn.wants_write() {
+            conn.write_tls(&mut self.outgoing).unwrap();
+        }
+        if conn.is_handshaking() {
+            return RecordState::Handshaking(conn);
+        }
+        match conn.reader().read_to_end(&mut self.plaintext) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("{e}"),
+        }
+        let secrets = conn.dangerous_extract_secrets().unwrap();
+        RecordState::Established(Box::new(RecordLayer {
+            tx: GcmDirection::new(secrets.tx),
+            rx: GcmDirection::new(secrets.rx),
+            incoming: Vec::new(),
+        }))
+    }
+
+    /// Queues one encrypted record.
+    fn send(&mut self, content_type: u8, plaintext: &[u8]) {
+        let RecordState::Established(layer) = &mut self.state else {
+            panic!("no record layer: the handshake did not complete");
+        };
+        let record = layer.tx.seal(content_type, plaintext);
+        self.outgoing.extend_from_slice(&record);
+    }
+
+    /// Decrypts every whole record received, and takes what it says.
+    fn receive(&mut self, layer: &mut RecordLayer, data: &[u8]) {
+        layer.incoming.extend_from_slice(data);
+        while layer.incoming.len() >= 5 {
+            let header = &layer.incoming[..5];
+            let (content_type, version) = (header[0], [header[1], header[2]]);
+            let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+            if layer.incoming.len() < 5 + len {
+                break;
+            }
+            let record: Vec<u8> = layer.incoming.drain(..5 + len).collect();
+            let plaintext = match layer.rx.open(content_type, version, &record[5..]) {
+                Ok(plaintext) => plaintext,
+                Err(e) => {
+                    self.last_error = Some(e);
+                    return;
+                }
+            };
+            match (content_type, plaintext.as_slice()) {
+                (CONTENT_TYPE_APPLICATION_DATA, data) => self.plaintext.extend_from_slice(data),
+                (CONTENT_TYPE_ALERT, [level, description]) => self.alerts.push(Alert {
+                    level: *level,
+                    description: *description,
+                }),
+                (other, data) => {
+                    self.last_error = Some(format!("unexpected record: type {other}, {data:?}"));
+                }
+            }
+        }
+    }
+}
+
+/// A rustls client offering only TLS 1.2; its first flight is a real
+/// ClientHello.
+fn fresh_tls12_client() -> ClientConnection {
+    RustlsClient::new(true).conn
+}
+
+/// The handshake message of a fresh TLS 1.2 ClientHello, without its
+/// record header.
+fn client_hello_message() -> Vec<u8> {
+    let mut conn = fresh_tls12_client();
+    let mut flight = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut flight).unwrap();
+    }
+    let len = usize::from(u16::from_be_bytes([flight[3], flight[4]]));
+    assert_eq!(flight[0], CONTENT_TYPE_HANDSHAKE, "not a handshake record");
+    assert_eq!(flight.len(), 5 + len, "a ClientHello in one record");
+    assert_eq!(flight[5], 1, "not a ClientHello");
+    flight[5..].to_vec()
+}
+
+impl TlsClient for RecordClient {
+    fn handle_ciphertext(&mut self, data: &[u8]) {
+        self.state = match std::mem::replace(&mut self.state, RecordState::Failed) {
+            RecordState::Handshaking(conn) => self.handshake(conn, data),
+            RecordState::Established(mut layer) => {
+                self.receive(&mut layer, data);
+                RecordState::Established(layer)
+            }
+            RecordState::Failed => RecordState::Failed,
+        };
+    }
+
+    fn poll_ciphertext(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.outgoing)
+    }
+
+    fn write_plaintext(&mut self, data: &[u8]) {
+        for chunk in data.chunks(16 * 1024) {
+            self.send(CONTENT_TYPE_APPLICATION_DATA, chunk);
+        }
+    }
+
+    fn read_plaintext(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.plaintext)
+    }
+
+    fn is_handshaking(&self) -> bool {
+        matches!(self.state, RecordState::Handshaking(_))
+    }
+
+    fn last_error(&self) -> Option<String> {
+        self.last_error.clone()
+    }
+
+    fn close(&mut self) {
+        self.send(
+            CONTENT_TYPE_ALERT,
+            &[Alert::CLOSE_NOTIFY.level, Alert::CLOSE_NOTIFY.description],
+        );
+    }
+
+    fn version(&self) -> Option<TlsVersion> {
+        match &self.state {
+            RecordState::Handshaking(conn) => {
+                TlsVersion::from_wire(u16::from(conn.protocol_version()?))
+            }
+            RecordState::Established(_) => Some(TlsVersion::Tls12),
+            RecordState::Failed => None,
+        }
+    }
+
+    /// Sends a real ClientHello in an encrypted handshake record, however
+    /// the server answered the last one.
+    fn renegotiate(&mut self) -> bool {
+        if !matches!(self.state, RecordState::Established(_)) {
+            return false;
+        }
+        self.send(CONTENT_TYPE_HANDSHAKE, &client_hello_message());
+        true
+    }
 }
