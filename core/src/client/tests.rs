@@ -3,8 +3,10 @@ use quickcheck::{quickcheck, Arbitrary, Gen, TestResult};
 use super::*;
 use crate::pair::{envelope, Faults, Pair, Scripted};
 use crate::server::{self, ServerConfig};
+use crate::tls::fake::FakeHandshake;
 use crate::tls::{ClientTls, ClientTlsConfig, ServerTls, ServerTlsConfig, TlsEngine};
 use crate::wire::command::ForwardPath;
+use std::time::Duration;
 
 fn plain_client() -> ClientConfig {
     let mut config = ClientConfig::new("client.test");
@@ -858,4 +860,127 @@ fn a_refusal_in_the_middle_of_a_body_is_the_outcome() {
         .unwrap();
     assert_eq!(done[0].delivery, Delivery::Permanent);
     assert_eq!(done[0].reply.code(), 552);
+}
+
+/// Our client and server over the fake TLS engine, whose handshakes go as
+/// told: STARTTLS in virtual time.
+fn fake_tls_pair(
+    mode: TlsMode,
+    fallback: bool,
+    server: FakeHandshake,
+    client: FakeHandshake,
+) -> Pair {
+    let mut client_config = ClientConfig::new("client.test");
+    client_config.tls_mode = mode;
+    client_config.tls_fallback = fallback;
+    client_config.tls = Some(ClientTls::fake(TlsVerify::Host, client));
+    let mut server_config = ServerConfig::new("mx.test");
+    server_config.tls = Some(ServerTls::fake(server));
+    // The client's handshake timeout, not the server's, is under test.
+    server_config.timeouts.tls_handshake = Duration::from_secs(3600);
+    let mut pair = Pair::ours(client_config, server_config);
+    pair.submit(envelope("a@x.org", &["b@y.org"]), BODY.to_vec());
+    pair.client.quit(pair.now);
+    pair.drive();
+    pair
+}
+
+#[test]
+fn starttls_through_the_fake_engine() {
+    let pair = fake_tls_pair(
+        TlsMode::Required,
+        false,
+        FakeHandshake::Completes,
+        FakeHandshake::Completes,
+    );
+    assert_eq!(
+        decision(&pair),
+        (TlsOutcome::Established, TlsAction::ProceedTls)
+    );
+    assert_eq!(deliveries(&pair), [vec![Delivery::Delivered]]);
+    assert_eq!(pair.delivered, [BODY.to_vec()]);
+    // After the handshake only fake records cross: MAIL is never in clear.
+    let wire = String::from_utf8_lossy(&pair.c2s_wire).into_owned();
+    let (before, after) = wire.split_once("FAKE-HELLO\n").unwrap();
+    assert!(before.ends_with("STARTTLS\r\n"), "{before}");
+    assert!(!before.contains("MAIL FROM"), "{before}");
+    assert!(after.starts_with('D'), "{after}");
+    assert_eq!(closed(&pair), Some(CloseReason::Quit));
+}
+
+#[test]
+fn a_stalled_handshake_is_a_failed_attempt_once_its_timeout_passes() {
+    let start = crate::pair::origin();
+    for (mode, fallback, action) in [
+        (TlsMode::IfAvailable, true, TlsAction::ReconnectPlaintext),
+        (
+            TlsMode::IfAvailable,
+            false,
+            TlsAction::Defer(Reply::new(
+                451,
+                Some(EnhancedCode::new(4, 7, 5)),
+                "[internal] TLS negotiation failed",
+            )),
+        ),
+        (
+            TlsMode::Required,
+            true,
+            TlsAction::Defer(Reply::new(
+                451,
+                Some(EnhancedCode::new(4, 7, 5)),
+                "[internal] TLS negotiation failed",
+            )),
+        ),
+    ] {
+        let pair = fake_tls_pair(
+            mode,
+            fallback,
+            FakeHandshake::Stalls,
+            FakeHandshake::Completes,
+        );
+        let (outcome, taken) = decision(&pair);
+        assert_eq!(outcome, TlsOutcome::HandshakeTimedOut, "{mode} {fallback}");
+        assert_eq!(taken, action, "{mode} {fallback}");
+        assert_eq!(deliveries(&pair), [vec![Delivery::Transient]]);
+        // The client's one-minute handshake timeout decided (the server's
+        // is an hour), in virtual time.
+        assert!(pair.now >= start + Duration::from_secs(60), "{mode}");
+        assert!(!String::from_utf8_lossy(&pair.c2s_wire).contains("MAIL FROM"));
+    }
+}
+
+#[test]
+fn fake_handshake_failures_go_to_the_policy() {
+    let pair = fake_tls_pair(
+        TlsMode::IfAvailable,
+        true,
+        FakeHandshake::Refused,
+        FakeHandshake::Completes,
+    );
+    assert!(
+        matches!(
+            decision(&pair),
+            (
+                TlsOutcome::HandshakeFailed(_),
+                TlsAction::ReconnectPlaintext
+            )
+        ),
+        "{:?}",
+        decision(&pair)
+    );
+    let pair = fake_tls_pair(
+        TlsMode::Required,
+        false,
+        FakeHandshake::Completes,
+        FakeHandshake::CertificateRejected,
+    );
+    assert!(
+        matches!(
+            decision(&pair),
+            (TlsOutcome::CertificateRejected(_), TlsAction::Defer(_))
+        ),
+        "{:?}",
+        decision(&pair)
+    );
+    assert_eq!(deliveries(&pair), [vec![Delivery::Transient]]);
 }

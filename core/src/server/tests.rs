@@ -750,3 +750,49 @@ fn shutdown_says_421_and_aborts_the_transaction() {
         .contains(&Event::TransactionAborted(AbortReason::ConnectionClosed)));
     assert_eq!(h.closed(), Some(&CloseReason::Shutdown));
 }
+
+/// One fake TLS record carrying `data`.
+fn fake_record(data: &[u8]) -> Vec<u8> {
+    let mut record = vec![b'D'];
+    record.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    record.extend_from_slice(data);
+    record
+}
+
+fn fake_tls_server(handshake: crate::tls::fake::FakeHandshake) -> Harness {
+    let mut config = ServerConfig::new("mx.test");
+    config.tls = Some(ServerTls::fake(handshake));
+    let mut h = Harness::new(config);
+    h.send(b"EHLO c\r\nSTARTTLS\r\n");
+    assert_eq!(h.codes(), [220, 250, 220]);
+    h
+}
+
+#[test]
+fn starttls_through_the_fake_engine_resets_the_session() {
+    let mut h = fake_tls_server(crate::tls::fake::FakeHandshake::Completes);
+    assert_eq!(h.send(b"FAKE-HELLO\n"), "FAKE-READY\n");
+    assert!(h
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::TlsEstablished(_))));
+    // The session starts afresh over TLS: MAIL before EHLO is out of
+    // sequence, and EHLO no longer offers STARTTLS.
+    let reply = h.send(&fake_record(b"MAIL FROM:<a@x.org>\r\nEHLO c\r\n"));
+    assert!(reply.starts_with('D'), "{reply}");
+    assert!(reply.contains("503 5.5.1"), "{reply}");
+    assert!(reply.contains("250-mx.test"), "{reply}");
+    assert!(!reply.contains("STARTTLS"), "{reply}");
+}
+
+#[test]
+fn a_stalled_handshake_times_out_in_virtual_time() {
+    let mut h = fake_tls_server(crate::tls::fake::FakeHandshake::Stalls);
+    h.send(b"FAKE-HELLO\n");
+    let deadline = h.session.poll_timeout().unwrap();
+    assert_eq!(deadline, h.now + Duration::from_secs(60));
+    h.now = deadline;
+    h.session.handle_timeout(h.now);
+    h.drive();
+    assert_eq!(h.closed(), Some(&CloseReason::TlsHandshakeTimeout));
+}

@@ -170,6 +170,8 @@ enum ClientBackend {
     Rustls(super::rustls::RustlsClient),
     #[cfg(feature = "openssl")]
     Openssl(super::openssl::OpensslClient),
+    #[cfg(test)]
+    Fake(super::fake::FakeHandshake),
     /// Keeps `match` exhaustive when no engine is compiled in; it can
     /// never be constructed.
     #[cfg(not(any(feature = "rustls", feature = "openssl")))]
@@ -221,6 +223,17 @@ impl ClientTls {
         })
     }
 
+    /// The fake engine of the simulation, whose handshakes go as told.
+    #[cfg(test)]
+    pub(crate) fn fake(verify: TlsVerify, handshake: super::fake::FakeHandshake) -> Self {
+        ClientTls {
+            backend: ClientBackend::Fake(handshake),
+            verify,
+            has_ca: true,
+            has_client_cert: false,
+        }
+    }
+
     /// The engine this context was built for.
     pub fn engine(&self) -> TlsEngine {
         match &self.backend {
@@ -228,6 +241,8 @@ impl ClientTls {
             ClientBackend::Rustls(_) => TlsEngine::Rustls,
             #[cfg(feature = "openssl")]
             ClientBackend::Openssl(_) => TlsEngine::Openssl,
+            #[cfg(test)]
+            ClientBackend::Fake(_) => TlsEngine::Rustls,
             #[cfg(not(any(feature = "rustls", feature = "openssl")))]
             ClientBackend::None(never) => match *never {},
         }
@@ -286,6 +301,11 @@ impl ClientTls {
             ClientBackend::Rustls(client) => Ok(Box::new(client.new_session(&peer, check)?)),
             #[cfg(feature = "openssl")]
             ClientBackend::Openssl(client) => Ok(Box::new(client.new_session(&peer, check)?)),
+            #[cfg(test)]
+            ClientBackend::Fake(handshake) => Ok(Box::new(super::fake::FakeSession::new(
+                super::fake::Role::Client,
+                *handshake,
+            ))),
             #[cfg(not(any(feature = "rustls", feature = "openssl")))]
             ClientBackend::None(never) => {
                 let _ = (peer, check);

@@ -24,6 +24,8 @@ use std::fmt;
 use std::str::FromStr;
 
 mod client;
+#[cfg(test)]
+pub(crate) mod fake;
 #[cfg(feature = "openssl")]
 mod openssl;
 pub mod record;
@@ -289,6 +291,8 @@ enum ServerBackend {
     Rustls(rustls::RustlsServer),
     #[cfg(feature = "openssl")]
     Openssl(openssl::OpensslServer),
+    #[cfg(test)]
+    Fake(fake::FakeHandshake),
     /// Keeps the enum inhabited-looking for `match` when no engine is
     /// compiled in; it can never be constructed.
     #[cfg(not(any(feature = "rustls", feature = "openssl")))]
@@ -334,6 +338,16 @@ impl ServerTls {
         })
     }
 
+    /// The fake engine of the simulation, whose handshakes go as told.
+    #[cfg(test)]
+    pub(crate) fn fake(handshake: fake::FakeHandshake) -> Self {
+        ServerTls {
+            backend: ServerBackend::Fake(handshake),
+            allow_renegotiation: false,
+            max_renegotiations: 3,
+        }
+    }
+
     /// The engine this context was built for.
     pub fn engine(&self) -> TlsEngine {
         match &self.backend {
@@ -341,6 +355,9 @@ impl ServerTls {
             ServerBackend::Rustls(_) => TlsEngine::Rustls,
             #[cfg(feature = "openssl")]
             ServerBackend::Openssl(_) => TlsEngine::Openssl,
+            // Like rustls, the fake never renegotiates.
+            #[cfg(test)]
+            ServerBackend::Fake(_) => TlsEngine::Rustls,
             #[cfg(not(any(feature = "rustls", feature = "openssl")))]
             ServerBackend::None(never) => match *never {},
         }
@@ -384,6 +401,11 @@ impl ServerTls {
             ServerBackend::Rustls(server) => Ok(Box::new(server.new_session()?)),
             #[cfg(feature = "openssl")]
             ServerBackend::Openssl(server) => Ok(Box::new(server.new_session()?)),
+            #[cfg(test)]
+            ServerBackend::Fake(handshake) => Ok(Box::new(fake::FakeSession::new(
+                fake::Role::Server,
+                *handshake,
+            ))),
             #[cfg(not(any(feature = "rustls", feature = "openssl")))]
             ServerBackend::None(never) => match *never {},
         }
