@@ -11,8 +11,9 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use petrel_core::tls::{
-    CertificateStatus, ClientTls, ClientTlsConfig, ServerTls, ServerTlsConfig, TlsEngine, TlsError,
-    TlsInfo, TlsSession, TlsVerify, TlsVersion,
+    CertificateProblem, CertificateProblemKind, CertificateStatus, ClientTls, ClientTlsConfig,
+    ServerTls, ServerTlsConfig, TlsEngine, TlsError, TlsFailure, TlsFailureKind, TlsInfo,
+    TlsSession, TlsVerify, TlsVersion,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -78,7 +79,7 @@ impl Outcome {
     }
 
     /// Asserts that the client rejected the certificate; returns why.
-    fn rejected(&self) -> String {
+    fn rejected(&self) -> CertificateProblem {
         let what = &self.what;
         let Err(TlsError::Certificate(reason)) = &self.client_result else {
             panic!(
@@ -137,11 +138,11 @@ fn assert_data_flows(client: &mut dyn TlsSession, server: &mut dyn TlsSession, w
     assert_eq!(received, b"250 mx.example.test\r\n", "{what}");
 }
 
-fn assert_untrusted(status: &CertificateStatus, what: &str) -> String {
+fn assert_untrusted(status: &CertificateStatus, what: &str) -> CertificateProblem {
     let CertificateStatus::Untrusted(reason) = status else {
         panic!("{what}: expected Untrusted, got {status:?}");
     };
-    assert!(!reason.is_empty(), "{what}");
+    assert!(!reason.detail().is_empty(), "{what}");
     reason.clone()
 }
 
@@ -214,7 +215,14 @@ fn verify_ca_needs_a_chain_to_the_ca_but_not_the_name() {
 
         let outcome = handshake(&client_tls, &server_tls(server_engine, &self_signed), MX);
         let reason = outcome.rejected();
+        assert_eq!(
+            reason.kind(),
+            CertificateProblemKind::UnknownIssuer,
+            "{}",
+            outcome.what
+        );
         // rustls: "unknown issuer", OpenSSL: "self-signed certificate".
+        let reason = reason.to_string();
         assert!(
             reason.contains("issuer") || reason.contains("self-signed"),
             "{}: {reason}",
@@ -259,6 +267,13 @@ fn verify_host_also_needs_the_name() {
 
         let outcome = handshake(&client_tls, &server, OTHER);
         let reason = outcome.rejected();
+        assert_eq!(
+            reason.kind(),
+            CertificateProblemKind::NameMismatch,
+            "{}",
+            outcome.what
+        );
+        let reason = reason.to_string();
         // rustls: "certificate not valid for name ...", OpenSSL: "hostname
         // mismatch: ..."; both say which name.
         assert!(reason.contains("name"), "{}: {reason}", outcome.what);
@@ -278,7 +293,17 @@ fn expired_certificates_are_rejected_by_ca_and_host() {
         for verify in [TlsVerify::Ca, TlsVerify::Host] {
             let outcome = handshake(&client_tls(client_engine, verify, Some(&ca)), &server, MX);
             let reason = outcome.rejected();
-            assert!(reason.contains("expired"), "{}: {reason}", outcome.what);
+            assert_eq!(
+                reason.kind(),
+                CertificateProblemKind::Expired,
+                "{}",
+                outcome.what
+            );
+            assert!(
+                reason.to_string().contains("expired"),
+                "{}: {reason}",
+                outcome.what
+            );
         }
         // verify = no does not look.
         let outcome = handshake(&client_tls(client_engine, TlsVerify::No, None), &server, MX);
@@ -309,12 +334,27 @@ fn verify_optional_never_fails_and_records_the_verdict() {
         let outcome = handshake(&client_tls, &server, OTHER);
         let (info, _) = outcome.established();
         let reason = assert_untrusted(&info.certificate, &outcome.what);
-        assert!(reason.contains("name"), "{}: {reason}", outcome.what);
+        assert_eq!(
+            reason.kind(),
+            CertificateProblemKind::NameMismatch,
+            "{}",
+            outcome.what
+        );
+        assert!(
+            reason.to_string().contains("name"),
+            "{}: {reason}",
+            outcome.what
+        );
 
         let outcome = handshake(&client_tls, &server_tls(server_engine, &expired), MX);
         let (info, _) = outcome.established();
         let reason = assert_untrusted(&info.certificate, &outcome.what);
-        assert!(reason.contains("expired"), "{}: {reason}", outcome.what);
+        assert_eq!(
+            reason.kind(),
+            CertificateProblemKind::Expired,
+            "{}",
+            outcome.what
+        );
 
         let mut outcome = handshake(&client_tls, &server_tls(server_engine, &self_signed), MX);
         let (info, _) = outcome.established();
@@ -335,8 +375,15 @@ fn without_a_ca_nothing_is_trusted() {
             let client_tls = client_tls(client_engine, verify, None);
             assert_eq!(client_tls.warnings().len(), 1);
             let outcome = handshake(&client_tls, &server, MX);
+            let reason = outcome.rejected();
             assert_eq!(
-                outcome.rejected(),
+                reason.kind(),
+                CertificateProblemKind::NoTrustedCa,
+                "{}",
+                outcome.what
+            );
+            assert_eq!(
+                reason.to_string(),
                 "no trusted CA is configured (TLS_CA)",
                 "{}",
                 outcome.what
@@ -350,7 +397,10 @@ fn without_a_ca_nothing_is_trusted() {
         let (info, _) = outcome.established();
         assert_eq!(
             info.certificate,
-            CertificateStatus::Untrusted("no trusted CA is configured (TLS_CA)".to_owned()),
+            CertificateStatus::Untrusted(CertificateProblem::new(
+                CertificateProblemKind::NoTrustedCa,
+                "no trusted CA is configured (TLS_CA)"
+            )),
             "{}",
             outcome.what
         );
@@ -634,7 +684,7 @@ impl TlsSession for RawRustlsServer {
         while !data.is_empty() {
             self.conn.read_tls(&mut data).unwrap();
             if let Err(e) = self.conn.process_new_packets() {
-                let error = TlsError::Handshake(e.to_string());
+                let error = TlsError::Handshake(TlsFailure::new(TlsFailureKind::Other, e));
                 self.failed = Some(error.clone());
                 return Err(error);
             }
@@ -646,7 +696,10 @@ impl TlsSession for RawRustlsServer {
         match self.conn.reader().read_to_end(out) {
             Ok(n) => Ok(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-            Err(e) => Err(TlsError::Protocol(e.to_string())),
+            Err(e) => Err(TlsError::Protocol(TlsFailure::new(
+                TlsFailureKind::Other,
+                e,
+            ))),
         }
     }
 

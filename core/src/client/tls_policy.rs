@@ -35,7 +35,7 @@
 
 use std::fmt;
 
-use crate::tls::{TlsError, TlsVerify};
+use crate::tls::{CertificateProblem, TlsError, TlsVerify};
 use crate::wire::reply::{EnhancedCode, Reply};
 
 /// Momentum's `TLS` option for outbound connections.
@@ -104,7 +104,7 @@ pub enum TlsOutcome {
     /// answered.
     HandshakeFailed(HandshakeFailure),
     /// The handshake failed because the server's certificate was rejected.
-    CertificateRejected(String),
+    CertificateRejected(CertificateProblem),
     /// The handshake did not complete in time.
     HandshakeTimedOut,
 }
@@ -202,6 +202,7 @@ pub fn decide(mode: TlsMode, fallback: bool, verify: TlsVerify, outcome: &TlsOut
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::CertificateProblemKind;
 
     fn outcomes() -> Vec<TlsOutcome> {
         vec![
@@ -210,7 +211,10 @@ mod tests {
             TlsOutcome::Refused(Reply::new(454, None, "TLS not available")),
             TlsOutcome::Refused(Reply::new(502, None, "not implemented")),
             TlsOutcome::HandshakeFailed(HandshakeFailure::ConnectionClosed),
-            TlsOutcome::CertificateRejected("unknown CA".into()),
+            TlsOutcome::CertificateRejected(CertificateProblem::new(
+                CertificateProblemKind::UnknownIssuer,
+                "unknown CA",
+            )),
             TlsOutcome::HandshakeTimedOut,
         ]
     }
@@ -301,7 +305,10 @@ mod tests {
         );
         assert_eq!(
             text(
-                TlsOutcome::CertificateRejected("expired".into()),
+                TlsOutcome::CertificateRejected(CertificateProblem::new(
+                    CertificateProblemKind::Expired,
+                    "expired",
+                )),
                 TlsVerify::Host
             ),
             "451 4.7.5 [internal] TLS certificate verification failed: expired"
@@ -309,7 +316,10 @@ mod tests {
         // Under `optional` a certificate never fails a handshake by itself.
         assert_eq!(
             text(
-                TlsOutcome::CertificateRejected("expired".into()),
+                TlsOutcome::CertificateRejected(CertificateProblem::new(
+                    CertificateProblemKind::Expired,
+                    "expired",
+                )),
                 TlsVerify::Optional
             ),
             "451 4.7.5 [internal] TLS negotiation failed"

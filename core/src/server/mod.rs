@@ -56,7 +56,7 @@ pub use event::{AbortReason, CloseReason, DecisionError, DecisionKind, Event};
 
 use crate::renegotiation::{self, RenegotiationAttempt, RenegotiationVerdict};
 use crate::tls::record::RecordObserver;
-use crate::tls::{TlsError, TlsInfo, TlsSession, TlsVersion};
+use crate::tls::{TlsError, TlsFailure, TlsFailureKind, TlsInfo, TlsSession, TlsVersion};
 use crate::wire::command::{
     parse_command, BodyType, Command, ForwardPath, MailParams, RcptParams, ReversePath,
 };
@@ -519,7 +519,8 @@ impl ServerSession {
                 match &tls.info {
                     Some(info) => events.push(Event::TlsEstablished(info.clone())),
                     None => {
-                        let error = TlsError::Protocol("handshake ended without parameters".into());
+                        let error =
+                            TlsError::Protocol(TlsFailure::new(TlsFailureKind::NoParameters, ""));
                         failure = Some(CloseReason::Tls(error));
                         break;
                     }

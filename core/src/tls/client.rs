@@ -30,7 +30,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 // `core::net` rather than `std::net`: only the address types, no sockets.
 use ::core::net::IpAddr;
 
-use super::{CertificateStatus, TlsEngine, TlsError, TlsSession};
+use super::{
+    CertificateProblem, CertificateProblemKind, CertificateStatus, TlsEngine, TlsError, TlsFailure,
+    TlsFailureKind, TlsSession,
+};
 
 /// How the server's certificate is verified on outbound TLS: Momentum's
 /// `TLS_Verify`. Verification is separate from whether TLS is used at all
@@ -349,8 +352,9 @@ impl PeerName {
                 return Ok(PeerName::Dns(relative.to_owned()));
             }
         }
-        Err(TlsError::Handshake(format!(
-            "cannot start TLS with {name:?}: it is neither a DNS name nor an IP address"
+        Err(TlsError::Handshake(TlsFailure::new(
+            TlsFailureKind::BadServerName,
+            format!("cannot start TLS with {name:?}: it is neither a DNS name nor an IP address"),
         )))
     }
 
@@ -393,13 +397,18 @@ struct Verdict {
     /// Verification ran (a certificate was presented and examined).
     checked: bool,
     /// The first reason the certificate was found untrusted.
-    rejection: Option<String>,
+    rejection: Option<CertificateProblem>,
 }
 
 /// The reason given for every certificate when no CA is configured: the
 /// engine's own (self-signed, unknown issuer, ...) would hide the one thing
 /// an operator can fix, and would differ between engines.
-const NO_TRUSTED_CA: &str = "no trusted CA is configured (TLS_CA)";
+fn no_trusted_ca() -> CertificateProblem {
+    CertificateProblem::new(
+        CertificateProblemKind::NoTrustedCa,
+        "no trusted CA is configured (TLS_CA)",
+    )
+}
 
 impl CertificateCheck {
     pub(super) fn new(verify: TlsVerify, has_ca: bool) -> Self {
@@ -430,12 +439,8 @@ impl CertificateCheck {
     /// Security decision: only `ca` and `host` refuse an untrusted
     /// certificate; `optional` records it and goes on, and `no` never gets
     /// here (nothing is checked).
-    pub(super) fn reject(&self, reason: String) -> bool {
-        let reason = if self.has_ca {
-            reason
-        } else {
-            NO_TRUSTED_CA.to_owned()
-        };
+    pub(super) fn reject(&self, reason: CertificateProblem) -> bool {
+        let reason = if self.has_ca { reason } else { no_trusted_ca() };
         let mut verdict = self.verdict();
         verdict.checked = true;
         verdict.rejection.get_or_insert(reason);
@@ -454,16 +459,19 @@ impl CertificateCheck {
             // Cannot happen with the engines as configured (no session
             // resumption, certificate-based suites only), but a connection
             // whose certificate nobody examined is not trusted.
-            None => CertificateStatus::Untrusted("the certificate was not verified".to_owned()),
+            None => CertificateStatus::Untrusted(CertificateProblem::new(
+                CertificateProblemKind::Other,
+                "the certificate was not verified",
+            )),
         }
     }
 
     /// The error of a failed handshake: a certificate rejection if that is
     /// what ended it.
-    fn handshake_error(&self, message: String) -> TlsError {
+    fn handshake_error(&self, failure: TlsFailure) -> TlsError {
         match &self.verdict().rejection {
             Some(reason) if self.verify.enforces() => TlsError::Certificate(reason.clone()),
-            _ => TlsError::Handshake(message),
+            _ => TlsError::Handshake(failure),
         }
     }
 }
@@ -492,10 +500,10 @@ impl Role {
     }
 
     /// The error of a failed handshake, from the engine's message.
-    pub(super) fn handshake_error(&self, message: impl fmt::Display) -> TlsError {
+    pub(super) fn handshake_error(&self, failure: TlsFailure) -> TlsError {
         match self {
-            Role::Server => TlsError::Handshake(message.to_string()),
-            Role::Client { check, .. } => check.handshake_error(message.to_string()),
+            Role::Server => TlsError::Handshake(failure),
+            Role::Client { check, .. } => check.handshake_error(failure),
         }
     }
 
@@ -589,33 +597,38 @@ mod tests {
         let check = CertificateCheck::new(TlsVerify::Optional, true);
         check.accept();
         assert_eq!(check.status(), CertificateStatus::Trusted);
-        assert!(check.reject("expired".to_owned()));
-        assert!(check.reject("name mismatch".to_owned()));
+        let expired = CertificateProblem::new(CertificateProblemKind::Expired, "expired");
+        let mismatch = CertificateProblem::new(CertificateProblemKind::NameMismatch, "mismatch");
+        let boom = TlsFailure::new(TlsFailureKind::Other, "boom");
+        assert!(check.reject(expired.clone()));
+        assert!(check.reject(mismatch));
         assert_eq!(
             check.status(),
-            CertificateStatus::Untrusted("expired".to_owned())
+            CertificateStatus::Untrusted(expired.clone())
         );
         assert_eq!(
-            check.handshake_error("boom".to_owned()),
-            TlsError::Handshake("boom".to_owned())
+            check.handshake_error(boom.clone()),
+            TlsError::Handshake(boom.clone())
         );
 
         let check = CertificateCheck::new(TlsVerify::Host, true);
         assert_eq!(
-            check.handshake_error("boom".to_owned()),
-            TlsError::Handshake("boom".to_owned())
+            check.handshake_error(boom.clone()),
+            TlsError::Handshake(boom.clone())
         );
-        assert!(!check.reject("expired".to_owned()));
+        assert!(!check.reject(expired.clone()));
         assert_eq!(
-            check.handshake_error("boom".to_owned()),
-            TlsError::Certificate("expired".to_owned())
+            check.handshake_error(boom.clone()),
+            TlsError::Certificate(expired)
         );
 
         let check = CertificateCheck::new(TlsVerify::Ca, false);
-        assert!(!check.reject("self-signed".to_owned()));
+        let self_signed =
+            CertificateProblem::new(CertificateProblemKind::UnknownIssuer, "self-signed");
+        assert!(!check.reject(self_signed));
         assert_eq!(
-            check.handshake_error("boom".to_owned()),
-            TlsError::Certificate(NO_TRUSTED_CA.to_owned())
+            check.handshake_error(boom),
+            TlsError::Certificate(no_trusted_ca())
         );
 
         let check = CertificateCheck::new(TlsVerify::No, true);

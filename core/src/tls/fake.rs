@@ -9,7 +9,10 @@
 //! Then each record is `D`, a 16-bit big-endian length and the data;
 //! close_notify is a lone `C`.
 
-use super::{CertificateStatus, TlsError, TlsInfo, TlsSession, TlsVersion};
+use super::{
+    CertificateProblem, CertificateProblemKind, CertificateStatus, TlsError, TlsFailure,
+    TlsFailureKind, TlsInfo, TlsSession, TlsVersion,
+};
 
 const CLIENT_HELLO: &[u8] = b"FAKE-HELLO\n";
 const SERVER_HELLO: &[u8] = b"FAKE-READY\n";
@@ -84,20 +87,32 @@ impl FakeSession {
         }
         let message: Vec<u8> = self.inbuf.drain(..expected.len()).collect();
         if self.role == Role::Server && message != CLIENT_HELLO {
-            return self.fail(TlsError::Handshake("not a fake hello".into()));
+            return self.fail(TlsError::Handshake(TlsFailure::new(
+                TlsFailureKind::BadMessage,
+                "not a fake hello",
+            )));
         }
         match (self.role, self.handshake) {
             (Role::Server, FakeHandshake::Stalls) => return Ok(()),
             (Role::Server, FakeHandshake::Refused) => {
                 self.out.extend_from_slice(SERVER_REFUSAL);
-                return self.fail(TlsError::Handshake("fake handshake refused".into()));
+                return self.fail(TlsError::Handshake(TlsFailure::new(
+                    TlsFailureKind::Other,
+                    "fake handshake refused",
+                )));
             }
             (Role::Server, _) => self.out.extend_from_slice(SERVER_HELLO),
             (Role::Client, _) if message == SERVER_REFUSAL => {
-                return self.fail(TlsError::Handshake("fake server refused".into()));
+                return self.fail(TlsError::Handshake(TlsFailure::new(
+                    TlsFailureKind::Other,
+                    "fake server refused",
+                )));
             }
             (Role::Client, FakeHandshake::CertificateRejected) => {
-                return self.fail(TlsError::Certificate("fake certificate".into()));
+                return self.fail(TlsError::Certificate(CertificateProblem::new(
+                    CertificateProblemKind::UnknownIssuer,
+                    "fake certificate",
+                )));
             }
             (Role::Client, _) => {}
         }
@@ -125,7 +140,12 @@ impl FakeSession {
                     self.plaintext.extend_from_slice(data);
                     self.inbuf.drain(..end);
                 }
-                Some(_) => return self.fail(TlsError::Protocol("not a fake record".into())),
+                Some(_) => {
+                    return self.fail(TlsError::Protocol(TlsFailure::new(
+                        TlsFailureKind::BadMessage,
+                        "not a fake record",
+                    )))
+                }
             }
         }
     }

@@ -24,6 +24,7 @@ use std::fmt;
 use std::str::FromStr;
 
 mod client;
+mod failure;
 #[cfg(test)]
 pub(crate) mod fake;
 #[cfg(feature = "openssl")]
@@ -34,6 +35,7 @@ mod rustls;
 mod transport;
 
 pub use client::{ClientTls, ClientTlsConfig, TlsVerify, UnknownTlsVerify};
+pub use failure::{CertificateProblem, CertificateProblemKind, TlsFailure, TlsFailureKind};
 pub use transport::MemoryTransport;
 
 /// Which TLS library implements a listener's (or a peer's) TLS.
@@ -182,7 +184,7 @@ pub enum CertificateStatus {
     /// mismatch, ...). Only an established connection under
     /// `TLS_Verify = optional` reports it: `ca` and `host` fail the
     /// handshake instead ([`TlsError::Certificate`]).
-    Untrusted(String),
+    Untrusted(CertificateProblem),
 }
 
 /// What went wrong in a TLS engine.
@@ -190,18 +192,20 @@ pub enum CertificateStatus {
 #[non_exhaustive]
 pub enum TlsError {
     /// The handshake failed (before the connection was established).
-    Handshake(String),
+    Handshake(TlsFailure),
     /// The handshake failed because the server's certificate was rejected
     /// (`TLS_Verify = ca` or `host`), for this reason. Kept apart from
     /// [`TlsError::Handshake`] because the outbound policy treats
     /// "certificate rejected" differently from "handshake failed".
-    Certificate(String),
+    Certificate(CertificateProblem),
     /// The peer violated the protocol on an established connection (bad
     /// record, fatal alert, refused renegotiation answered fatally, ...).
-    Protocol(String),
+    Protocol(TlsFailure),
     /// The engine was asked for but is not compiled in.
     Unavailable(TlsEngine),
-    /// The certificate, key or engine settings are unusable.
+    /// The certificate, key or engine settings are unusable, in the
+    /// engine's words: only ever shown to an operator by the configuration
+    /// check, never acted on by a program.
     Config(String),
 }
 

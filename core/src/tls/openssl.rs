@@ -28,8 +28,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::client::{CertificateCheck, PeerName, Role};
 use super::{
-    ClientTlsConfig, MemoryTransport, ServerTlsConfig, TlsError, TlsInfo, TlsSession, TlsVerify,
-    TlsVersion,
+    CertificateProblem, CertificateProblemKind, ClientTlsConfig, MemoryTransport, ServerTlsConfig,
+    TlsError, TlsFailure, TlsFailureKind, TlsInfo, TlsSession, TlsVerify, TlsVersion,
 };
 
 /// `SSL_OP_ALLOW_CLIENT_RENEGOTIATION` (OpenSSL 3.0, bit 8). The `openssl`
@@ -263,8 +263,7 @@ impl OpensslClient {
         peer: &PeerName,
         check: CertificateCheck,
     ) -> Result<OpensslSession, TlsError> {
-        let start_error =
-            |e| TlsError::Handshake(format!("cannot start an OpenSSL connection: {e}"));
+        let start_error = |e| TlsError::Handshake(TlsFailure::new(TlsFailureKind::CannotStart, e));
         let mut ssl = Ssl::new(&self.context).map_err(start_error)?;
         ssl.set_connect_state();
         if let Some(name) = peer.sni() {
@@ -324,15 +323,29 @@ const NAME_MISMATCH_ERRORS: [i32; 2] = [62, 64];
 
 /// Why libssl rejected a certificate of the chain, for logs and the policy.
 /// A name mismatch says which name was expected, as rustls's does.
-fn verify_failure(context: &X509StoreContextRef, expected_name: &str) -> String {
+fn verify_failure(context: &X509StoreContextRef, expected_name: &str) -> CertificateProblem {
+    use CertificateProblemKind as Kind;
     let error = context.error();
     let reason = error.error_string();
-    if NAME_MISMATCH_ERRORS.contains(&error.as_raw()) {
-        return format!("{reason}: the certificate is not valid for {expected_name:?}");
-    }
+    // X509_V_ERR_* codes (x509_vfy.h).
+    let kind = match error.as_raw() {
+        10 => Kind::Expired,
+        9 => Kind::NotYetValid,
+        2 | 18 | 19 | 20 | 21 | 27 => Kind::UnknownIssuer,
+        23 => Kind::Revoked,
+        26 => Kind::WrongPurpose,
+        7 => Kind::BadCertificate,
+        code if NAME_MISMATCH_ERRORS.contains(&code) => {
+            let detail = format!("{reason}: the certificate is not valid for {expected_name:?}");
+            return CertificateProblem::new(Kind::NameMismatch, detail);
+        }
+        _ => Kind::Other,
+    };
     match context.error_depth() {
-        0 => reason.to_owned(),
-        depth => format!("{reason} (certificate {depth} of the chain)"),
+        0 => CertificateProblem::new(kind, reason),
+        depth => {
+            CertificateProblem::new(kind, format!("{reason} (certificate {depth} of the chain)"))
+        }
     }
 }
 
@@ -387,6 +400,48 @@ const MAX_HELD_CIPHERTEXT: usize = 4 * (16 * 1024 + 2048);
 /// starts one and never finishes it cannot make replies pile up.
 const MAX_UNSENT: usize = 256 * 1024;
 
+/// What an OpenSSL error means, for [`TlsFailure`]: the first libssl
+/// reason code on the error stack that names a kind (`sslerr.h`), the
+/// whole stack as the detail.
+fn failure(error: &::openssl::ssl::Error) -> TlsFailure {
+    use TlsFailureKind as Kind;
+    /// `ERR_LIB_SSL`.
+    const LIB_SSL: i32 = 20;
+    /// `SSL_AD_REASON_OFFSET`: libssl reports a received alert as this
+    /// plus the alert's number.
+    const ALERT_OFFSET: i32 = 1000;
+    let reasons = error
+        .ssl_error()
+        .map(|stack| stack.errors())
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e.library_code() == LIB_SSL)
+        .map(|e| e.reason_code());
+    let kind = reasons
+        .filter_map(|reason| match reason {
+            // NO_SHARED_CIPHER, NO_SHARED_GROUPS
+            193 | 410 => Some(Kind::NoCommonCipher),
+            // NO_SUITABLE_SIGNATURE_ALGORITHM, NO_SHARED_SIGNATURE_ALGORITHMS
+            118 | 376 => Some(Kind::NoCommonSignatureScheme),
+            // NO_PROTOCOLS_AVAILABLE, UNSUPPORTED_PROTOCOL,
+            // UNSUPPORTED_SSL_VERSION, VERSION_TOO_HIGH, VERSION_TOO_LOW,
+            // WRONG_VERSION_NUMBER
+            191 | 258 | 259 | 166 | 396 | 267 => Some(Kind::NoCommonVersion),
+            // DECRYPTION_FAILED_OR_BAD_RECORD_MAC
+            281 => Some(Kind::BadRecord),
+            // UNEXPECTED_MESSAGE, UNEXPECTED_RECORD, NO_RENEGOTIATION,
+            // PACKET_LENGTH_TOO_LONG, RECORD_LENGTH_MISMATCH, BAD_RECORD_TYPE
+            244 | 245 | 339 | 198 | 213 | 443 => Some(Kind::BadMessage),
+            alert if (ALERT_OFFSET..ALERT_OFFSET + 256).contains(&alert) => {
+                u8::try_from(alert - ALERT_OFFSET).ok().map(Kind::PeerAlert)
+            }
+            _ => None,
+        })
+        .next()
+        .unwrap_or(Kind::Other);
+    TlsFailure::new(kind, error)
+}
+
 /// Whether an OpenSSL result only means "needs more input" (or, never with
 /// a memory transport, "needs to send").
 fn wants_io(code: ErrorCode) -> bool {
@@ -428,7 +483,7 @@ impl OpensslSession {
                     }
                 }
                 Err(e) if wants_io(e.code()) => return Ok(()),
-                Err(e) => return Err(self.role.handshake_error(e)),
+                Err(e) => return Err(self.role.handshake_error(failure(&e))),
             }
         }
         self.read_records()?;
@@ -445,7 +500,7 @@ impl OpensslSession {
                 },
                 Err(e) if wants_io(e.code()) => break,
                 Err(e) if e.code() == ErrorCode::ZERO_RETURN => self.peer_closed = true,
-                Err(e) => return Err(TlsError::Protocol(e.to_string())),
+                Err(e) => return Err(TlsError::Protocol(failure(&e))),
             }
         }
         Ok(())
@@ -459,7 +514,7 @@ impl OpensslSession {
                 }
                 Ok(_) => break,
                 Err(e) if wants_io(e.code()) => break,
-                Err(e) => return Err(TlsError::Protocol(e.to_string())),
+                Err(e) => return Err(TlsError::Protocol(failure(&e))),
             }
         }
         Ok(())
@@ -480,7 +535,7 @@ impl TlsSession for OpensslSession {
         // OpenSSL has written any alert into the transport already.
         self.drive().map_err(|error| self.fail(error))?;
         if self.stream.get_ref().incoming_len() > MAX_HELD_CIPHERTEXT {
-            let error = TlsError::Protocol("peer sent more than can be processed".into());
+            let error = TlsError::Protocol(TlsFailure::new(TlsFailureKind::TooMuchInput, ""));
             return Err(self.fail(error));
         }
         Ok(())
@@ -500,7 +555,8 @@ impl TlsSession for OpensslSession {
         if self.established {
             self.flush_unsent().map_err(|error| self.fail(error))?;
             if self.unsent.len() > MAX_UNSENT {
-                let error = TlsError::Protocol("renegotiation stalled".into());
+                let error =
+                    TlsError::Protocol(TlsFailure::new(TlsFailureKind::RenegotiationStalled, ""));
                 return Err(self.fail(error));
             }
         }

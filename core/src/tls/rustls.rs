@@ -25,7 +25,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use super::client::{CertificateCheck, PeerName, Role};
 use super::{
-    ClientTlsConfig, ServerTlsConfig, TlsError, TlsInfo, TlsSession, TlsVerify, TlsVersion,
+    CertificateProblem, CertificateProblemKind, ClientTlsConfig, ServerTlsConfig, TlsError,
+    TlsFailure, TlsFailureKind, TlsInfo, TlsSession, TlsVerify, TlsVersion,
 };
 
 /// The versions both sides offer: TLS 1.3 and 1.2.
@@ -181,8 +182,10 @@ impl RustlsClient {
         check: CertificateCheck,
     ) -> Result<RustlsSession, TlsError> {
         let server_name = match peer {
-            PeerName::Dns(name) => ServerName::try_from(name.clone())
-                .map_err(|e| TlsError::Handshake(format!("cannot start TLS with {name:?}: {e}")))?,
+            PeerName::Dns(name) => ServerName::try_from(name.clone()).map_err(|e| {
+                let detail = format!("cannot start TLS with {name:?}: {e}");
+                TlsError::Handshake(TlsFailure::new(TlsFailureKind::BadServerName, detail))
+            })?,
             // rustls sends no SNI for an IP address.
             PeerName::Ip(ip) => ServerName::IpAddress((*ip).into()),
         };
@@ -195,7 +198,7 @@ impl RustlsClient {
                 check: check.clone(),
             }));
         let conn = ClientConnection::new(Arc::new(config), server_name)
-            .map_err(|e| TlsError::Handshake(format!("cannot start a rustls connection: {e}")))?;
+            .map_err(|e| TlsError::Handshake(TlsFailure::new(TlsFailureKind::CannotStart, e)))?;
         Ok(RustlsSession::new(conn.into(), Role::client(peer, check)))
     }
 }
@@ -306,25 +309,93 @@ impl ServerCertVerifier for SessionVerifier {
 /// context-carrying errors explain themselves; the bare ones print as
 /// Rust identifiers, so they get words (close to OpenSSL's, which the
 /// other engine reports).
-fn certificate_reason(error: &::rustls::Error) -> String {
+fn certificate_reason(error: &::rustls::Error) -> CertificateProblem {
+    use CertificateProblemKind as Kind;
     let ::rustls::Error::InvalidCertificate(error) = error else {
-        return error.to_string();
+        return CertificateProblem::new(Kind::Other, error);
     };
-    match error {
-        CertificateError::BadEncoding => "certificate is not correctly encoded".to_owned(),
-        CertificateError::Expired => "certificate has expired".to_owned(),
-        CertificateError::NotValidYet => "certificate is not yet valid".to_owned(),
-        CertificateError::Revoked => "certificate revoked".to_owned(),
-        CertificateError::UnknownIssuer => {
-            "unknown issuer: the chain does not lead to a trusted CA".to_owned()
+    let (kind, text) = match error {
+        CertificateError::BadEncoding => {
+            (Kind::BadCertificate, "certificate is not correctly encoded")
         }
-        CertificateError::BadSignature => "certificate signature failure".to_owned(),
-        CertificateError::NotValidForName => "certificate not valid for the server name".to_owned(),
-        CertificateError::InvalidPurpose => {
-            "certificate not valid for server authentication".to_owned()
+        CertificateError::Expired => (Kind::Expired, "certificate has expired"),
+        CertificateError::NotValidYet => (Kind::NotYetValid, "certificate is not yet valid"),
+        CertificateError::Revoked => (Kind::Revoked, "certificate revoked"),
+        CertificateError::UnknownIssuer => (
+            Kind::UnknownIssuer,
+            "unknown issuer: the chain does not lead to a trusted CA",
+        ),
+        CertificateError::BadSignature => (Kind::BadCertificate, "certificate signature failure"),
+        CertificateError::NotValidForName => (
+            Kind::NameMismatch,
+            "certificate not valid for the server name",
+        ),
+        CertificateError::InvalidPurpose => (
+            Kind::WrongPurpose,
+            "certificate not valid for server authentication",
+        ),
+        // The variants with context say more (the times, the names): their
+        // own words are the detail.
+        CertificateError::ExpiredContext { .. } => {
+            return CertificateProblem::new(Kind::Expired, error)
         }
-        other => other.to_string(),
+        CertificateError::NotValidYetContext { .. } => {
+            return CertificateProblem::new(Kind::NotYetValid, error)
+        }
+        CertificateError::NotValidForNameContext { .. } => {
+            return CertificateProblem::new(Kind::NameMismatch, error)
+        }
+        CertificateError::InvalidPurposeContext { .. } => {
+            return CertificateProblem::new(Kind::WrongPurpose, error)
+        }
+        other => return CertificateProblem::new(Kind::Other, other),
+    };
+    CertificateProblem::new(kind, text)
+}
+
+/// An IO error from rustls's reader or writer: rustls's own error when it
+/// wraps one.
+fn io_failure(error: &io::Error) -> TlsFailure {
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<::rustls::Error>())
+    {
+        Some(inner) => failure(inner),
+        None => TlsFailure::new(TlsFailureKind::Other, error),
     }
+}
+
+/// What a rustls error means, for [`TlsFailure`].
+fn failure(error: &::rustls::Error) -> TlsFailure {
+    use ::rustls::{Error, PeerIncompatible as P};
+    use TlsFailureKind as Kind;
+    let kind = match error {
+        Error::PeerIncompatible(P::NoCipherSuitesInCommon | P::NoKxGroupsInCommon) => {
+            Kind::NoCommonCipher
+        }
+        Error::PeerIncompatible(
+            P::NoSignatureSchemesInCommon | P::NoCertificateRequestSignatureSchemesInCommon,
+        ) => Kind::NoCommonSignatureScheme,
+        // signature_algorithms came with TLS 1.2: a hello without it is
+        // from a client that speaks only older versions.
+        Error::PeerIncompatible(
+            P::SignatureAlgorithmsExtensionRequired
+            | P::ServerDoesNotSupportTls12Or13
+            | P::ServerTlsVersionIsDisabledByOurConfig
+            | P::SupportedVersionsExtensionRequired
+            | P::Tls12NotOffered
+            | P::Tls12NotOfferedOrEnabled,
+        ) => Kind::NoCommonVersion,
+        Error::AlertReceived(alert) => Kind::PeerAlert(u8::from(*alert)),
+        Error::DecryptError => Kind::BadRecord,
+        Error::InappropriateMessage { .. }
+        | Error::InappropriateHandshakeMessage { .. }
+        | Error::InvalidMessage(_)
+        | Error::PeerMisbehaved(_)
+        | Error::PeerSentOversizedRecord => Kind::BadMessage,
+        _ => Kind::Other,
+    };
+    TlsFailure::new(kind, error)
 }
 
 /// One connection of the rustls engine, server or client side.
@@ -362,11 +433,11 @@ impl RustlsSession {
         error
     }
 
-    fn error_from(&self, what: impl std::fmt::Display) -> TlsError {
+    fn error_from(&self, failure: TlsFailure) -> TlsError {
         if self.conn.is_handshaking() {
-            self.role.handshake_error(what)
+            self.role.handshake_error(failure)
         } else {
-            TlsError::Protocol(what.to_string())
+            TlsError::Protocol(failure)
         }
     }
 
@@ -375,7 +446,7 @@ impl RustlsSession {
         match self.conn.reader().read_to_end(&mut self.plaintext) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) => Err(self.error_from(e)),
+            Err(e) => Err(self.error_from(io_failure(&e))),
         }
     }
 }
@@ -391,7 +462,7 @@ impl TlsSession for RustlsSession {
             let read = match self.conn.read_tls(&mut rest) {
                 Ok(n) => n,
                 Err(e) => {
-                    let error = self.error_from(e);
+                    let error = self.error_from(io_failure(&e));
                     return Err(self.fail(error));
                 }
             };
@@ -399,7 +470,7 @@ impl TlsSession for RustlsSession {
                 Ok(state) => state,
                 Err(e) => {
                     // rustls has queued the alert for poll_ciphertext.
-                    let error = self.error_from(e);
+                    let error = self.error_from(failure(&e));
                     return Err(self.fail(error));
                 }
             };
@@ -433,7 +504,7 @@ impl TlsSession for RustlsSession {
         match self.conn.writer().write_all(data) {
             Ok(()) => Ok(()),
             Err(e) => {
-                let error = self.error_from(e);
+                let error = self.error_from(io_failure(&e));
                 Err(self.fail(error))
             }
         }

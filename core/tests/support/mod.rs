@@ -465,13 +465,20 @@ impl OpensslClient {
     /// A client for "localhost" offering TLS 1.3 and 1.2, or only 1.2 (as
     /// needed to renegotiate). The first flight is ready to poll.
     pub fn new(tls12_only: bool) -> Self {
+        Self::configured(|builder| {
+            if tls12_only {
+                builder
+                    .set_max_proto_version(Some(SslVersion::TLS1_2))
+                    .unwrap();
+            }
+        })
+    }
+
+    /// A client for "localhost" set up by `configure` (versions, suites).
+    pub fn configured(configure: impl FnOnce(&mut openssl::ssl::SslConnectorBuilder)) -> Self {
         let mut builder = SslConnector::builder(SslMethod::tls_client()).unwrap();
         builder.set_verify(SslVerifyMode::NONE);
-        if tls12_only {
-            builder
-                .set_max_proto_version(Some(SslVersion::TLS1_2))
-                .unwrap();
-        }
+        configure(&mut builder);
         let mut ssl = Ssl::new(builder.build().context()).unwrap();
         ssl.set_hostname(SERVER_NAME).unwrap();
         ssl.set_connect_state();
