@@ -41,22 +41,23 @@ pub trait Session {
 /// docs](self): bytes into `out` while it holds fewer than `max_out`
 /// octets, each event to `on_event`, then `feed` for the driver's own work
 /// (true if it fed the session anything), until nothing moves. Returns the
-/// next deadline.
+/// next deadline. Both callbacks get `out` too: a driver may have to
+/// discard what is unsent when the session closes, or write as it feeds.
 #[must_use = "the next deadline"]
 pub fn drain<S: Session>(
     session: &mut S,
     out: &mut Vec<u8>,
     max_out: usize,
-    mut on_event: impl FnMut(&mut S, S::Event),
-    mut feed: impl FnMut(&mut S) -> bool,
+    mut on_event: impl FnMut(&mut S, &mut Vec<u8>, S::Event),
+    mut feed: impl FnMut(&mut S, &mut Vec<u8>) -> bool,
 ) -> Option<Instant> {
     loop {
         let mut moved = out.len() < max_out && session.poll_transmit(out) > 0;
         while let Some(event) = session.poll_event() {
             moved = true;
-            on_event(session, event);
+            on_event(session, out, event);
         }
-        moved |= feed(session);
+        moved |= feed(session, out);
         if !moved {
             return session.poll_timeout();
         }

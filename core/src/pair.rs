@@ -191,14 +191,14 @@ impl Pair {
         let streaming = std::cell::Cell::new(self.streaming);
         let mut moved = false;
         let client_events = &mut self.client_events;
-        let on_event = |_: &mut ClientSession, event: client::Event| {
+        let on_event = |_: &mut ClientSession, _: &mut Vec<u8>, event: client::Event| {
             moved = true;
             if let client::Event::BodyWanted(id) = event {
                 streaming.set(Some((id, 0)));
             }
             client_events.push(event);
         };
-        let feed = |client: &mut ClientSession| {
+        let feed = |client: &mut ClientSession, _: &mut Vec<u8>| {
             let (state, fed) = stream_body(client, now, bodies, chunk, streaming.get());
             streaming.set(state);
             fed
@@ -246,7 +246,7 @@ impl Pair {
                 let now = self.now;
                 let (body, delivered) = (&mut self.server_body, &mut self.delivered);
                 let server_events = &mut self.server_events;
-                let on_event = |s: &mut ServerSession, event: server::Event| {
+                let on_event = |s: &mut ServerSession, _: &mut Vec<u8>, event: server::Event| {
                     progress = true;
                     match &event {
                         server::Event::Mail { .. } | server::Event::Rcpt { .. } => {
@@ -262,7 +262,7 @@ impl Pair {
                     }
                     server_events.push(event);
                 };
-                let _ = drive::drain(s, &mut out, usize::MAX, on_event, |_| false);
+                let _ = drive::drain(s, &mut out, usize::MAX, on_event, |_, _| false);
             }
             Server::Scripted(s) => out.append(&mut s.out),
         }

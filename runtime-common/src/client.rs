@@ -12,6 +12,7 @@ use petrel_core::client::{
     ClientConfig, ClientSession, CloseReason, ConnectionKind, Delivery, Event, RecipientOutcome,
     TransactionId,
 };
+use petrel_core::drive;
 use petrel_core::tls::TlsInfo;
 use petrel_core::wire::reply::{EnhancedCode, Reply};
 
@@ -258,6 +259,13 @@ const BODY_CHUNK: usize = 64 * 1024;
 /// out what [`output`](Self::output) holds.
 pub struct DeliveryConn {
     session: ClientSession,
+    out: Vec<u8>,
+    messages: Messages,
+}
+
+/// The application side of a connection: the messages and their bodies.
+#[derive(Default)]
+struct Messages {
     /// Messages submitted and not yet finished, by transaction.
     pending: HashMap<TransactionId, Outbound>,
     streaming: Option<TransactionId>,
@@ -267,13 +275,12 @@ pub struct DeliveryConn {
     reconnecting: bool,
     tls: Option<TlsInfo>,
     close: Option<CloseReason>,
-    out: Vec<u8>,
 }
 
 impl std::fmt::Debug for DeliveryConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeliveryConn")
-            .field("close", &self.close)
+            .field("close", &self.messages.close)
             .finish_non_exhaustive()
     }
 }
@@ -288,21 +295,15 @@ impl DeliveryConn {
     ) -> Self {
         Self {
             session: ClientSession::new(config, server_name, kind, now),
-            pending: HashMap::new(),
-            streaming: None,
-            finished: Vec::new(),
-            retry: Vec::new(),
-            reconnecting: false,
-            tls: None,
-            close: None,
             out: Vec::new(),
+            messages: Messages::default(),
         }
     }
 
     /// Queues a message.
     pub fn submit(&mut self, now: Instant, message: Outbound) {
         let id = self.session.submit(now, message.envelope.clone());
-        self.pending.insert(id, message);
+        self.messages.pending.insert(id, message);
         self.drain(now);
     }
 
@@ -355,38 +356,40 @@ impl DeliveryConn {
     /// is written. [`CloseReason::ReconnectPlaintext`] asks for a fresh
     /// plaintext connection for [`take_retry`](Self::take_retry).
     pub fn closed(&self) -> Option<&CloseReason> {
-        self.close.as_ref()
+        self.messages.close.as_ref()
     }
 
     /// Messages done with so far (delivered or not).
     pub fn take_finished(&mut self) -> Vec<Finished> {
-        std::mem::take(&mut self.finished)
+        std::mem::take(&mut self.messages.finished)
     }
 
     /// Messages never attempted because the TLS policy asked for a
     /// plaintext reconnection: submit them to the new connection.
     pub fn take_retry(&mut self) -> Vec<Outbound> {
-        std::mem::take(&mut self.retry)
+        std::mem::take(&mut self.messages.retry)
     }
 
     fn drain(&mut self, now: Instant) {
-        loop {
-            let mut moved = false;
-            while let Some(event) = self.session.poll_event() {
-                moved = true;
-                self.event(now, event);
-            }
-            moved |= self.stream_body(now);
-            if self.out.len() < BODY_CHUNK {
-                moved |= self.session.poll_transmit(&mut self.out) > 0;
-            }
-            if !moved {
-                return;
-            }
-        }
+        let messages = std::cell::RefCell::new(&mut self.messages);
+        let _ = drive::drain(
+            &mut self.session,
+            &mut self.out,
+            BODY_CHUNK,
+            |session, out, event| messages.borrow_mut().event(session, out, now, event),
+            |session, out| messages.borrow_mut().stream_body(session, out, now),
+        );
     }
+}
 
-    fn event(&mut self, now: Instant, event: Event) {
+impl Messages {
+    fn event(
+        &mut self,
+        session: &mut ClientSession,
+        out: &mut Vec<u8>,
+        now: Instant,
+        event: Event,
+    ) {
         match event {
             Event::BodyWanted(id) => {
                 // Each transaction of a message sends its body from the
@@ -394,7 +397,7 @@ impl DeliveryConn {
                 // refused as too many in the first).
                 let rewound = self.pending.get_mut(&id).map(|m| m.body.rewind());
                 if let Some(Err(_)) = rewound {
-                    return self.session.abort(now);
+                    return session.abort(now);
                 }
                 self.streaming = Some(id);
             }
@@ -430,7 +433,7 @@ impl DeliveryConn {
                     CloseReason::Quit | CloseReason::TlsDeferred | CloseReason::ReconnectPlaintext
                 );
                 if !orderly {
-                    self.out.clear();
+                    out.clear();
                 }
                 self.close = Some(reason);
             }
@@ -440,12 +443,17 @@ impl DeliveryConn {
 
     /// Moves body chunks from the source to the session while it wants
     /// them and the output is small.
-    fn stream_body(&mut self, now: Instant) -> bool {
+    fn stream_body(
+        &mut self,
+        session: &mut ClientSession,
+        out: &mut Vec<u8>,
+        now: Instant,
+    ) -> bool {
         let Some(id) = self.streaming else {
             return false;
         };
         let mut moved = false;
-        while self.session.wants_body() && self.out.len() < BODY_CHUNK {
+        while session.wants_body() && out.len() < BODY_CHUNK {
             let Some(message) = self.pending.get_mut(&id) else {
                 return moved;
             };
@@ -454,18 +462,18 @@ impl DeliveryConn {
                 // An empty chunk says nothing; taken as "no more for now" it
                 // could spin, so it is an error of the source.
                 Ok(Some(chunk)) if chunk.is_empty() => {
-                    self.session.abort(now);
+                    session.abort(now);
                     return true;
                 }
-                Ok(Some(chunk)) => self.session.send_body(now, &chunk),
+                Ok(Some(chunk)) => session.send_body(now, &chunk),
                 Ok(None) => {
                     self.streaming = None;
-                    let _ = self.session.finish_body(now);
+                    let _ = session.finish_body(now);
                     return true;
                 }
                 Err(_) => {
                     // The body cannot be read: nothing valid can follow.
-                    self.session.abort(now);
+                    session.abort(now);
                     return true;
                 }
             };
@@ -474,7 +482,7 @@ impl DeliveryConn {
                 self.streaming = None;
                 return true;
             }
-            self.session.poll_transmit(&mut self.out);
+            session.poll_transmit(out);
         }
         moved
     }

@@ -45,7 +45,7 @@ impl Harness {
             return;
         }
         let (auto, now, events) = (self.auto, self.now, &mut self.events);
-        let on_event = |session: &mut ServerSession, event: Event| {
+        let on_event = |session: &mut ServerSession, _: &mut Vec<u8>, event: Event| {
             let decide = matches!(
                 event,
                 Event::Mail { .. } | Event::Rcpt { .. } | Event::MessageEnd { .. }
@@ -55,12 +55,13 @@ impl Harness {
                 session.accept(now).unwrap();
             }
         };
+        let no_feed = |_: &mut ServerSession, _: &mut Vec<u8>| false;
         let _ = crate::drive::drain(
             &mut self.session,
             &mut self.out,
             usize::MAX,
             on_event,
-            |_| false,
+            no_feed,
         );
     }
 
