@@ -1,5 +1,6 @@
 //! STARTTLS and renegotiation through a whole `ServerSession`, in memory,
 //! against real rustls and OpenSSL clients, for both server engines.
+#![cfg(test)]
 mod support;
 
 use std::sync::Arc;

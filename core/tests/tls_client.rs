@@ -3,6 +3,7 @@
 //! (no/ca/host/optional), SNI, client certificates, configuration errors.
 //! A raw rustls server stands in where the server engines cannot help (TLS
 //! 1.2 only, asking for a client certificate).
+#![cfg(test)]
 mod support;
 
 use std::io::{self, Read, Write};

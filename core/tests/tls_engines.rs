@@ -1,6 +1,7 @@
 //! The TLS engines as byte transforms, against real rustls and OpenSSL
 //! clients in memory: handshakes, data, close, configuration errors, and
 //! renegotiation at the engine level (TLS 1.2, OpenSSL client).
+#![cfg(test)]
 mod support;
 
 use petrel_core::tls::record::RecordObserver;

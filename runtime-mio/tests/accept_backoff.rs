@@ -1,6 +1,7 @@
 //! A loop that fails to accept for want of descriptors tries again by
 //! itself, rather than waiting for another connection's readiness. Alone in
 //! its own test binary: it exhausts the process's descriptors.
+#![cfg(test)]
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};

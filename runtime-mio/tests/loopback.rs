@@ -2,6 +2,7 @@
 //! STARTTLS, the plaintext reconnection, the connection limit, timers,
 //! decisions from other threads, and shutdown. The protocol is tested in
 //! petrel-core, and every runtime against the same suite in petrel-tests.
+#![cfg(test)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,4 +1,5 @@
 //! The smol runtime over real loopback sockets.
+#![cfg(test)]
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

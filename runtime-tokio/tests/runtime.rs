@@ -1,4 +1,5 @@
 //! The tokio runtime over real loopback sockets.
+#![cfg(test)]
 use std::sync::Arc;
 use std::time::Duration;
 
