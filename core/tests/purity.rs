@@ -1,6 +1,5 @@
-//! Guards the sans-IO contract of DESIGN.md: `core/src` performs no IO and
-//! reads no clock, and `core` depends on no runtime.
-// Test code throughout, helpers included: clippy.toml's allow-*-in-tests.
+//! Guards the sans-IO contract (ARCHITECTURE.md): `core/src` performs no
+//! IO and reads no clock, and `core` depends on no runtime.
 #![cfg(test)]
 use std::fs;
 use std::path::{Path, PathBuf};

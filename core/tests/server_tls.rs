@@ -1,7 +1,6 @@
 //! STARTTLS and renegotiation through a whole `ServerSession`, in memory,
 //! against real rustls and OpenSSL clients, and a client that renegotiates
 //! as often as asked, for both server engines.
-// Test code throughout, helpers included: clippy.toml's allow-*-in-tests.
 #![cfg(test)]
 mod support;
 

@@ -3,7 +3,6 @@
 //! (no/ca/host/optional), SNI, client certificates, configuration errors.
 //! A raw rustls server stands in where the server engines cannot help (TLS
 //! 1.2 only, asking for a client certificate).
-// Test code throughout, helpers included: clippy.toml's allow-*-in-tests.
 #![cfg(test)]
 mod support;
 

@@ -2,7 +2,6 @@
 //! clients in memory: handshakes, data, close, configuration errors, and
 //! renegotiation at the engine level (TLS 1.2: the OpenSSL client, and the
 //! record client that renegotiates as often as asked).
-// Test code throughout, helpers included: clippy.toml's allow-*-in-tests.
 #![cfg(test)]
 mod support;
 

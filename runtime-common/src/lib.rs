@@ -11,14 +11,22 @@
 //! - [`client::DeliveryConn`]: one outbound connection delivering
 //!   [`client::Outbound`] messages whose bodies are streamed from a
 //!   [`client::BodySource`];
-//! - [`listen`]: listeners, peer networks and the connection limit;
-//! - [`cli`]: the command line shared by every runtime's examples;
-//! - [`testing`]: fixtures for the runtimes' own tests.
+//! - [`listen`]: listeners, peer networks and the connection limit.
+//!
+//! Two modules exist only for the runtimes' own examples and tests, behind
+//! features their `[dev-dependencies]` enable, so that a library user
+//! compiles neither them nor rcgen:
+//! - `cli` (feature `cli`): the command line shared by every runtime's
+//!   `sink` and `send` examples;
+//! - `testing` (feature `testing`, which includes `cli`): fixtures for the
+//!   runtimes' tests.
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod client;
 pub mod listen;
 pub mod server;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use std::time::Duration;

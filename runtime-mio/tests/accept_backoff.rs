@@ -1,7 +1,6 @@
 //! A loop that fails to accept for want of descriptors tries again by
 //! itself, rather than waiting for another connection's readiness. Alone in
 //! its own test binary: it exhausts the process's descriptors.
-// Test code throughout, helpers included: clippy.toml's allow-*-in-tests.
 #![cfg(test)]
 
 use std::fs::File;

@@ -2,7 +2,6 @@
 //! STARTTLS, the plaintext reconnection, the connection limit, timers,
 //! decisions from other threads, and shutdown. The protocol is tested in
 //! petrel-core, and every runtime against the same suite in petrel-tests.
-// Test code throughout, helpers included: clippy.toml's allow-*-in-tests.
 #![cfg(test)]
 
 use std::io::{BufRead, BufReader, Read, Write};

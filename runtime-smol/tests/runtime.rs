@@ -1,5 +1,4 @@
 //! The smol runtime over real loopback sockets.
-// Test code throughout, helpers included: clippy.toml's allow-*-in-tests.
 #![cfg(test)]
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,5 +1,4 @@
 //! The tokio runtime over real loopback sockets.
-// Test code throughout, helpers included: clippy.toml's allow-*-in-tests.
 #![cfg(test)]
 use std::sync::Arc;
 use std::time::Duration;
