@@ -786,6 +786,18 @@ impl ClientSession {
         }
     }
 
+    /// On the plaintext fallback connection, a `530` (the server wants the
+    /// TLS that just failed) is a problem of this path, to be retried over
+    /// TLS later: it defers, it never bounces.
+    fn fallback_530(&self, reply: Reply) -> Reply {
+        if self.kind == ConnectionKind::PlaintextFallback && reply.code() == 530 {
+            let text = format!("the server requires TLS, which failed: {reply}");
+            internal(451, (4, 7, 0), &text)
+        } else {
+            reply
+        }
+    }
+
     fn protocol_error(&mut self, error: ProtocolError) {
         let reply = internal(421, (4, 5, 0), &error.to_string());
         self.close(CloseReason::Protocol(error), Some(&reply));
@@ -841,6 +853,7 @@ impl ClientSession {
             | Expect::Data
             | Expect::Bdat { .. }
             | Expect::DataEnd => {
+                let reply = self.fallback_530(reply);
                 self.transaction_reply(expect, &reply);
             }
         }

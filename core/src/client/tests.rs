@@ -984,3 +984,52 @@ fn fake_handshake_failures_go_to_the_policy() {
     );
     assert_eq!(deliveries(&pair), [vec![Delivery::Transient]]);
 }
+
+#[test]
+fn a_530_on_the_plaintext_fallback_connection_defers() {
+    // The server wants the TLS that failed on the first connection.
+    let script = Scripted::new(|line| {
+        let reply: &[u8] = if line.starts_with("EHLO") {
+            b"250-scripted\r\n250 PIPELINING\r\n"
+        } else if line.starts_with("MAIL") {
+            b"530 5.7.0 Must issue a STARTTLS command first\r\n"
+        } else if line == "QUIT" {
+            return (b"221 bye\r\n".to_vec(), true);
+        } else {
+            b"503 5.5.1 no transaction\r\n"
+        };
+        (reply.to_vec(), false)
+    });
+    let mut pair = Pair::scripted(tls_client(TlsMode::IfAvailable, true), script);
+    let config = Arc::new(tls_client(TlsMode::IfAvailable, true));
+    pair.client = ClientSession::new(config, "mx", ConnectionKind::PlaintextFallback, pair.now);
+    pair.submit(envelope("a@x.org", &["b@y.org", "c@y.org"]), BODY.to_vec());
+    pair.client.quit(pair.now);
+    pair.drive();
+    assert_eq!(deliveries(&pair), [vec![Delivery::Transient; 2]]);
+    let reply = &pair.outcomes()[&TransactionId(0)][0].reply;
+    assert_eq!(
+        reply.enhanced(),
+        Some(EnhancedCode::new(4, 7, 0)),
+        "{reply}"
+    );
+    assert!(reply.text().contains("530"), "{reply}");
+
+    // On a first connection a 530 is the server's word: permanent.
+    let script = Scripted::new(|line| {
+        let reply: &[u8] = if line.starts_with("EHLO") {
+            b"250 scripted\r\n"
+        } else if line.starts_with("MAIL") {
+            b"530 5.7.0 Must issue a STARTTLS command first\r\n"
+        } else if line == "QUIT" {
+            return (b"221 bye\r\n".to_vec(), true);
+        } else {
+            b"250 ok\r\n"
+        };
+        (reply.to_vec(), false)
+    });
+    let mut pair = Pair::scripted(plain_client(), script);
+    pair.submit(envelope("a@x.org", &["b@y.org"]), BODY.to_vec());
+    pair.drive();
+    assert_eq!(deliveries(&pair), [vec![Delivery::Permanent]]);
+}
