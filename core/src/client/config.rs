@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::tls_policy::TlsMode;
 use crate::tls::ClientTls;
 use crate::wire::command::{ForwardPath, MailParams, RcptParams, ReversePath};
+use crate::wire::reply::{DEFAULT_MAX_REPLY_LINES, LENIENT_REPLY_LINE};
 
 /// Client timeouts, RFC 5321 §4.5.3.2 unless noted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +74,11 @@ pub struct ClientConfig {
     /// Server input held unread while the application writes a body (a
     /// server has nothing to say then); past it the session closes.
     pub max_early_input: usize,
+    /// Longest reply line taken, line end included (RFC 5321 says 512; real
+    /// servers send longer, and refusing them gains nothing).
+    pub max_reply_line: usize,
+    /// Most lines in one reply.
+    pub max_reply_lines: usize,
 }
 
 impl ClientConfig {
@@ -90,6 +96,8 @@ impl ClientConfig {
             max_queued_body: 256 * 1024,
             max_recipients_per_transaction: 1000,
             max_early_input: 64 * 1024,
+            max_reply_line: LENIENT_REPLY_LINE,
+            max_reply_lines: DEFAULT_MAX_REPLY_LINES,
         }
     }
 }

@@ -457,13 +457,13 @@ impl ClientSession {
         now: Instant,
     ) -> Self {
         Self {
+            parser: reply_parser(&config),
             config,
             server_name: server_name.to_owned(),
             kind,
             now,
             waiting_since: now,
             phase: Phase::Setup,
-            parser: ReplyParser::new(),
             inbuf: Vec::new(),
             out_wire: Vec::new(),
             out_plain: Vec::new(),
@@ -1172,7 +1172,7 @@ impl ClientSession {
         self.caps = Capabilities::default();
         self.learned_rcpt_max = None;
         self.inbuf.clear();
-        self.parser = ReplyParser::new();
+        self.parser = reply_parser(&self.config);
         self.phase = Phase::Setup;
         self.waiting_since = self.now;
         self.send_ehlo();
@@ -1428,6 +1428,10 @@ impl ClientSession {
         }
         self.events.push_back(Event::Closed(reason));
     }
+}
+
+fn reply_parser(config: &ClientConfig) -> ReplyParser {
+    ReplyParser::with_limits(config.max_reply_line, config.max_reply_lines)
 }
 
 /// Connection-level failures defer: a refusing or vanishing server is
