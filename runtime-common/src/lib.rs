@@ -11,14 +11,21 @@
 //! - [`client::DeliveryConn`]: one outbound connection delivering
 //!   [`client::Outbound`] messages whose bodies are streamed from a
 //!   [`client::BodySource`];
-//! - [`listen`]: listeners, peer networks and the connection limit;
+//! - [`listen`]: listeners, peer networks, the connection limits (in all
+//!   and per client address) and the listen backlog;
+//! - [`accept`]: what an accept loop does when `accept` fails;
+//! - [`close`]: how a server connection ends (flush, shut, drain);
 //! - [`cli`]: the command line shared by every runtime's examples;
-//! - [`testing`]: fixtures for the runtimes' own tests.
+//! - `testing` (feature `testing`): the runtimes' own test suite, written
+//!   once and run by each of them, and its fixtures.
 
+pub mod accept;
 pub mod cli;
 pub mod client;
+pub mod close;
 pub mod listen;
 pub mod server;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use std::time::Duration;

@@ -42,7 +42,7 @@ pub const BULK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Where each peer comes from, for the failure message when it is missing.
 const INSTALL_HINT: &str = "run `bash scripts/setup` from the repository root, which installs \
-     every peer (apt-get install -y swaks libnet-ssleay-perl postfix openssl; \
+     every peer (apt-get install -y swaks libnet-ssleay-perl postfix openssl iproute2; \
      python3 -m pip install aiosmtpd)";
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,6 @@
+//! The shared scenario that exhausts the process's descriptors, alone in
+//! its test binary, on petrel-smol.
+
+mod common;
+
+petrel_runtime_common::runtime_suite!(descriptors: common::Smol);
