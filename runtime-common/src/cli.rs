@@ -19,7 +19,7 @@ use petrel_core::tls::{
 use petrel_core::wire::command::{ForwardPath, Host, MailParams, Mailbox, ReversePath};
 
 use crate::client::{BodySource, Finished, Outbound};
-use crate::listen::{ListenerConfig, ServeConfig};
+use crate::listen::{ListenerConfig, ServeConfig, DEFAULT_BACKLOG, DEFAULT_MAX_CONNECTIONS_PER_IP};
 use crate::server::{ConnectionInfo, Decision, Handler};
 
 /// Takes `--name value` pairs (and bare `--flags`) from the arguments.
@@ -98,6 +98,11 @@ pub struct SinkArgs {
     pub require_tls: bool,
     /// `--max-connections N` (default 1000).
     pub max_connections: usize,
+    /// `--max-connections-per-ip N` (default 50; 0: no limit), for every
+    /// client address, loopback included.
+    pub max_connections_per_ip: Option<usize>,
+    /// `--backlog N` (default 1024, bounded by `net.core.somaxconn`).
+    pub backlog: u32,
     /// `--maildir DIR`: keep messages instead of discarding them.
     pub maildir: Option<PathBuf>,
     /// `--max-recipients N` per transaction (default 1000).
@@ -112,8 +117,8 @@ impl SinkArgs {
     pub const USAGE: &'static str =
         "--listen ADDR [--tls-engine rustls|openssl|none] [--cert FILE --key FILE] \
 [--allow-renegotiation true|false] [--max-renegotiations N] [--injection-policy reject|ignore] \
-[--require-tls] [--max-connections N] [--maildir DIR] [--max-recipients N] \
-[--advertise-limits true|false]";
+[--require-tls] [--max-connections N] [--max-connections-per-ip N] [--backlog N] [--maildir DIR] \
+[--max-recipients N] [--advertise-limits true|false]";
 
     /// Parses the process's arguments (without the program name).
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
@@ -128,6 +133,8 @@ impl SinkArgs {
                 "--max-renegotiations",
                 "--injection-policy",
                 "--max-connections",
+                "--max-connections-per-ip",
+                "--backlog",
                 "--maildir",
                 "--max-recipients",
                 "--advertise-limits",
@@ -162,6 +169,13 @@ impl SinkArgs {
             injection_policy: flags.value("--injection-policy")?.unwrap_or_default(),
             require_tls: flags.present("--require-tls"),
             max_connections: flags.value("--max-connections")?.unwrap_or(1000),
+            // 0 turns the limit off, as in Postfix.
+            max_connections_per_ip: match flags.value("--max-connections-per-ip")? {
+                None => Some(DEFAULT_MAX_CONNECTIONS_PER_IP),
+                Some(0) => None,
+                Some(max) => Some(max),
+            },
+            backlog: flags.value("--backlog")?.unwrap_or(DEFAULT_BACKLOG),
             maildir: flags.value("--maildir")?,
             max_recipients: flags.value("--max-recipients")?.unwrap_or(1000),
             advertise_limits: parse_bool(
@@ -197,7 +211,10 @@ impl SinkArgs {
             server.tls = Some(tls);
         }
         server.validate().map_err(|e| e.to_string())?;
-        let mut serve = ServeConfig::single(ListenerConfig::new(self.listen, server));
+        let mut listener = ListenerConfig::new(self.listen, server);
+        listener.default_peer.max_connections_per_ip = self.max_connections_per_ip;
+        listener.backlog = self.backlog;
+        let mut serve = ServeConfig::single(listener);
         serve.max_connections = self.max_connections;
         Ok(serve)
     }
@@ -714,11 +731,25 @@ mod tests {
         assert_eq!(sink.tls_engine, None);
         assert!(sink.require_tls);
         assert_eq!(sink.max_connections, 2);
+
         assert_eq!(sink.injection_policy, InjectionPolicy::Ignore);
         assert!(SinkArgs::parse(args("--listne 1")).is_err());
         assert!(SinkArgs::parse(args("--injection-policy allow")).is_err());
         // require-TLS without a certificate cannot work.
         assert!(sink.serve_config().is_err());
+        assert_eq!(sink.max_connections_per_ip, Some(50));
+        assert_eq!(sink.backlog, 1024);
+        let limited = SinkArgs::parse(args(
+            "--tls-engine none --max-connections-per-ip 3 --backlog 7",
+        ))
+        .unwrap();
+        let serve = limited.serve_config().unwrap();
+        let listener = &serve.listeners[0];
+        assert_eq!(listener.backlog, 7);
+        assert_eq!(listener.default_peer.max_connections_per_ip, Some(3));
+        let unlimited = SinkArgs::parse(args("--max-connections-per-ip 0")).unwrap();
+        assert_eq!(unlimited.max_connections_per_ip, None);
+        assert!(SinkArgs::parse(args("--backlog -1")).is_err());
     }
 
     #[test]

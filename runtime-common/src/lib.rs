@@ -11,19 +11,24 @@
 //! - [`client::DeliveryConn`]: one outbound connection delivering
 //!   [`client::Outbound`] messages whose bodies are streamed from a
 //!   [`client::BodySource`];
-//! - [`listen`]: listeners, peer networks and the connection limit.
+//! - [`listen`]: listeners, peer networks, the connection limits (in all
+//!   and per client address) and the listen backlog;
+//! - [`accept`]: what an accept loop does when `accept` fails;
+//! - [`close`]: how a server connection ends (flush, shut, drain).
 //!
 //! Two modules exist only for the runtimes' own examples and tests, behind
 //! features their `[dev-dependencies]` enable, so that a library user
 //! compiles neither them nor rcgen:
 //! - `cli` (feature `cli`): the command line shared by every runtime's
 //!   `sink` and `send` examples;
-//! - `testing` (feature `testing`, which includes `cli`): fixtures for the
-//!   runtimes' tests.
+//! - `testing` (feature `testing`, which includes `cli`): the runtimes' own
+//!   test suite, written once and run by each of them, and its fixtures.
 
+pub mod accept;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod client;
+pub mod close;
 pub mod listen;
 pub mod server;
 #[cfg(feature = "testing")]

@@ -1,10 +1,14 @@
-//! Listeners, per-peer-network configuration and the connection limit.
+//! Listeners, per-peer-network configuration, and the limits on
+//! connections: in all, per client address, and the listen backlog.
 
+use std::collections::HashMap;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use petrel_core::server::ServerConfig;
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// An IP network in CIDR form, e.g. `127.0.0.0/8`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,36 +70,118 @@ impl std::str::FromStr for Network {
     }
 }
 
-/// One listening address, its configuration, and the configurations of
-/// particular peer networks (Momentum's `Listen` and `Peer` scopes).
+/// The listen backlog a listener asks for unless told otherwise (Momentum's
+/// `Listen_Backlog`); the kernel bounds it, see [`effective_backlog`].
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
+/// Connections at once from one client address unless told otherwise, as
+/// Postfix's `smtpd_client_connection_count_limit`: one address must not
+/// take every place under the server's limit.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 50;
+
+/// What a listener gives the peers of one network (Momentum's `Peer`
+/// scope), or every other peer (its `Listen` scope): resolved, every value
+/// set.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// The sessions' configuration.
+    pub server: Arc<ServerConfig>,
+    /// Connections at once from one client address on this listener; one
+    /// more is told `421 4.7.0` and closed. `None`: no limit (Postfix's
+    /// `0`, or its `smtpd_client_event_limit_exceptions`).
+    pub max_connections_per_ip: Option<usize>,
+}
+
+impl PeerConfig {
+    /// `server`, with at most [`DEFAULT_MAX_CONNECTIONS_PER_IP`]
+    /// connections per client address.
+    pub fn new(server: ServerConfig) -> Self {
+        Self {
+            server: Arc::new(server),
+            max_connections_per_ip: Some(DEFAULT_MAX_CONNECTIONS_PER_IP),
+        }
+    }
+}
+
+/// One listening address, what its peers get, and what the peers of
+/// particular networks get instead (Momentum's `Listen` and `Peer` scopes).
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
     /// Where to listen.
     pub addr: SocketAddr,
-    /// What every peer gets unless a network below matches.
-    pub server: Arc<ServerConfig>,
+    /// Connections the kernel completes and queues before they are
+    /// accepted; at most the kernel's `net.core.somaxconn` (see
+    /// [`effective_backlog`]).
+    pub backlog: u32,
+    /// What every peer gets unless a network in `peers` matches.
+    pub default_peer: PeerConfig,
     /// Per-network configurations; the longest matching prefix wins.
-    pub peers: Vec<(Network, Arc<ServerConfig>)>,
+    pub peers: Vec<(Network, PeerConfig)>,
 }
 
 impl ListenerConfig {
-    /// A listener with one configuration for every peer.
+    /// A listener with one configuration for every peer, the default
+    /// backlog and per-address limit.
     pub fn new(addr: SocketAddr, server: ServerConfig) -> Self {
         Self {
             addr,
-            server: Arc::new(server),
+            backlog: DEFAULT_BACKLOG,
+            default_peer: PeerConfig::new(server),
             peers: Vec::new(),
         }
     }
 
-    /// The configuration for a connection from `peer`.
-    pub fn config_for(&self, peer: IpAddr) -> Arc<ServerConfig> {
+    /// What a connection from `peer` gets.
+    pub fn peer_config(&self, peer: IpAddr) -> &PeerConfig {
         self.peers
             .iter()
             .filter(|(network, _)| network.contains(peer))
             .max_by_key(|(network, _)| network.prefix())
-            .map_or_else(|| self.server.clone(), |(_, config)| config.clone())
+            .map_or(&self.default_peer, |(_, config)| config)
     }
+
+    /// The session configuration for a connection from `peer`.
+    pub fn config_for(&self, peer: IpAddr) -> Arc<ServerConfig> {
+        self.peer_config(peer).server.clone()
+    }
+
+    /// Binds and listens, with `SO_REUSEADDR` (a restarted server gets its
+    /// port back while old connections linger in `TIME_WAIT`) and the
+    /// backlog bounded by [`effective_backlog`]. The socket is
+    /// non-blocking, ready for any runtime's reactor.
+    pub fn bind(&self) -> io::Result<std::net::TcpListener> {
+        let socket = Socket::new(
+            Domain::for_address(self.addr),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&self.addr.into())?;
+        let backlog = i32::try_from(effective_backlog(self.backlog)).unwrap_or(i32::MAX);
+        socket.listen(backlog)?;
+        Ok(socket.into())
+    }
+}
+
+/// The kernel's bound on listen backlogs, `net.core.somaxconn` (4096 since
+/// Linux 5.4, 128 before); `None` where it cannot be read.
+pub fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The backlog a listener asking for `requested` gets: Linux silently
+/// truncates a larger one to `net.core.somaxconn`, so it is bounded here,
+/// where it can be seen, and at least 1. An operator who wants more raises
+/// the sysctl first.
+pub fn effective_backlog(requested: u32) -> u32 {
+    somaxconn()
+        .map_or(requested, |max| requested.min(max))
+        .max(1)
 }
 
 /// What a runtime's `serve` is given.
@@ -154,7 +240,10 @@ impl ConnectionLimit {
                 (active < self.max).then_some(active + 1)
             })
             .ok()
-            .map(|_| Permit(self.clone()))
+            .map(|_| Permit {
+                limit: self.clone(),
+                client: None,
+            })
     }
 
     /// Connections being served now.
@@ -163,22 +252,151 @@ impl ConnectionLimit {
     }
 }
 
-/// One connection's place under a [`ConnectionLimit`].
+/// One connection's place under a [`ConnectionLimit`], and under its
+/// client address's limit when it was admitted by a [`Gate`].
 #[derive(Debug)]
-pub struct Permit(Arc<ConnectionLimit>);
+pub struct Permit {
+    limit: Arc<ConnectionLimit>,
+    client: Option<(Arc<ClientCounts>, IpAddr)>,
+}
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
-            (self.0.on_idle)();
+        if let Some((counts, ip)) = self.client.take() {
+            counts.release(ip);
+        }
+        if self.limit.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            (self.limit.on_idle)();
         }
     }
 }
 
-/// What a connection over the limit is told before it is closed
-/// (RFC 5321 §3.1 allows a 421 greeting).
-pub fn too_many_connections(hostname: &str) -> Vec<u8> {
-    format!("421 4.3.2 {hostname} Too many connections, try again later\r\n").into_bytes()
+/// Connections at once per client address, on one listener.
+#[derive(Debug, Default)]
+struct ClientCounts {
+    /// Only addresses with connections: an entry goes with its last one,
+    /// so the map is as large as the connections are many, however many
+    /// addresses come and go.
+    active: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl ClientCounts {
+    /// One more connection from `ip`, unless it has `max` already.
+    fn try_acquire(&self, ip: IpAddr, max: usize) -> bool {
+        let mut active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = active.entry(ip).or_insert(0);
+        if *count >= max {
+            if *count == 0 {
+                active.remove(&ip);
+            }
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = active.get_mut(&ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                active.remove(&ip);
+            }
+        }
+    }
+
+    fn count(&self, ip: IpAddr) -> usize {
+        let active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+        active.get(&ip).copied().unwrap_or(0)
+    }
+}
+
+/// One listener as its accept loops see it: its configuration, the
+/// server's connection limit, and the connections of each client address
+/// on it (counted per listener, as Postfix counts per service).
+#[derive(Debug)]
+pub struct Gate {
+    config: ListenerConfig,
+    limit: Arc<ConnectionLimit>,
+    clients: Arc<ClientCounts>,
+}
+
+/// Whether an accepted connection is served.
+#[derive(Debug)]
+pub enum Admission {
+    /// Serve it with `config`; `permit` is its place, held until its
+    /// session is over.
+    Admitted {
+        /// The session configuration for this peer.
+        config: Arc<ServerConfig>,
+        /// Its place under the server's and its address's limits.
+        permit: Permit,
+    },
+    /// Write `reply` (one line, which fits in a fresh socket's buffer) and
+    /// close: the connection is over a limit.
+    Refused {
+        /// `421 4.3.2` (the server is full) or `421 4.7.0` (this address
+        /// has too many connections), RFC 5321 §3.1's refusing greeting.
+        reply: Vec<u8>,
+    },
+}
+
+impl Gate {
+    /// `config`'s gate, counting against the server's `limit`.
+    pub fn new(config: ListenerConfig, limit: Arc<ConnectionLimit>) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            limit,
+            clients: Arc::default(),
+        })
+    }
+
+    /// The listener's configuration.
+    pub fn config(&self) -> &ListenerConfig {
+        &self.config
+    }
+
+    /// Whether a connection from `peer` is served, and how. Its address's
+    /// limit is checked first: a client over its own limit is told so,
+    /// whether or not the server is full.
+    pub fn admit(&self, peer: IpAddr) -> Admission {
+        // A client on an IPv4-mapped IPv6 address is the same client.
+        let ip = peer.to_canonical();
+        let peer_config = self.config.peer_config(ip);
+        let hostname = &peer_config.server.hostname;
+        let counted = match peer_config.max_connections_per_ip {
+            None => false,
+            Some(max) if self.clients.try_acquire(ip, max) => true,
+            Some(_) => {
+                let reply =
+                    format!("421 4.7.0 {hostname} Error: too many connections from {ip}\r\n");
+                return Admission::Refused {
+                    reply: reply.into_bytes(),
+                };
+            }
+        };
+        let Some(mut permit) = self.limit.try_acquire() else {
+            if counted {
+                self.clients.release(ip);
+            }
+            let reply = format!("421 4.3.2 {hostname} Too many connections, try again later\r\n");
+            return Admission::Refused {
+                reply: reply.into_bytes(),
+            };
+        };
+        if counted {
+            permit.client = Some((self.clients.clone(), ip));
+        }
+        Admission::Admitted {
+            config: peer_config.server.clone(),
+            permit,
+        }
+    }
+
+    /// Connections being served from `ip` on this listener.
+    pub fn connections_from(&self, ip: IpAddr) -> usize {
+        self.clients.count(ip.to_canonical())
+    }
 }
 
 #[cfg(test)]
@@ -206,31 +424,123 @@ mod tests {
         assert!(limit.try_acquire().is_some());
     }
 
+    fn peer(name: &str, max_per_ip: Option<usize>) -> PeerConfig {
+        PeerConfig {
+            server: Arc::new(ServerConfig::new(name)),
+            max_connections_per_ip: max_per_ip,
+        }
+    }
+
     #[test]
     fn the_most_specific_network_wins() {
         let mut listener =
             ListenerConfig::new("127.0.0.1:25".parse().unwrap(), ServerConfig::new("a"));
-        listener.peers.push((
-            "127.0.0.0/8".parse().unwrap(),
-            Arc::new(ServerConfig::new("b")),
-        ));
-        listener.peers.push((
-            "127.0.0.2/32".parse().unwrap(),
-            Arc::new(ServerConfig::new("c")),
-        ));
         listener
             .peers
-            .push(("::1".parse().unwrap(), Arc::new(ServerConfig::new("d"))));
+            .push(("127.0.0.0/8".parse().unwrap(), peer("b", None)));
+        listener
+            .peers
+            .push(("127.0.0.2/32".parse().unwrap(), peer("c", Some(1))));
+        listener
+            .peers
+            .push(("::1".parse().unwrap(), peer("d", None)));
         let name = |ip: &str| listener.config_for(ip.parse().unwrap()).hostname.clone();
         assert_eq!(name("10.0.0.1"), "a");
         assert_eq!(name("127.0.0.1"), "b");
         assert_eq!(name("127.0.0.2"), "c");
         assert_eq!(name("::1"), "d");
         assert_eq!(name("::ffff:127.0.0.2"), "c");
+        let limit = |ip: &str| {
+            listener
+                .peer_config(ip.parse().unwrap())
+                .max_connections_per_ip
+        };
+        assert_eq!(limit("10.0.0.1"), Some(DEFAULT_MAX_CONNECTIONS_PER_IP));
+        assert_eq!(limit("127.0.0.1"), None);
+        assert_eq!(limit("127.0.0.2"), Some(1));
         assert!("127.0.0.0/33".parse::<Network>().is_err());
         assert!("0.0.0.0/0"
             .parse::<Network>()
             .unwrap()
             .contains("8.8.8.8".parse().unwrap()));
+    }
+
+    fn reply(admission: &Admission) -> String {
+        match admission {
+            Admission::Admitted { .. } => "admitted".into(),
+            Admission::Refused { reply } => String::from_utf8_lossy(reply).into_owned(),
+        }
+    }
+
+    #[test]
+    fn each_client_address_has_its_own_limit() {
+        let mut listener =
+            ListenerConfig::new("127.0.0.1:25".parse().unwrap(), ServerConfig::new("mx"));
+        listener.default_peer.max_connections_per_ip = Some(2);
+        listener
+            .peers
+            .push(("10.0.0.0/8".parse().unwrap(), peer("inside", Some(1))));
+        listener
+            .peers
+            .push(("10.1.0.0/16".parse().unwrap(), peer("exempt", None)));
+        let gate = Gate::new(listener, ConnectionLimit::new(100, Box::new(|| {})));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let first = gate.admit(ip("192.0.2.1"));
+        // The same client over IPv6's mapped form counts as the same one.
+        let second = gate.admit(ip("::ffff:192.0.2.1"));
+        assert_eq!(reply(&first), "admitted");
+        assert_eq!(reply(&second), "admitted");
+        assert_eq!(gate.connections_from(ip("192.0.2.1")), 2);
+        assert_eq!(
+            reply(&gate.admit(ip("192.0.2.1"))),
+            "421 4.7.0 mx Error: too many connections from 192.0.2.1\r\n"
+        );
+        // Another address is not affected.
+        let other = gate.admit(ip("192.0.2.2"));
+        assert_eq!(reply(&other), "admitted");
+        // One ends: a new one is served; the refused one took no place.
+        drop(first);
+        assert_eq!(gate.connections_from(ip("192.0.2.1")), 1);
+        let third = gate.admit(ip("192.0.2.1"));
+        assert_eq!(reply(&third), "admitted");
+        // A peer network's own limit, and an exempt one.
+        let inside = gate.admit(ip("10.9.9.9"));
+        assert_eq!(reply(&inside), "admitted");
+        assert_eq!(
+            reply(&gate.admit(ip("10.9.9.9"))),
+            "421 4.7.0 inside Error: too many connections from 10.9.9.9\r\n"
+        );
+        let exempt: Vec<_> = (0..10).map(|_| gate.admit(ip("10.1.2.3"))).collect();
+        assert!(exempt.iter().all(|a| reply(a) == "admitted"));
+        assert_eq!(gate.connections_from(ip("10.1.2.3")), 0, "not counted");
+        assert_eq!(gate.limit.active(), 14);
+        drop((second, other, third, inside, exempt));
+        assert_eq!(gate.limit.active(), 0);
+        assert!(gate.clients.active.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_full_server_refuses_without_counting_the_address() {
+        let limit = ConnectionLimit::new(1, Box::new(|| {}));
+        let gate = Gate::new(
+            ListenerConfig::new("127.0.0.1:25".parse().unwrap(), ServerConfig::new("mx")),
+            limit,
+        );
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let served = gate.admit(ip);
+        assert_eq!(reply(&served), "admitted");
+        assert_eq!(
+            reply(&gate.admit(ip)),
+            "421 4.3.2 mx Too many connections, try again later\r\n"
+        );
+        assert_eq!(gate.connections_from(ip), 1);
+    }
+
+    #[test]
+    fn the_backlog_is_bounded_by_somaxconn() {
+        let max = somaxconn().expect("Linux has /proc/sys/net/core/somaxconn");
+        assert_eq!(effective_backlog(u32::MAX), max);
+        assert_eq!(effective_backlog(0), 1);
+        assert_eq!(effective_backlog(max.min(7)), max.min(7));
     }
 }

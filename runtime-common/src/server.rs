@@ -92,10 +92,6 @@ impl Drop for Decision {
     }
 }
 
-/// Output held before the connection stops reading: a peer that does not
-/// read its replies stops being read.
-const MAX_OUTPUT: usize = 256 * 1024;
-
 /// One server connection: the runtime feeds it bytes, time and wake-ups,
 /// and writes out what [`output`](Self::output) holds.
 pub struct ServerConn {
@@ -175,9 +171,13 @@ impl ServerConn {
         &mut self.out
     }
 
-    /// Whether to read from the socket now.
+    /// Whether to read from the socket now: when the session wants input
+    /// and every reply so far has been written. A server connection never
+    /// reads while output is pending, so a peer that does not read its
+    /// replies stops being read (and what is held for it stays bounded by
+    /// what one read can produce), as Postfix's smtpd does.
     pub fn wants_input(&self) -> bool {
-        self.session.wants_input() && self.out.len() < MAX_OUTPUT
+        self.session.wants_input() && self.out.is_empty()
     }
 
     /// When to call `handle_timeout`.

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use petrel_core::server::ServerConfig;
-use petrel_runtime_common::listen::{
-    too_many_connections, ConnectionLimit, ListenerConfig, Permit, ServeConfig,
-};
+use petrel_runtime_common::accept::AcceptError;
+use petrel_runtime_common::close::{CloseStep, LingeringClose};
+use petrel_runtime_common::listen::{Admission, ConnectionLimit, Gate, Permit, ServeConfig};
 use petrel_runtime_common::server::{ConnectionInfo, Handler, ServerConn};
 use slab::Slab;
 
-use petrel_runtime_common::{ACCEPT_BACKOFF, CLOSE_DRAIN, CLOSE_FLUSH, READ_BUFFER};
+use petrel_runtime_common::{ACCEPT_BACKOFF, READ_BUFFER};
 
 /// The token of a loop's waker; listeners count down from below it,
 /// draining sockets count up from `DRAINING`, and connections are their
@@ -183,10 +183,10 @@ impl Mailbox {
 
     /// Hands an accepted connection to this loop, or back when the loop
     /// has ended.
-    fn hand(&self, arrival: Arrival) -> Result<(), Arrival> {
+    fn hand(&self, arrival: Arrival) -> Result<(), Box<Arrival>> {
         self.post(|inbox| {
             if inbox.closed {
-                return Err(arrival);
+                return Err(Box::new(arrival));
             }
             inbox.arrivals.push(arrival);
             Ok(())
@@ -197,9 +197,6 @@ impl Mailbox {
 /// What all loops of a server share.
 struct Shared {
     handler: Arc<dyn Handler>,
-    /// Connections being served, over all loops and listeners (not those
-    /// refused, nor sockets draining after their session).
-    limit: Arc<ConnectionLimit>,
     ids: AtomicU64,
     /// Every loop's mailbox, by loop index.
     loops: Vec<Arc<Mailbox>>,
@@ -209,13 +206,13 @@ struct Shared {
 /// (`std::thread::available_parallelism`), each accepting on every listener
 /// and serving its share of the connections.
 pub fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Server> {
+    // The loops see their connections end themselves: nothing to notify.
+    let limit = ConnectionLimit::new(config.max_connections, Box::new(|| {}));
     let mut bound = Vec::new();
     for listener in config.listeners {
-        // mio binds with SO_REUSEADDR, so a restarted server gets its port
-        // back while old connections linger in TIME_WAIT; std's listener is
-        // what can be duplicated for each loop.
-        let socket = std::net::TcpListener::from(TcpListener::bind(listener.addr)?);
-        bound.push((socket, Arc::new(listener)));
+        // std's listener is what can be duplicated for each loop.
+        let socket = listener.bind()?;
+        bound.push((socket, Gate::new(listener, limit.clone())));
     }
     let addrs = bound
         .iter()
@@ -232,7 +229,7 @@ pub fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Serve
             load: Arc::new(AtomicUsize::new(0)),
         });
         let mut listeners = Vec::with_capacity(bound.len());
-        for (number, (socket, config)) in bound.iter().enumerate() {
+        for (number, (socket, gate)) in bound.iter().enumerate() {
             // Each loop polls its own descriptor for the one listening
             // socket; whichever loop accepts first serves the connection.
             let mut socket = TcpListener::from_std(socket.try_clone()?);
@@ -240,16 +237,13 @@ pub fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Serve
                 .register(&mut socket, listener_token(number), Interest::READABLE)?;
             listeners.push(Listener {
                 socket,
-                config: config.clone(),
+                gate: gate.clone(),
             });
         }
         loops.push((poll, mailbox, listeners));
     }
     let shared = Arc::new(Shared {
         handler,
-        // The loops see their connections end themselves: nothing to
-        // notify.
-        limit: ConnectionLimit::new(config.max_connections, Box::new(|| {})),
         ids: AtomicU64::new(0),
         loops: loops
             .iter()
@@ -291,7 +285,8 @@ pub fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Serve
 /// One loop's handle of a listening socket.
 struct Listener {
     socket: TcpListener,
-    config: Arc<ListenerConfig>,
+    /// Which connections are served, and how.
+    gate: Arc<Gate>,
 }
 
 /// One connection of a loop.
@@ -304,8 +299,9 @@ struct Conn {
     /// The deadline last pushed on the timer heap (heap entries with any
     /// other instant are stale).
     deadline: Option<Instant>,
-    /// When a closed session's last output is given up on.
-    linger: Option<Instant>,
+    /// Once its session is over: how the connection ends (while its last
+    /// output waits for the socket; then the socket drains elsewhere).
+    closing: Option<LingeringClose>,
     /// WRITABLE is registered: only while output is pending, so that an
     /// idle connection costs no wake-ups.
     write_interest: bool,
@@ -316,19 +312,14 @@ struct Conn {
     writable: bool,
     /// The peer closed its side (or reading failed).
     eof: bool,
-    /// Its place under the server's limit and in this loop's load, given
-    /// back when the connection is dropped or starts draining.
-    _permit: Permit,
+    /// Its place under the server's limits, until `closing` takes it.
+    permit: Option<Permit>,
+    /// Its place in this loop's load, given back when the connection is
+    /// dropped or starts draining.
     _load: Load,
 }
 
 impl Conn {
-    /// The socket alone, to drain: the session and the connection's place
-    /// are given up here, before the peer can see the end of its input.
-    fn into_stream(self) -> TcpStream {
-        self.stream
-    }
-
     /// Writes pending output until it is gone or the socket is full. An
     /// error means the peer is gone.
     fn flush(&mut self) -> io::Result<()> {
@@ -352,7 +343,7 @@ impl Conn {
 enum Next {
     /// Waiting for readiness, a deadline or a wake-up.
     Wait,
-    /// The session is over and its last output written: the socket drains.
+    /// The session is over: the connection ends (see `end`).
     Closed,
     /// The peer is gone: nothing more can be said to it.
     Gone,
@@ -502,11 +493,15 @@ impl EventLoop {
         for key in keys {
             self.isolate(key, |this| {
                 if let Some(conn) = this.conns.get_mut(key) {
-                    conn.conn.handle_shutdown(Instant::now());
-                    // The 421 fits in the socket's buffer; what does not
-                    // fit is given up with the connection.
-                    let _ = conn.flush();
-                    let _ = conn.stream.shutdown(Shutdown::Write);
+                    if !conn.conn.is_closed() {
+                        conn.conn.handle_shutdown(Instant::now());
+                    }
+                    // Whatever this connection was doing, it ends now.
+                    let now = Instant::now();
+                    conn.closing = Some(LingeringClose::at_shutdown(now, conn.permit.take()));
+                    // Offered to the socket even if it said it was full.
+                    conn.writable = true;
+                    this.end(key);
                 }
             });
         }
@@ -534,21 +529,21 @@ impl EventLoop {
             };
             match listener.socket.accept() {
                 Ok((stream, peer)) => {
-                    let config = listener.config.clone();
-                    self.place(stream, peer, &config);
+                    let gate = listener.gate.clone();
+                    self.place(stream, peer, &gate);
                 }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) if error.kind() == io::ErrorKind::ConnectionAborted => {}
-                // Another loop or this one took them all.
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
-                // Out of descriptors and the like: retrying at once would
-                // only spin, and waiting for the next connection's
-                // readiness would leave the backlog stuck until then.
-                Err(_) => {
-                    self.accept_retry
-                        .get_or_insert_with(|| Instant::now() + ACCEPT_BACKOFF);
-                    return;
-                }
+                Err(error) => match AcceptError::classify(&error) {
+                    AcceptError::ConnectionFailed => {}
+                    // Another loop or this one took them all.
+                    AcceptError::NoneWaiting => return,
+                    // Waiting for the next connection's readiness would
+                    // leave the backlog stuck until then.
+                    AcceptError::OutOfResources => {
+                        self.accept_retry
+                            .get_or_insert_with(|| Instant::now() + ACCEPT_BACKOFF);
+                        return;
+                    }
+                },
             }
         }
     }
@@ -556,23 +551,11 @@ impl EventLoop {
     /// Refuses a connection over the limit, or hands it to the least
     /// loaded loop (this one when it is among them): whichever loop
     /// accepts first, connections spread over all of them.
-    fn place(&mut self, mut stream: TcpStream, peer: SocketAddr, listener: &ListenerConfig) {
+    fn place(&mut self, stream: TcpStream, peer: SocketAddr, gate: &Gate) {
         let _ = stream.set_nodelay(true);
-        let config = listener.config_for(peer.ip());
-        let Some(permit) = self.shared.limit.try_acquire() else {
-            // A fresh socket's send buffer is empty: one line fits, and a
-            // peer that does not take it loses nothing it was promised.
-            if stream
-                .write(&too_many_connections(&config.hostname))
-                .is_ok()
-            {
-                // Drained rather than dropped: a peer that already sent
-                // its first command would get a reset, which can destroy
-                // the refusal before it is read.
-                self.drains
-                    .start(self.poll.registry(), stream, &mut self.buf);
-            }
-            return;
+        let (config, permit) = match gate.admit(peer.ip()) {
+            Admission::Admitted { config, permit } => (config, permit),
+            Admission::Refused { reply } => return self.refuse(stream, reply),
         };
         let mut target = (self.mailbox.load.load(Ordering::SeqCst), self.index);
         for (index, mailbox) in self.shared.loops.iter().enumerate() {
@@ -593,7 +576,7 @@ impl EventLoop {
             stream,
             peer,
             config,
-            listener: listener.addr,
+            listener: gate.config().addr,
             permit,
             load,
         };
@@ -603,7 +586,7 @@ impl EventLoop {
         if let Err(mut arrival) = mailbox.hand(arrival) {
             // That loop has just ended: this one serves the connection.
             arrival.load = Load::count(&self.mailbox.load);
-            self.admit(arrival);
+            self.admit(*arrival);
         }
     }
 
@@ -652,13 +635,13 @@ impl EventLoop {
             conn,
             generation,
             deadline: None,
-            linger: None,
+            closing: None,
             write_interest: false,
             // Registration reports input that is already there.
             readable: false,
             writable: true,
             eof: false,
-            _permit: permit,
+            permit: Some(permit),
             _load: load,
         });
         debug_assert_eq!(inserted, key, "the slab's vacant key is where it inserts");
@@ -677,21 +660,19 @@ impl EventLoop {
 
     /// Moves a connection as far as it goes now: write all output, then
     /// read (when the session wants input), and again; then register the
-    /// interest and the deadline it waits for.
+    /// interest and the deadline it waits for. A session that is over
+    /// goes on to [`end`](Self::end).
     fn drive(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let mut reads = 0;
         let next = loop {
-            if conn.flush().is_err() {
-                break Next::Gone;
-            }
-            if !conn.conn.output().is_empty() {
-                break Next::Wait;
-            }
             if conn.conn.is_closed() {
                 break Next::Closed;
+            }
+            if conn.flush().is_err() {
+                break Next::Gone;
             }
             if conn.eof || !conn.readable || !conn.conn.wants_input() {
                 break Next::Wait;
@@ -718,11 +699,22 @@ impl EventLoop {
             }
         };
         match next {
-            Next::Wait => {}
-            Next::Closed => return self.lingering_close(key),
-            Next::Gone => return self.close(key),
+            Next::Wait => {
+                let want_write = !conn.conn.output().is_empty();
+                let deadline = conn.conn.poll_timeout();
+                self.wait_for(key, want_write, deadline);
+            }
+            Next::Closed => self.end(key),
+            Next::Gone => self.close(key),
         }
-        let want_write = !conn.conn.output().is_empty();
+    }
+
+    /// Registers what connection `key` waits for: WRITABLE or not, and a
+    /// deadline. A socket that cannot be registered is closed.
+    fn wait_for(&mut self, key: usize, want_write: bool, deadline: Option<Instant>) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if want_write != conn.write_interest {
             let interest = if want_write {
                 Interest::READABLE | Interest::WRITABLE
@@ -739,20 +731,84 @@ impl EventLoop {
             }
             conn.write_interest = want_write;
         }
-        let deadline = if conn.conn.is_closed() {
-            Some(
-                *conn
-                    .linger
-                    .get_or_insert_with(|| Instant::now() + CLOSE_FLUSH),
-            )
-        } else {
-            conn.conn.poll_timeout()
-        };
         if deadline != conn.deadline {
             conn.deadline = deadline;
             if let Some(at) = deadline {
                 self.timers.push(Reverse((at, key, conn.generation)));
                 self.compact_timers();
+            }
+        }
+    }
+
+    /// Ends connection `key`, whose session is over, as its
+    /// [`LingeringClose`] says: its last output is flushed here (waiting
+    /// for WRITABLE, with a deadline), then the socket drains in
+    /// [`Drains`], its place under the limits already free.
+    fn end(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut closing = conn
+            .closing
+            .take()
+            .unwrap_or_else(|| LingeringClose::after_session(now, conn.permit.take(), conn.eof));
+        loop {
+            match closing.poll(now, !conn.conn.output().is_empty()) {
+                CloseStep::Flush { until } => {
+                    if conn.flush().is_err() {
+                        closing.handle_write_error();
+                    } else if !conn.conn.output().is_empty() {
+                        conn.closing = Some(closing);
+                        return self.wait_for(key, true, Some(until));
+                    }
+                }
+                CloseStep::ShutdownWrite => {
+                    let _ = conn.stream.shutdown(Shutdown::Write);
+                }
+                CloseStep::Drain { until } => {
+                    if let Some(mut conn) = self.conns.try_remove(key) {
+                        let registry = self.poll.registry();
+                        let _ = registry.deregister(&mut conn.stream);
+                        self.drains
+                            .start(registry, conn.stream, closing, until, &mut self.buf);
+                    }
+                    return;
+                }
+                CloseStep::Close => {
+                    if let Some(mut conn) = self.conns.try_remove(key) {
+                        let _ = self.poll.registry().deregister(&mut conn.stream);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Refuses a connection over a limit: `reply`, then a lingering close
+    /// of its own (it never was a session).
+    fn refuse(&mut self, mut stream: TcpStream, mut reply: Vec<u8>) {
+        let mut closing = LingeringClose::refused(Instant::now());
+        loop {
+            match closing.poll(Instant::now(), !reply.is_empty()) {
+                CloseStep::Flush { .. } => match stream.write(&reply) {
+                    Ok(n) if n > 0 => {
+                        reply.drain(..n.min(reply.len()));
+                    }
+                    // Its time is up already: the next poll gives it up.
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                    _ => closing.handle_write_error(),
+                },
+                CloseStep::ShutdownWrite => {
+                    let _ = stream.shutdown(Shutdown::Write);
+                }
+                CloseStep::Drain { until } => {
+                    let registry = self.poll.registry();
+                    return self
+                        .drains
+                        .start(registry, stream, closing, until, &mut self.buf);
+                }
+                CloseStep::Close => return,
             }
         }
     }
@@ -767,22 +823,6 @@ impl EventLoop {
         if let Some(mut conn) = self.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             let _ = conn.stream.shutdown(Shutdown::Both);
-        }
-    }
-
-    /// Ends a connection whose session is over, its last output written or
-    /// given up on: the socket drains (see [`Drains`]), and the
-    /// connection's place is free meanwhile.
-    fn lingering_close(&mut self, key: usize) {
-        let Some(mut conn) = self.conns.try_remove(key) else {
-            return;
-        };
-        let _ = self.poll.registry().deregister(&mut conn.stream);
-        // A peer that closed its side has nothing left to send.
-        if !conn.eof {
-            let stream = conn.into_stream();
-            self.drains
-                .start(self.poll.registry(), stream, &mut self.buf);
         }
     }
 
@@ -830,10 +870,9 @@ impl EventLoop {
             };
             conn.deadline = None;
             if conn.conn.is_closed() {
-                // Its last output did not get out in time; what the peer
-                // sends is still drained, so that what did get out is not
-                // destroyed by a reset.
-                self.lingering_close(key);
+                // Its last output did not get out in time: the rest is
+                // given up on, and the socket drains.
+                self.end(key);
             } else {
                 self.isolate(key, |this| {
                     if let Some(conn) = this.conns.get_mut(key) {
@@ -862,12 +901,10 @@ impl EventLoop {
     }
 }
 
-/// Sockets closed gently (a "lingering close"): their session is over, or
-/// they were refused, and their write side is shut; what their peer still
-/// sends is read and discarded until it closes too, for at most
-/// [`CLOSE_DRAIN`]. Closing a socket with input unread makes the kernel
-/// send a reset, which can destroy the last reply (a `421`, or the `554`
-/// refusing an injected STARTTLS) before the peer reads it.
+/// Sockets closed gently (see [`petrel_runtime_common::close`]): their
+/// session is over, or they were refused, and their write side is shut;
+/// what their peer still sends is read and discarded until it closes too,
+/// or until their [`LingeringClose`] gives up on it.
 #[derive(Default)]
 struct Drains {
     sockets: Slab<Drain>,
@@ -883,6 +920,7 @@ struct Drains {
 
 struct Drain {
     stream: TcpStream,
+    closing: LingeringClose,
     /// Tells this drain from earlier ones with the same slab key.
     generation: u64,
 }
@@ -892,10 +930,16 @@ impl Drains {
         self.sockets.is_empty()
     }
 
-    /// Shuts the write side of `stream` (not registered with the poll) and
-    /// drains it.
-    fn start(&mut self, registry: &Registry, mut stream: TcpStream, buf: &mut [u8]) {
-        let _ = stream.shutdown(Shutdown::Write);
+    /// Drains `stream` (its write side shut, not registered with the
+    /// poll) until `until`, as `closing` said.
+    fn start(
+        &mut self,
+        registry: &Registry,
+        mut stream: TcpStream,
+        closing: LingeringClose,
+        until: Instant,
+        buf: &mut [u8],
+    ) {
         let key = self.sockets.vacant_key();
         if registry
             .register(&mut stream, drain_token(key), Interest::READABLE)
@@ -906,11 +950,11 @@ impl Drains {
         self.generation += 1;
         let inserted = self.sockets.insert(Drain {
             stream,
+            closing,
             generation: self.generation,
         });
         debug_assert_eq!(inserted, key, "the slab's vacant key is where it inserts");
-        self.ends
-            .push_back((Instant::now() + CLOSE_DRAIN, key, self.generation));
+        self.ends.push_back((until, key, self.generation));
         // The peer's input may be there already.
         self.discard(registry, key, buf);
     }
@@ -923,20 +967,33 @@ impl Drains {
         };
         for _ in 0..READ_BUDGET {
             match drain.stream.read(buf) {
-                Ok(0) => return self.end(registry, key),
+                Ok(0) => {
+                    drain.closing.handle_peer_closed();
+                    return self.step(registry, key, Instant::now());
+                }
                 Ok(_) => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.end(registry, key),
+                Err(_) => {
+                    drain.closing.handle_peer_closed();
+                    return self.step(registry, key, Instant::now());
+                }
             }
         }
         // A peer that keeps sending must not starve the loop either.
         self.again.push(key);
     }
 
-    fn end(&mut self, registry: &Registry, key: usize) {
-        if let Some(mut drain) = self.sockets.try_remove(key) {
-            let _ = registry.deregister(&mut drain.stream);
+    /// Asks drain `key`'s [`LingeringClose`] whether it is over, and closes
+    /// the socket if so.
+    fn step(&mut self, registry: &Registry, key: usize, now: Instant) {
+        let over = self.sockets.get_mut(key).is_some_and(|drain| {
+            !matches!(drain.closing.poll(now, false), CloseStep::Drain { .. })
+        });
+        if over {
+            if let Some(mut drain) = self.sockets.try_remove(key) {
+                let _ = registry.deregister(&mut drain.stream);
+            }
         }
     }
 
@@ -965,7 +1022,7 @@ impl Drains {
             }
             self.ends.pop_front();
             if self.is_current(end) {
-                self.end(registry, end.1);
+                self.step(registry, end.1, now);
             }
         }
     }

@@ -49,10 +49,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use petrel_core::client::ClientConfig;
+use petrel_runtime_common::accept::AcceptError;
 use petrel_runtime_common::client::{start_connect, DeliveryConn, DeliveryPlan};
-use petrel_runtime_common::listen::{too_many_connections, ConnectionLimit};
+use petrel_runtime_common::close::{CloseStep, LingeringClose};
+use petrel_runtime_common::listen::{Admission, ConnectionLimit, Gate, Permit};
 use petrel_runtime_common::server::ServerConn;
-use petrel_runtime_common::{ACCEPT_BACKOFF, CLOSE_DRAIN, CLOSE_FLUSH, READ_BUFFER};
+use petrel_runtime_common::{ACCEPT_BACKOFF, CLOSE_FLUSH, READ_BUFFER};
 use smol::channel::{Receiver, Sender};
 use smol::future::{self, FutureExt as _};
 use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -62,7 +64,7 @@ use smol::{Async, Executor, Timer};
 pub use petrel_runtime_common::client::{
     BodySource, DeliverOptions, DeliveryReport, Finished, Outbound,
 };
-pub use petrel_runtime_common::listen::{ListenerConfig, Network, ServeConfig};
+pub use petrel_runtime_common::listen::{ListenerConfig, Network, PeerConfig, ServeConfig};
 pub use petrel_runtime_common::server::{Answer, ConnectionInfo, Decision, Handler};
 
 /// A running server: all listeners bound, connections served on an
@@ -133,7 +135,7 @@ pub async fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
     for listener_config in config.listeners {
-        let listener = Async::<TcpListener>::bind(listener_config.addr)?;
+        let listener = Async::new(listener_config.bind()?)?;
         addrs.push(listener.get_ref().local_addr()?);
         listeners.push((listener, listener_config));
     }
@@ -141,10 +143,10 @@ pub async fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result
     let (stop_serving, serving) = smol::channel::bounded(1);
     let (alive_sender, alive) = smol::channel::bounded(1);
     let executor = Arc::new(Executor::new());
+    // Shutdown waits on `alive`, not on the count: nothing to notify.
+    let limit = ConnectionLimit::new(config.max_connections, Box::new(|| {}));
     let shared = Arc::new(Shared {
         handler,
-        // Shutdown waits on `alive`, not on the count: nothing to notify.
-        limit: ConnectionLimit::new(config.max_connections, Box::new(|| {})),
         ids: AtomicU64::new(0),
         serving,
         _alive: alive_sender,
@@ -152,7 +154,7 @@ pub async fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result
     for (listener, listener_config) in listeners {
         let accept = Accept {
             listener,
-            config: Arc::new(listener_config),
+            gate: Gate::new(listener_config, limit.clone()),
             shared: shared.clone(),
             executor: Arc::downgrade(&executor),
         };
@@ -188,8 +190,6 @@ pub async fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result
 /// What every accept loop and connection of one server shares.
 struct Shared {
     handler: Arc<dyn Handler>,
-    /// Connections being served (not those refused over the limit).
-    limit: Arc<ConnectionLimit>,
     ids: AtomicU64,
     /// Closes when the grace period is over.
     serving: Receiver<()>,
@@ -201,7 +201,8 @@ struct Shared {
 /// One listener's accept loop.
 struct Accept {
     listener: Async<TcpListener>,
-    config: Arc<ListenerConfig>,
+    /// Which connections are served, and how.
+    gate: Arc<Gate>,
     shared: Arc<Shared>,
     /// Weak, so that a task of the executor does not keep it alive.
     executor: std::sync::Weak<Executor<'static>>,
@@ -223,12 +224,7 @@ impl Accept {
             match accept.or(stop).await {
                 Some(Ok((stream, peer))) => self.start(stream, peer),
                 Some(Err(error)) => {
-                    if !matches!(
-                        error.kind(),
-                        io::ErrorKind::ConnectionAborted
-                            | io::ErrorKind::ConnectionReset
-                            | io::ErrorKind::Interrupted
-                    ) {
+                    if AcceptError::classify(&error) == AcceptError::OutOfResources {
                         Timer::after(ACCEPT_BACKOFF).await;
                     }
                 }
@@ -242,22 +238,30 @@ impl Accept {
             return;
         };
         let _ = stream.get_ref().set_nodelay(true);
-        let config = self.config.config_for(peer.ip());
-        let Some(admitted) = self.shared.limit.try_acquire() else {
-            let refusal = too_many_connections(&config.hostname);
-            let shared = self.shared.clone();
-            executor.spawn(refuse(stream, refusal, shared)).detach();
-            return;
+        // Keeps the server alive (see `Server::alive`) until the socket is
+        // closed, lingering included.
+        let shared = self.shared.clone();
+        let (config, permit) = match self.gate.admit(peer.ip()) {
+            Admission::Admitted { config, permit } => (config, permit),
+            Admission::Refused { mut reply } => {
+                executor
+                    .spawn(async move {
+                        let closing = LingeringClose::refused(Instant::now());
+                        close(&stream, &mut reply, closing, Some(&shared.serving)).await;
+                    })
+                    .detach();
+                return;
+            }
         };
         let info = ConnectionInfo {
             id: self.shared.ids.fetch_add(1, Ordering::SeqCst),
             peer,
-            local: stream.get_ref().local_addr().unwrap_or(self.config.addr),
+            local: stream
+                .get_ref()
+                .local_addr()
+                .unwrap_or(self.gate.config().addr),
         };
         let handler = self.shared.handler.clone();
-        let serving = self.shared.serving.clone();
-        // Keeps the server alive (see `Server::alive`) while this runs.
-        let shared = self.shared.clone();
         executor
             .spawn(async move {
                 // A decision answered on another thread wakes this task; one
@@ -268,55 +272,89 @@ impl Accept {
                 });
                 let served = async {
                     let conn = ServerConn::new(config, info, handler, Instant::now(), wake);
-                    run_server(&stream, conn, woken, &serving).await
+                    run_server(&stream, conn, permit, woken, &shared.serving).await
                 };
                 // A panicking handler ends its own connection, not the
                 // executor thread that happened to run it.
-                let ended = AssertUnwindSafe(served).catch_unwind().await;
-                // The session is over: its place is free, and the server
-                // need not wait, even while the socket lingers.
-                drop(admitted);
-                drop(shared);
-                let _ = stream.get_ref().shutdown(Shutdown::Write);
-                if ended.is_ok_and(|ended| ended == Ended::Closed) {
-                    let stop = async {
-                        let _ = serving.recv().await;
-                    };
-                    linger(&stream).or(stop).await;
+                if let Ok(Ended::Closing(closing, mut output)) =
+                    AssertUnwindSafe(served).catch_unwind().await
+                {
+                    close(&stream, &mut output, closing, Some(&shared.serving)).await;
                 }
+                drop(stream);
+                drop(shared);
             })
             .detach();
     }
 }
 
-/// Tells a connection over the limit so, and closes it. `shared` keeps the
-/// server alive until it is done, but it takes no place under the limit.
-async fn refuse(stream: Async<TcpStream>, refusal: Vec<u8>, shared: Arc<Shared>) {
-    let mut writer = &stream;
-    let written = async {
-        if writer.write_all(&refusal).await.is_ok() {
-            let _ = stream.get_ref().shutdown(Shutdown::Write);
-            linger(&stream).await;
-        }
-    };
-    let timeout = async {
-        Timer::after(CLOSE_FLUSH).await;
-    };
-    let stop = async {
-        let _ = shared.serving.recv().await;
-    };
-    written.or(timeout).or(stop).await;
+/// What ended one wait of a drain.
+enum Drained {
+    Read(io::Result<usize>),
+    TimeUp,
+    /// The server stopped serving.
+    Stopped,
 }
 
-/// Reads and discards until the peer closes, for at most [`CLOSE_DRAIN`].
-async fn linger(stream: &Async<TcpStream>) {
-    let mut reader = stream;
-    let mut buf = [0; 4096];
-    let drain = async { while matches!(reader.read(&mut buf).await, Ok(n) if n > 0) {} };
-    let timeout = async {
-        Timer::after(CLOSE_DRAIN).await;
-    };
-    drain.or(timeout).await;
+/// Ends a connection as `closing` says (see
+/// [`petrel_runtime_common::close`]), writing what is left of `output`;
+/// a drain ends early when the server stops serving (`serving` closes).
+async fn close(
+    stream: &Async<TcpStream>,
+    output: &mut Vec<u8>,
+    mut closing: LingeringClose,
+    serving: Option<&Receiver<()>>,
+) {
+    loop {
+        match closing.poll(Instant::now(), !output.is_empty()) {
+            CloseStep::Flush { until } => {
+                let mut writer = stream;
+                let write = async { Some(writer.write(output).await) };
+                let timeout = async {
+                    Timer::at(until).await;
+                    None
+                };
+                match write.or(timeout).await {
+                    Some(Ok(n)) if n > 0 => {
+                        output.drain(..n);
+                    }
+                    Some(_) => closing.handle_write_error(),
+                    // Time is up: the next poll gives the rest up.
+                    None => {}
+                }
+            }
+            CloseStep::ShutdownWrite => {
+                let _ = stream.get_ref().shutdown(Shutdown::Write);
+            }
+            CloseStep::Drain { until } => {
+                let mut reader = stream;
+                let mut discard = [0; 1024];
+                let read = async { Drained::Read(reader.read(&mut discard).await) };
+                let timeout = async {
+                    Timer::at(until).await;
+                    Drained::TimeUp
+                };
+                let stop = async {
+                    match serving {
+                        Some(serving) => {
+                            let _ = serving.recv().await;
+                        }
+                        None => future::pending().await,
+                    }
+                    Drained::Stopped
+                };
+                match stop.or(read).or(timeout).await {
+                    Drained::Read(Ok(n)) if n > 0 => {}
+                    Drained::Read(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
+                    Drained::Read(_) => closing.handle_peer_closed(),
+                    // The next poll closes.
+                    Drained::TimeUp => {}
+                    Drained::Stopped => return,
+                }
+            }
+            CloseStep::Close => return,
+        }
+    }
 }
 
 /// What woke a connection's task.
@@ -378,12 +416,13 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-/// How a server connection ended.
-#[derive(Debug, PartialEq, Eq)]
+/// How a server connection's session ended.
+#[derive(Debug)]
 enum Ended {
-    /// The session closed with input possibly unread: worth a linger.
-    Closed,
-    /// The peer closed or vanished, or the server stopped serving.
+    /// The session is over (or the server stopped serving it): the
+    /// connection ends as this says, with this output left to write.
+    Closing(LingeringClose, Vec<u8>),
+    /// The peer is gone: nothing more can be said to it.
     Gone,
 }
 
@@ -397,11 +436,12 @@ async fn yield_sometimes(steps: &mut u32) {
     }
 }
 
-/// Drives one server connection until its session is over and its output
-/// written, or the server stops serving.
+/// Drives one server connection until its session is over, or the server
+/// stops serving it.
 async fn run_server(
     stream: &Async<TcpStream>,
     mut conn: ServerConn,
+    permit: Permit,
     woken: Receiver<()>,
     serving: &Receiver<()>,
 ) -> Ended {
@@ -410,30 +450,22 @@ async fn run_server(
     let mut stop = std::pin::pin!(serving.clone());
     let mut buf = vec![0; READ_BUFFER];
     let mut eof = false;
-    // Set once the session is closed and only its last output remains.
-    let mut closing: Option<Instant> = None;
     let mut deadline = Deadline::new();
     let mut steps = 0u32;
     loop {
         yield_sometimes(&mut steps).await;
         if conn.is_closed() {
-            if conn.output().is_empty() {
-                return if eof { Ended::Gone } else { Ended::Closed };
-            }
-            closing.get_or_insert_with(|| Instant::now() + CLOSE_FLUSH);
+            let closing = LingeringClose::after_session(Instant::now(), Some(permit), eof);
+            return Ended::Closing(closing, std::mem::take(conn.output()));
         }
         if serving.is_closed() {
             // The grace period is over: the handler still hears the end.
             conn.handle_shutdown(Instant::now());
-            // The 421 fits in the socket's buffer (the socket is
-            // non-blocking); what does not fit is given up.
-            let _ = std::io::Write::write(&mut stream.get_ref(), conn.output());
-            return Ended::Gone;
+            let closing = LingeringClose::at_shutdown(Instant::now(), Some(permit));
+            return Ended::Closing(closing, std::mem::take(conn.output()));
         }
-        // Replies are written out before more input is read: a peer that
-        // does not read its replies stops being read.
-        let reading = !eof && conn.wants_input() && conn.output().is_empty();
-        deadline.arm(earliest(conn.poll_timeout(), closing));
+        let reading = !eof && conn.wants_input();
+        deadline.arm(conn.poll_timeout());
         let step = {
             let (mut reader, mut writer) = (stream, stream);
             let output = conn.output();
@@ -485,7 +517,6 @@ async fn run_server(
                 conn.handle_eof(now);
             }
             Step::Woken => conn.handle_wake(now),
-            Step::Timer if due(closing, now) => return Ended::Gone,
             Step::Timer if due(conn.poll_timeout(), now) => conn.handle_timeout(now),
             // Early: the session's deadline moved later meanwhile.
             Step::Timer => {}

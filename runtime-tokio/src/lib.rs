@@ -42,10 +42,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use petrel_core::client::ClientConfig;
+use petrel_runtime_common::accept::AcceptError;
 use petrel_runtime_common::client::{DeliveryConn, DeliveryPlan};
-use petrel_runtime_common::listen::{too_many_connections, ConnectionLimit};
+use petrel_runtime_common::close::{CloseStep, LingeringClose};
+use petrel_runtime_common::listen::{Admission, ConnectionLimit, Gate, Permit};
 use petrel_runtime_common::server::ServerConn;
-use petrel_runtime_common::{ACCEPT_BACKOFF, CLOSE_DRAIN, CLOSE_FLUSH, READ_BUFFER};
+use petrel_runtime_common::{ACCEPT_BACKOFF, CLOSE_FLUSH, READ_BUFFER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify};
@@ -53,7 +55,7 @@ use tokio::sync::{watch, Notify};
 pub use petrel_runtime_common::client::{
     BodySource, DeliverOptions, DeliveryReport, Finished, Outbound,
 };
-pub use petrel_runtime_common::listen::{ListenerConfig, Network, ServeConfig};
+pub use petrel_runtime_common::listen::{ListenerConfig, Network, PeerConfig, ServeConfig};
 pub use petrel_runtime_common::server::{Answer, ConnectionInfo, Decision, Handler};
 
 /// A running server.
@@ -64,7 +66,8 @@ pub struct Server {
     stop_accepting: watch::Sender<bool>,
     /// Turns true when the grace period is over; connections end.
     stop_serving: watch::Sender<bool>,
-    limit: Arc<ConnectionLimit>,
+    /// Sockets still open, served or refused, lingering included.
+    open: Arc<ConnectionLimit>,
     idle: Arc<Notify>,
 }
 
@@ -75,20 +78,22 @@ impl Server {
     }
 
     /// Stops accepting, lets the sessions in progress finish (by QUIT, by
-    /// closing, or by their own timeouts) for at most `grace`, then drops
-    /// the rest.
+    /// closing, or by their own timeouts) and the sockets of those that
+    /// ended close, for at most `grace`; then the sessions left say `421`
+    /// and end, and the sockets left close.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.stop_accepting.send(true);
         let _ = tokio::time::timeout(grace, self.drained()).await;
         let _ = self.stop_serving.send(true);
-        // The sessions cut now say 421 and close; wait for that too, so
-        // that a program exiting after `shutdown` does not cancel it.
-        let _ = tokio::time::timeout(CLOSE_FLUSH + CLOSE_DRAIN, self.drained()).await;
+        // The sessions cut now say 421 and close, at once; wait for that
+        // too, so that a program exiting after `shutdown` does not cancel
+        // it. (The bound only guards against a task that never runs.)
+        let _ = tokio::time::timeout(CLOSE_FLUSH, self.drained()).await;
     }
 
-    /// Until no connection is left.
+    /// Until no socket is left.
     async fn drained(&self) {
-        while self.limit.active() > 0 {
+        while self.open.active() > 0 {
             // Checked again at least every 50 ms in case the last
             // notification raced with the load above.
             let _ = tokio::time::timeout(Duration::from_millis(50), self.idle.notified()).await;
@@ -102,20 +107,18 @@ pub async fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result
     let (stop_serving, serving) = watch::channel(false);
     let idle = Arc::new(Notify::new());
     let notify = idle.clone();
-    let limit = ConnectionLimit::new(
-        config.max_connections,
-        Box::new(move || notify.notify_waiters()),
-    );
+    let open = ConnectionLimit::new(usize::MAX, Box::new(move || notify.notify_waiters()));
+    let limit = ConnectionLimit::new(config.max_connections, Box::new(|| {}));
     let ids = Arc::new(AtomicU64::new(0));
     let mut addrs = Vec::new();
     for listener_config in config.listeners {
-        let listener = TcpListener::bind(listener_config.addr).await?;
+        let listener = TcpListener::from_std(listener_config.bind()?)?;
         addrs.push(listener.local_addr()?);
         let accept = Accept {
             listener,
-            config: Arc::new(listener_config),
+            gate: Gate::new(listener_config, limit.clone()),
+            open: open.clone(),
             handler: handler.clone(),
-            limit: limit.clone(),
             ids: ids.clone(),
             serving: serving.clone(),
         };
@@ -125,7 +128,7 @@ pub async fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result
         addrs,
         stop_accepting,
         stop_serving,
-        limit,
+        open,
         idle,
     })
 }
@@ -133,9 +136,10 @@ pub async fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result
 /// One listener's accept loop.
 struct Accept {
     listener: TcpListener,
-    config: Arc<ListenerConfig>,
+    gate: Arc<Gate>,
+    /// Counts the open sockets, for shutdown.
+    open: Arc<ConnectionLimit>,
     handler: Arc<dyn Handler>,
-    limit: Arc<ConnectionLimit>,
     ids: Arc<AtomicU64>,
     serving: watch::Receiver<bool>,
 }
@@ -146,10 +150,10 @@ impl Accept {
             let (stream, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok(accepted) => accepted,
-                    // Out of descriptors and the like: back off a little
-                    // rather than spin.
-                    Err(_) => {
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    Err(error) => {
+                        if AcceptError::classify(&error) == AcceptError::OutOfResources {
+                            tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        }
                         continue;
                     }
                 },
@@ -159,26 +163,33 @@ impl Accept {
         }
     }
 
-    fn start(&self, mut stream: TcpStream, peer: SocketAddr) {
+    fn start(&self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let config = self.config.config_for(peer.ip());
-        let Some(permit) = self.limit.try_acquire() else {
-            let refusal = too_many_connections(&config.hostname);
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(CLOSE_FLUSH, stream.write_all(&refusal)).await;
-                let _ = stream.shutdown().await;
-            });
-            return;
+        // Held by the task until its socket is closed: shutdown waits for
+        // that (the place never runs out).
+        let open = self.open.try_acquire();
+        let serving = self.serving.clone();
+        let (config, permit) = match self.gate.admit(peer.ip()) {
+            Admission::Admitted { config, permit } => (config, permit),
+            Admission::Refused { reply } => {
+                tokio::spawn(async move {
+                    let _open = open;
+                    let mut stream = stream;
+                    let mut reply = reply;
+                    let closing = LingeringClose::refused(now());
+                    close(&mut stream, &mut reply, closing, Some(serving)).await;
+                });
+                return;
+            }
         };
         let info = ConnectionInfo {
             id: self.ids.fetch_add(1, Ordering::SeqCst),
             peer,
-            local: stream.local_addr().unwrap_or(self.config.addr),
+            local: stream.local_addr().unwrap_or(self.gate.config().addr),
         };
-        let (handler, serving) = (self.handler.clone(), self.serving.clone());
+        let handler = self.handler.clone();
         tokio::spawn(async move {
-            // Held until the task ends, however it ends.
-            let _permit = permit;
+            let _open = open;
             let wake = Arc::new(Notify::new());
             let waker = wake.clone();
             let conn = ServerConn::new(
@@ -188,7 +199,7 @@ impl Accept {
                 now(),
                 Box::new(move || waker.notify_one()),
             );
-            run_server(stream, conn, wake, serving).await;
+            run_server(stream, conn, permit, wake, serving).await;
         });
     }
 }
@@ -206,28 +217,73 @@ fn sleep_target(deadline: Option<Instant>) -> tokio::time::Instant {
     )
 }
 
-/// Writes the last bytes, for a bounded time, shuts the write side, and
-/// drains what the peer still sends for a moment, so that the last reply
-/// is not destroyed by a reset.
-async fn finish(stream: &mut TcpStream, last: &[u8]) {
-    let _ = tokio::time::timeout(CLOSE_FLUSH, stream.write_all(last)).await;
-    let _ = stream.shutdown().await;
-    let mut discard = [0; 4096];
-    let drain = async { while matches!(stream.read(&mut discard).await, Ok(n) if n > 0) {} };
-    let _ = tokio::time::timeout(CLOSE_DRAIN, drain).await;
+/// Ends a connection as `closing` says (see
+/// [`petrel_runtime_common::close`]), writing what is left of `output`;
+/// a drain ends early when the server stops serving (`serving` changes).
+async fn close(
+    stream: &mut TcpStream,
+    output: &mut Vec<u8>,
+    mut closing: LingeringClose,
+    mut serving: Option<watch::Receiver<bool>>,
+) {
+    loop {
+        match closing.poll(now(), !output.is_empty()) {
+            CloseStep::Flush { until } => {
+                let until = tokio::time::Instant::from_std(until);
+                match tokio::time::timeout_at(until, stream.write(output)).await {
+                    Ok(Ok(n)) if n > 0 => {
+                        output.drain(..n);
+                    }
+                    Ok(_) => closing.handle_write_error(),
+                    // Time is up: the next poll gives the rest up.
+                    Err(_) => {}
+                }
+            }
+            CloseStep::ShutdownWrite => {
+                let _ = stream.shutdown().await;
+            }
+            CloseStep::Drain { until } => {
+                let until = tokio::time::Instant::from_std(until);
+                let mut discard = [0; 1024];
+                tokio::select! {
+                    read = tokio::time::timeout_at(until, stream.read(&mut discard)) => {
+                        match read {
+                            Ok(Ok(n)) if n > 0 => {}
+                            // Time is up: the next poll closes.
+                            Err(_) => {}
+                            Ok(_) => closing.handle_peer_closed(),
+                        }
+                    }
+                    () = stopped(&mut serving) => return,
+                }
+            }
+            CloseStep::Close => return,
+        }
+    }
+}
+
+/// When `serving` changes; never without one.
+async fn stopped(serving: &mut Option<watch::Receiver<bool>>) {
+    match serving {
+        Some(serving) => {
+            let _ = serving.changed().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn run_server(
     mut stream: TcpStream,
     mut conn: ServerConn,
+    permit: Permit,
     wake: Arc<Notify>,
     mut serving: watch::Receiver<bool>,
 ) {
     let mut buf = vec![0; READ_BUFFER];
     let mut eof = false;
-    loop {
+    let closing = loop {
         if conn.is_closed() {
-            return finish(&mut stream, conn.output()).await;
+            break LingeringClose::after_session(now(), Some(permit), eof);
         }
         let deadline = conn.poll_timeout();
         let reading = conn.wants_input() && !eof;
@@ -258,10 +314,11 @@ async fn run_server(
                 // The grace period is over: the session says 421 and ends,
                 // and the application hears of any transaction cut.
                 conn.handle_shutdown(now());
-                return finish(&mut stream, conn.output()).await;
+                break LingeringClose::at_shutdown(now(), Some(permit));
             }
         }
-    }
+    };
+    close(&mut stream, conn.output(), closing, Some(serving)).await;
 }
 
 async fn connect(addr: SocketAddr, options: &DeliverOptions) -> io::Result<TcpStream> {
@@ -311,7 +368,8 @@ async fn run_client(mut stream: TcpStream, conn: &mut DeliveryConn) {
     let mut eof = false;
     loop {
         if conn.closed().is_some() {
-            return finish(&mut stream, conn.output()).await;
+            let closing = LingeringClose::outbound(now());
+            return close(&mut stream, conn.output(), closing, None).await;
         }
         let deadline = conn.poll_timeout();
         let writing = !conn.output().is_empty();

@@ -42,7 +42,7 @@ pub const BULK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Where each peer comes from, for the failure message when it is missing.
 const INSTALL_HINT: &str = "run `bash scripts/setup` from the repository root, which installs \
-     every peer (apt-get install -y swaks libnet-ssleay-perl postfix openssl; \
+     every peer (apt-get install -y swaks libnet-ssleay-perl postfix openssl iproute2; \
      python3 -m pip install aiosmtpd)";
 
 // ---------------------------------------------------------------------------
@@ -605,8 +605,21 @@ impl Sink {
     /// Starts `<runtime>-sink --listen 127.0.0.1:0 ARGS` and waits for its
     /// `listening on ADDR` line.
     pub fn start(runtime: Runtime, args: &[&str]) -> Sink {
+        Self::spawn(runtime, Command::new(runtime.sink_binary()), args)
+    }
+
+    /// [`Sink::start`] with the sink's limit on open descriptors lowered
+    /// to `max` (`ulimit -n` in a shell that then becomes the sink).
+    pub fn start_with_descriptor_limit(runtime: Runtime, max: u32, args: &[&str]) -> Sink {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", &format!("ulimit -n {max} && exec \"$0\" \"$@\"")])
+            .arg(runtime.sink_binary());
+        Self::spawn(runtime, command, args)
+    }
+
+    fn spawn(runtime: Runtime, mut command: Command, args: &[&str]) -> Sink {
         let name = format!("{}-sink {}", runtime.name(), args.join(" "));
-        let mut command = Command::new(runtime.sink_binary());
         command.args(["--listen", "127.0.0.1:0"]).args(args);
         let mut proc = Proc::spawn(name, &mut command);
         let output = proc.wait_for_stdout("a `listening on ADDR` line", START_TIMEOUT, |out| {
@@ -923,6 +936,27 @@ impl RawSmtp {
     pub fn connect(addr: SocketAddr) -> RawSmtp {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+        Self::from_stream(stream)
+    }
+
+    /// A connection whose own socket buffers are small (a few KiB), so that
+    /// what is in flight towards the server stays small too.
+    pub fn connect_small_buffers(addr: SocketAddr) -> RawSmtp {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .expect("socket");
+        socket.set_send_buffer_size(4096).expect("SO_SNDBUF");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket
+            .connect_timeout(&addr.into(), Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+        Self::from_stream(socket.into())
+    }
+
+    fn from_stream(stream: TcpStream) -> RawSmtp {
         stream.set_nodelay(true).expect("TCP_NODELAY");
         stream
             .set_write_timeout(Some(Self::READ_TIMEOUT))
@@ -1040,6 +1074,32 @@ impl RawSmtp {
     pub fn command(&mut self, command: &str, code: u16) -> Reply {
         self.send(format!("{command}\r\n").as_bytes());
         self.expect(code, command)
+    }
+
+    /// Checks the peer closes the connection cleanly: nothing more, then
+    /// the end of input, and no reset, either at the read or waiting on
+    /// the socket (the kernel's answer to input the server left unread,
+    /// which on a real network may destroy the last reply).
+    pub fn expect_clean_close(&mut self, after: &str) {
+        assert!(
+            self.buffer.is_empty(),
+            "after {after}: more came: {:?}",
+            String::from_utf8_lossy(&self.buffer)
+        );
+        self.stream
+            .set_read_timeout(Some(Self::READ_TIMEOUT))
+            .expect("read timeout");
+        let mut rest = Vec::new();
+        let read = self.stream.read_to_end(&mut rest);
+        assert!(read.is_ok(), "after {after}: {read:?}");
+        assert_eq!(String::from_utf8_lossy(&rest), "", "after {after}");
+        let error = self.stream.take_error().expect("SO_ERROR");
+        assert!(error.is_none(), "after {after}: {error:?}");
+    }
+
+    /// The socket, for tests that drive it themselves.
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
     }
 
     /// Checks the peer closes the connection (within the read timeout)
@@ -1370,6 +1430,35 @@ fn running_as_root() -> bool {
         .output()
         .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
         .unwrap_or(false)
+}
+
+/// The backlog of the socket listening on `addr`, as the kernel has it:
+/// for a listening socket, `ss -lnt` shows it as Send-Q (`/proc/net/tcp`
+/// does not show it at all).
+pub fn listen_backlog(addr: SocketAddr) -> u32 {
+    let ss = require_tool("ss");
+    let finished = run(
+        Command::new(ss).args(["-Hltn", &format!("sport = :{}", addr.port())]),
+        CLIENT_TIMEOUT,
+    );
+    let local = addr.to_string();
+    // State, Recv-Q, Send-Q, local address, peer address.
+    finished
+        .stdout
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&"LISTEN") && fields.get(3) == Some(&local.as_str()))
+        .and_then(|fields| fields.get(2).and_then(|backlog| backlog.parse().ok()))
+        .unwrap_or_else(|| panic!("{addr} is not in `ss -ltn`:\n{}", finished.output))
+}
+
+/// The kernel's bound on listen backlogs.
+pub fn somaxconn() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .expect("/proc/sys/net/core/somaxconn")
+        .trim()
+        .parse()
+        .expect("a number in /proc/sys/net/core/somaxconn")
 }
 
 /// Runs Postfix's `smtp-source ARGS 127.0.0.1:PORT` to completion and fails

@@ -8,10 +8,13 @@
 //! five-minute timeouts, so they are tested in core's simulation instead).
 use std::time::Duration;
 
+use std::io::{self, Write};
+use std::thread;
+
 use petrel_tests::{
-    count_lines_starting, maildir_messages, path_str, send, swaks, swaks_ok, temp_dir,
-    write_message_file, Pki, RawSmtp, ReadOutcome, Runtime, SClient, Sink, BULK_TIMEOUT,
-    CLIENT_TIMEOUT,
+    count_lines_starting, listen_backlog, maildir_messages, path_str, send, somaxconn, swaks,
+    swaks_ok, temp_dir, write_message_file, Pki, RawSmtp, ReadOutcome, Runtime, SClient, Sink,
+    BULK_TIMEOUT, CLIENT_TIMEOUT,
 };
 
 // ---------------------------------------------------------------------------
@@ -243,7 +246,7 @@ fn connection_limit(rt: Runtime) {
         line.starts_with("421 4.3.2"),
         "third connection got {line:?}"
     );
-    third.expect_closed("421");
+    third.expect_clean_close("421");
     // The two below the limit still work.
     first.command("NOOP", 250);
     second.command("NOOP", 250);
@@ -268,6 +271,152 @@ fn connection_limit(rt: Runtime) {
     assert_eq!(sink.stop().accepted, 0);
 }
 
+/// Pipelined commands enough that the server has not read them all when
+/// it closes (one read takes at most 64 KiB).
+fn unread_input() -> Vec<u8> {
+    b"NOOP\r\n".repeat(64 * 1024)
+}
+
+/// `--max-connections-per-ip`: N connections from 127.0.0.1 are served,
+/// the next is told `421 4.7.0` and closed cleanly even with commands
+/// pipelined; once one leaves (its place is free by the time it sees the
+/// end of its input), a new one is served.
+fn per_address_limit(rt: Runtime) {
+    let sink = Sink::start(
+        rt,
+        &["--tls-engine", "none", "--max-connections-per-ip", "2"],
+    );
+    let mut first = RawSmtp::connect(sink.addr);
+    first.expect(220, "connection 1");
+    let mut second = RawSmtp::connect(sink.addr);
+    second.expect(220, "connection 2");
+    let mut third = RawSmtp::connect(sink.addr);
+    third.send(&unread_input());
+    assert_eq!(
+        third.read_line().as_deref(),
+        Some("421 4.7.0 localhost Error: too many connections from 127.0.0.1")
+    );
+    third.expect_clean_close("421 4.7.0");
+    second.command("NOOP", 250);
+    first.command("QUIT", 221);
+    first.expect_clean_close("221");
+    let mut fourth = RawSmtp::connect(sink.addr);
+    fourth.expect(220, "a connection after one left");
+    fourth.command("QUIT", 221);
+    second.command("QUIT", 221);
+    drop((first, second, third, fourth));
+    let counts = sink.stop();
+    assert_eq!(
+        counts.connections, 3,
+        "the refused one was no session: {counts:?}"
+    );
+}
+
+/// `--backlog`, and the default 1024, bounded by the kernel's somaxconn.
+fn listen_backlog_configured(rt: Runtime) {
+    let sink = Sink::start(rt, &["--tls-engine", "none", "--backlog", "7"]);
+    assert_eq!(listen_backlog(sink.addr), 7);
+    sink.stop();
+    let sink = Sink::start(rt, &["--tls-engine", "none"]);
+    assert_eq!(listen_backlog(sink.addr), 1024.min(somaxconn()));
+    sink.stop();
+}
+
+/// A sink out of descriptors cannot accept; it tries again by itself, and
+/// the connections waiting in its backlog are served once descriptors are
+/// free again (no new connection comes to wake it up).
+fn accept_resumes_when_descriptors_free_up(rt: Runtime) {
+    const CLIENTS: usize = 100;
+    let sink = Sink::start_with_descriptor_limit(
+        rt,
+        64,
+        &["--tls-engine", "none", "--max-connections-per-ip", "0"],
+    );
+    let mut clients: Vec<RawSmtp> = (0..CLIENTS).map(|_| RawSmtp::connect(sink.addr)).collect();
+    // Not timed: a sink slower than this greets fewer now and more later.
+    thread::sleep(Duration::from_secs(1));
+    // Kept open until all are sorted: each one closed frees a descriptor.
+    let (mut greeted, mut waiting) = (Vec::new(), Vec::new());
+    for mut client in clients.drain(..) {
+        match client.read_some(Duration::from_millis(1)) {
+            ReadOutcome::Data(bytes) => {
+                assert!(
+                    bytes.starts_with(b"220 "),
+                    "{:?}",
+                    String::from_utf8_lossy(&bytes)
+                );
+                greeted.push(client);
+            }
+            ReadOutcome::Silent => waiting.push(client),
+            ReadOutcome::Closed => panic!("a connection was closed unanswered"),
+        }
+    }
+    assert!(!greeted.is_empty(), "no connection was served at all");
+    assert!(
+        !waiting.is_empty(),
+        "all {CLIENTS} connections were served: the descriptor limit did not bite"
+    );
+    // The greeted ones go; every waiting one gets its greeting.
+    drop(greeted);
+    for client in &mut waiting {
+        client.expect(220, "a connection accepted once descriptors were free");
+    }
+    drop(waiting);
+    sink.stop();
+}
+
+/// A client that pipelines commands and never reads the replies stops
+/// being read: the sink holds a bounded amount for it. Once it reads,
+/// every command it got in is answered, in order.
+fn unread_replies_stop_reading(rt: Runtime) {
+    /// More than every socket buffer on the way, many times over.
+    const BOUND: usize = 64 * 1024 * 1024;
+    let sink = Sink::start(rt, &["--tls-engine", "none"]);
+    let mut smtp = RawSmtp::connect_small_buffers(sink.addr);
+    smtp.expect(220, "connecting");
+    smtp.command("EHLO x", 250);
+    let chunk = b"NOOP\r\n".repeat(10_000);
+    let mut writer = smtp.stream().try_clone().unwrap();
+    writer.set_nonblocking(true).unwrap();
+    let (mut sent, mut stalled) = (0, 0);
+    // Stalled: nothing got in for a whole second.
+    while stalled < 20 && sent < BOUND {
+        match writer.write(&chunk[sent % chunk.len()..]) {
+            Ok(n) => (sent, stalled) = (sent + n, 0),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                stalled += 1;
+                thread::sleep(Duration::from_millis(50));
+            }
+            Err(error) => panic!("after {sent} octets: {error}"),
+        }
+    }
+    assert!(
+        sent < BOUND,
+        "the sink read {sent} octets from a client that reads nothing"
+    );
+    // The rest of the last command and QUIT, from another thread: the
+    // sink reads again only once this one reads.
+    writer.set_nonblocking(false).unwrap();
+    let partial = sent % 6;
+    let commands = sent.div_ceil(6);
+    let finishing = thread::spawn(move || {
+        let rest = if partial > 0 {
+            &b"NOOP\r\n"[partial..]
+        } else {
+            &[][..]
+        };
+        writer.write_all(rest)?;
+        writer.write_all(b"QUIT\r\n")
+    });
+    for n in 0..commands {
+        smtp.expect(250, &format!("NOOP {n} of {commands}"));
+    }
+    smtp.expect(221, "QUIT");
+    finishing.join().unwrap().unwrap();
+    drop(smtp);
+    sink.stop();
+}
+
 // ---------------------------------------------------------------------------
 // STARTTLS: command injection (CVE-2011-0411), require-TLS
 
@@ -289,9 +438,12 @@ fn injection_rejected(rt: Runtime) {
     for args in [&[][..], &["--injection-policy", "reject"][..]] {
         let sink = Sink::start(rt, args);
         let mut smtp = inject_after_starttls(&sink);
+        // More behind it than the server reads before it closes: still a
+        // clean close, not a reset that could destroy the 554.
+        smtp.send(&unread_input());
         let reply = smtp.read_reply();
         assert_eq!(reply.code, 554, "policy {args:?}: {:?}", reply.lines);
-        smtp.expect_closed("554 to injected STARTTLS");
+        smtp.expect_clean_close("554 to injected STARTTLS");
         drop(smtp);
         assert_eq!(sink.stop().accepted, 0);
     }
@@ -605,6 +757,10 @@ petrel_tests::per_runtime!(
     large_body_10mb_swaks,
     many_concurrent_connections,
     connection_limit,
+    per_address_limit,
+    listen_backlog_configured,
+    accept_resumes_when_descriptors_free_up,
+    unread_replies_stop_reading,
     injection_rejected,
     injection_ignored,
     require_tls,

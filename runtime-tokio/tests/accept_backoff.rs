@@ -1,0 +1,7 @@
+//! The shared scenario that exhausts the process's descriptors, alone in
+//! its test binary, on petrel-tokio.
+#![cfg(test)]
+
+mod common;
+
+petrel_runtime_common::runtime_suite!(descriptors: common::Tokio);
