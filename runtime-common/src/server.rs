@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
+use petrel_core::drive;
 use petrel_core::server::{Event, ServerConfig, ServerSession};
 use petrel_core::wire::reply::{EnhancedCode, Reply};
 
@@ -195,48 +196,44 @@ impl ServerConn {
         &self.info
     }
 
-    /// The driver loop of the sans-IO contract: transmit, events, answers,
-    /// until nothing moves.
+    /// The driver loop of the sans-IO contract, in core's one order
+    /// (`petrel_core::drive`): transmit, events to the handler, answers
+    /// that came from other threads, until nothing moves.
     fn drain(&mut self, now: Instant) {
-        loop {
-            let mut moved = self.session.poll_transmit(&mut self.out) > 0;
-            moved |= self.apply_answer(now);
-            while let Some(event) = self.session.poll_event() {
-                moved = true;
-                let decision = matches!(
-                    event,
-                    Event::Mail { .. } | Event::Rcpt { .. } | Event::MessageEnd { .. }
-                )
-                .then(|| Decision {
-                    slot: Some(self.slot.clone()),
-                });
-                self.slot.in_handler.store(true, Ordering::SeqCst);
-                self.handler.on_event(&self.info, &event, decision);
-                self.slot.in_handler.store(false, Ordering::SeqCst);
-                self.apply_answer(now);
-            }
-            if !moved {
-                return;
-            }
-        }
-    }
-
-    fn apply_answer(&mut self, now: Instant) -> bool {
-        let answer = self
-            .slot
-            .answer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let Some(answer) = answer else { return false };
-        // A decision for a session that closed meanwhile is moot: the
-        // reply was never sent, and the handler saw the abort event.
-        let _ = match answer {
-            Answer::Accept => self.session.accept(now),
-            Answer::Respond(reply) => self.session.respond(now, reply),
+        let (handler, info, slot) = (&self.handler, &self.info, &self.slot);
+        let on_event = |session: &mut ServerSession, _: &mut Vec<u8>, event: Event| {
+            let decision = matches!(
+                event,
+                Event::Mail { .. } | Event::Rcpt { .. } | Event::MessageEnd { .. }
+            )
+            .then(|| Decision {
+                slot: Some(slot.clone()),
+            });
+            slot.in_handler.store(true, Ordering::SeqCst);
+            handler.on_event(info, &event, decision);
+            slot.in_handler.store(false, Ordering::SeqCst);
+            apply_answer(slot, session, now);
         };
-        true
+        let feed = |session: &mut ServerSession, _: &mut Vec<u8>| apply_answer(slot, session, now);
+        let _ = drive::drain(&mut self.session, &mut self.out, usize::MAX, on_event, feed);
     }
+}
+
+/// Gives the session the answer in `slot`, if one has arrived.
+fn apply_answer(slot: &Slot, session: &mut ServerSession, now: Instant) -> bool {
+    let answer = slot
+        .answer
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    let Some(answer) = answer else { return false };
+    // A decision for a session that closed meanwhile is moot: the reply
+    // was never sent, and the handler saw the abort event.
+    let _ = match answer {
+        Answer::Accept => session.accept(now),
+        Answer::Respond(reply) => session.respond(now, reply),
+    };
+    true
 }
 
 #[cfg(test)]
