@@ -50,8 +50,39 @@ impl Network {
     }
 }
 
+/// Why a string is not a network in CIDR form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BadNetwork {
+    /// The address part is not an IP address.
+    Address(String),
+    /// The prefix length is not a number.
+    Prefix(String),
+    /// The prefix is longer than the address family allows.
+    PrefixTooLong {
+        /// The address.
+        addr: IpAddr,
+        /// The prefix length given.
+        prefix: u8,
+    },
+}
+
+impl std::fmt::Display for BadNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Address(addr) => write!(f, "bad network address {addr:?}"),
+            Self::Prefix(prefix) => write!(f, "bad prefix length {prefix:?}"),
+            Self::PrefixTooLong { addr, prefix } => {
+                write!(f, "prefix /{prefix} too long for {addr}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BadNetwork {}
+
 impl std::str::FromStr for Network {
-    type Err = String;
+    type Err = BadNetwork;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (addr, prefix) = match s.split_once('/') {
@@ -60,13 +91,13 @@ impl std::str::FromStr for Network {
         };
         let addr: IpAddr = addr
             .parse()
-            .map_err(|_| format!("bad network address {addr:?}"))?;
+            .map_err(|_| BadNetwork::Address(addr.to_owned()))?;
         let full = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(p) => p.parse().map_err(|_| format!("bad prefix length {p:?}"))?,
+            Some(p) => p.parse().map_err(|_| BadNetwork::Prefix(p.to_owned()))?,
             None => full,
         };
-        Network::new(addr, prefix).ok_or_else(|| format!("prefix /{prefix} too long for {addr}"))
+        Network::new(addr, prefix).ok_or(BadNetwork::PrefixTooLong { addr, prefix })
     }
 }
 
@@ -458,7 +489,21 @@ mod tests {
         assert_eq!(limit("10.0.0.1"), Some(DEFAULT_MAX_CONNECTIONS_PER_IP));
         assert_eq!(limit("127.0.0.1"), None);
         assert_eq!(limit("127.0.0.2"), Some(1));
-        assert!("127.0.0.0/33".parse::<Network>().is_err());
+        assert_eq!(
+            "127.0.0.0/33".parse::<Network>(),
+            Err(BadNetwork::PrefixTooLong {
+                addr: "127.0.0.0".parse().unwrap(),
+                prefix: 33
+            })
+        );
+        assert_eq!(
+            "localhost/8".parse::<Network>(),
+            Err(BadNetwork::Address("localhost".into()))
+        );
+        assert_eq!(
+            "10.0.0.0/x".parse::<Network>(),
+            Err(BadNetwork::Prefix("x".into()))
+        );
         assert!("0.0.0.0/0"
             .parse::<Network>()
             .unwrap()
