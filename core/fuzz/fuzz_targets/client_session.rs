@@ -200,7 +200,10 @@ impl Harness {
                 }
                 110 => {
                     if let Some(peer) = &mut self.peer {
+                        // After its close_notify the server reads nothing
+                        // more (rustls asserts as much in debug builds).
                         peer.close();
+                        self.peer_failed = true;
                     }
                 }
                 // A long multi-line reply: up to 300 lines of up to 4 KiB

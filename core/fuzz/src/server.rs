@@ -361,9 +361,9 @@ impl Harness {
                     wire.extend_from_slice(&out);
                 }
                 if let Some(peer) = &mut self.peer {
-                    // A TLS client that failed reads nothing more (rustls
-                    // asserts that it is not fed after a fatal alert).
-                    if peer.last_error().is_none() {
+                    // A TLS client that failed or sent close_notify reads
+                    // nothing more (rustls asserts as much in debug builds).
+                    if !self.peer_done && peer.last_error().is_none() {
                         peer.handle_ciphertext(&out);
                     }
                     self.peer_done |= peer.last_error().is_some();
