@@ -45,7 +45,7 @@ fn replay(config: &ServerConfig, pieces: &[&[u8]]) -> (Vec<u8>, Vec<Entry>) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut ops = Ops::new(data, 4096);
+    let mut ops = Ops::new(data, 1024);
     let config = config(ops.byte());
     let mut harness = Harness::new(config.clone(), true);
     harness.run(&mut ops, false);

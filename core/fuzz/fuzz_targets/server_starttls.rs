@@ -18,7 +18,7 @@ use petrel_core_fuzz::server::{small_limits, Harness};
 use petrel_core_fuzz::tls::server_tls;
 
 fuzz_target!(|data: &[u8]| {
-    let mut ops = Ops::new(data, 4096);
+    let mut ops = Ops::new(data, 1024);
     let flags = ops.byte();
     let mut config = ServerConfig::new("fuzz.test");
     config.limits = small_limits();
