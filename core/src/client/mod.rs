@@ -628,9 +628,11 @@ impl ClientSession {
         if self.streaming_body() {
             // A server may refuse in the middle of a body and hang up (a
             // 552 for size, a 554 from a filter); that refusal, held back
-            // while the body was being written, is the outcome.
+            // while the body was being written, is the outcome. Only a
+            // refusal: a stray 2xx or 3xx (a second 354) decides nothing.
             if let Ok(ReplyStatus::Complete { reply, .. }) = self.parser.parse(&self.inbuf) {
-                if let Some(txn) = self.active.as_mut().filter(|_| !reply.is_positive()) {
+                let refusal = reply.is_transient() || reply.is_permanent();
+                if let Some(txn) = self.active.as_mut().filter(|_| refusal) {
                     txn.decide_rest(&reply, true);
                 }
             }

@@ -1033,3 +1033,25 @@ fn a_530_on_the_plaintext_fallback_connection_defers() {
     pair.drive();
     assert_eq!(deliveries(&pair), [vec![Delivery::Permanent]]);
 }
+
+#[test]
+fn a_stray_354_in_the_middle_of_a_body_is_not_an_outcome() {
+    // Found by the client_session fuzz target: a 354 held back while the
+    // body was written became every recipient's outcome at EOF, as a
+    // "transient" failure with a 3xx reply.
+    let now = crate::pair::origin();
+    let mut client = ClientSession::new(Arc::new(plain_client()), "mx", ConnectionKind::First, now);
+    client.submit(now, envelope("a@x.org", &["b@y.org"]));
+    client.handle_input(now, b"220 mx\r\n250 mx\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+    client.send_body(now, b"a first part\r\n").unwrap();
+    client.handle_input(now, b"354 go again\r\n");
+    client.handle_eof(now);
+    let done = std::iter::from_fn(|| client.poll_event())
+        .find_map(|e| match e {
+            Event::TransactionDone { outcomes, .. } => Some(outcomes),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(done[0].delivery, Delivery::Transient);
+    assert_eq!(done[0].reply.code(), 421, "{:?}", done[0].reply);
+}

@@ -381,7 +381,11 @@ impl ReplyParser {
                 return Err(ReplyError::TooManyLines);
             }
             self.code = Some(code);
-            self.lines.push(String::from_utf8_lossy(text).into_owned());
+            // A Reply holds no CR (see `Reply::multiline`); dropping it
+            // here, before the enhanced code is looked for, makes the
+            // reply parse the same again once written out.
+            let text = String::from_utf8_lossy(text).replace('\r', "");
+            self.lines.push(text);
             if last {
                 self.code = None;
                 let lines = std::mem::take(&mut self.lines);
@@ -659,6 +663,20 @@ mod tests {
                 .collect();
             ArbitraryReply(Reply::multiline(code, enhanced, lines))
         }
+    }
+
+    #[test]
+    fn a_reply_with_cr_in_its_text_parses_the_same_once_written_out() {
+        // Found by the reply fuzz target: "5.0.07\r\r" was no enhanced
+        // code, but the reply wrote itself out without the CRs, as
+        // "227 5.0.07", which has one.
+        let mut parser = ReplyParser::new();
+        let Ok(ReplyStatus::Complete { reply, .. }) = parser.parse(b"227 5.0.07\r\r\r\n") else {
+            panic!("no reply");
+        };
+        assert_eq!(reply.enhanced(), Some(EnhancedCode::new(5, 0, 7)));
+        let again = ReplyParser::new().parse(&reply.to_bytes());
+        assert!(matches!(again, Ok(ReplyStatus::Complete { reply: r, .. }) if r == reply));
     }
 
     quickcheck! {
