@@ -43,8 +43,9 @@
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -54,10 +55,10 @@ use petrel_runtime_common::client::{start_connect, DeliveryConn, DeliveryPlan};
 use petrel_runtime_common::close::{CloseStep, LingeringClose};
 use petrel_runtime_common::listen::{Admission, ConnectionLimit, Gate, Permit};
 use petrel_runtime_common::server::ServerConn;
-use petrel_runtime_common::{ACCEPT_BACKOFF, CLOSE_FLUSH, READ_BUFFER};
+use petrel_runtime_common::{receive, Received, ACCEPT_BACKOFF, CLOSE_FLUSH};
 use smol::channel::{Receiver, Sender};
 use smol::future::{self, FutureExt as _};
-use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use smol::io::AsyncWriteExt as _;
 use smol::stream::StreamExt as _;
 use smol::{Async, Executor, Timer};
 
@@ -262,35 +263,34 @@ impl Accept {
                 .unwrap_or(self.gate.config().addr),
         };
         let handler = self.shared.handler.clone();
-        executor
-            .spawn(async move {
-                // A decision answered on another thread wakes this task; one
-                // pending wake-up is enough, as each drains every answer.
-                let (waker, woken) = smol::channel::bounded(1);
-                let wake = Box::new(move || {
-                    let _ = waker.try_send(());
-                });
-                let served = async {
-                    let conn = ServerConn::new(config, info, handler, Instant::now(), wake);
-                    run_server(&stream, conn, permit, woken, &shared.serving).await
-                };
-                // A panicking handler ends its own connection, not the
-                // executor thread that happened to run it.
-                if let Ok(Ended::Closing(closing, mut output)) =
-                    AssertUnwindSafe(served).catch_unwind().await
-                {
-                    close(&stream, &mut output, closing, Some(&shared.serving)).await;
-                }
-                drop(stream);
-                drop(shared);
-            })
-            .detach();
+        let connection = async move {
+            // A decision answered on another thread wakes this task.
+            let woken = Arc::new(Wakeup::default());
+            let waker = woken.clone();
+            let wake = Box::new(move || waker.wake());
+            let served = async {
+                // Boxed: moved into `run_server`, it would otherwise take
+                // its room in this future and again in that one.
+                let conn = Box::new(ServerConn::new(config, info, handler, Instant::now(), wake));
+                run_server(&stream, conn, permit, &woken, &shared.serving).await
+            };
+            // A panicking handler ends its own connection, not the
+            // executor thread that happened to run it.
+            if let Ok(Ended::Closing(closing, mut output)) =
+                AssertUnwindSafe(served).catch_unwind().await
+            {
+                close(&stream, &mut output, closing, Some(&shared.serving)).await;
+            }
+            drop(stream);
+            drop(shared);
+        };
+        executor.spawn(connection).detach();
     }
 }
 
 /// What ended one wait of a drain.
 enum Drained {
-    Read(io::Result<usize>),
+    Readable(io::Result<()>),
     TimeUp,
     /// The server stopped serving.
     Stopped,
@@ -327,9 +327,7 @@ async fn close(
                 let _ = stream.get_ref().shutdown(Shutdown::Write);
             }
             CloseStep::Drain { until } => {
-                let mut reader = stream;
-                let mut discard = [0; 1024];
-                let read = async { Drained::Read(reader.read(&mut discard).await) };
+                let read = async { Drained::Readable(stream.readable().await) };
                 let timeout = async {
                     Timer::at(until).await;
                     Drained::TimeUp
@@ -344,9 +342,12 @@ async fn close(
                     Drained::Stopped
                 };
                 match stop.or(read).or(timeout).await {
-                    Drained::Read(Ok(n)) if n > 0 => {}
-                    Drained::Read(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
-                    Drained::Read(_) => closing.handle_peer_closed(),
+                    Drained::Readable(Ok(())) => {
+                        if receive(|buf| read_now(stream, buf), |_| {}) == Received::End {
+                            closing.handle_peer_closed();
+                        }
+                    }
+                    Drained::Readable(Err(_)) => closing.handle_peer_closed(),
                     // The next poll closes.
                     Drained::TimeUp => {}
                     Drained::Stopped => return,
@@ -357,10 +358,61 @@ async fn close(
     }
 }
 
+/// A connection's wake-up by decisions answered on other threads: a flag
+/// and the task's waker (one pending wake-up is enough, as each drains
+/// every answer), far lighter than a channel per connection.
+#[derive(Debug, Default)]
+struct Wakeup {
+    woken: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Wakeup {
+    fn wake(&self) {
+        self.woken.store(true, Ordering::SeqCst);
+        let waker = self
+            .waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Until `wake` has been called since the last time this returned.
+    async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.woken.swap(false, Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            let mut waker = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
+            drop(waker);
+            // A wake between the check above and the waker's registration.
+            if self.woken.swap(false, Ordering::SeqCst) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
+/// A read of what the socket has now, without waiting.
+fn read_now(stream: &Async<TcpStream>, buf: &mut [u8]) -> io::Result<usize> {
+    std::io::Read::read(&mut stream.get_ref(), buf)
+}
+
 /// What woke a connection's task.
 enum Step {
     Written(io::Result<usize>),
-    Read(io::Result<usize>),
+    /// The socket is readable (or failed): read with [`receive`], into the
+    /// thread's buffer.
+    Readable(io::Result<()>),
     Woken,
     Timer,
     Stop,
@@ -440,15 +492,13 @@ async fn yield_sometimes(steps: &mut u32) {
 /// stops serving it.
 async fn run_server(
     stream: &Async<TcpStream>,
-    mut conn: ServerConn,
+    mut conn: Box<ServerConn>,
     permit: Permit,
-    woken: Receiver<()>,
+    woken: &Wakeup,
     serving: &Receiver<()>,
 ) -> Ended {
     // Pinned: a receiver keeps its listener in place between polls.
-    let mut woken = std::pin::pin!(woken);
     let mut stop = std::pin::pin!(serving.clone());
-    let mut buf = vec![0; READ_BUFFER];
     let mut eof = false;
     let mut deadline = Deadline::new();
     let mut steps = 0u32;
@@ -467,7 +517,7 @@ async fn run_server(
         let reading = !eof && conn.wants_input();
         deadline.arm(conn.poll_timeout());
         let step = {
-            let (mut reader, mut writer) = (stream, stream);
+            let mut writer = stream;
             let output = conn.output();
             let write = async {
                 if output.is_empty() {
@@ -478,19 +528,14 @@ async fn run_server(
             };
             let read = async {
                 if reading {
-                    Step::Read(reader.read(&mut buf).await)
+                    Step::Readable(stream.readable().await)
                 } else {
                     future::pending().await
                 }
             };
-            // Polled as streams, which keep their listeners between
-            // iterations rather than registering new ones each time.
             let wake = async {
-                match woken.next().await {
-                    Some(()) => Step::Woken,
-                    // Cannot happen: the connection holds the sender.
-                    None => future::pending().await,
-                }
+                woken.wait().await;
+                Step::Woken
             };
             let stop = async {
                 let _ = stop.next().await;
@@ -510,11 +555,16 @@ async fn run_server(
                 conn.handle_eof(now);
                 return Ended::Gone;
             }
-            Step::Read(Ok(n)) if n > 0 => conn.handle_input(now, buf.get(..n).unwrap_or_default()),
-            Step::Read(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
-            Step::Read(_) => {
-                eof = true;
-                conn.handle_eof(now);
+            Step::Readable(ready) => {
+                let input = |data: &[u8]| conn.handle_input(now, data);
+                let received = match ready {
+                    Ok(()) => receive(|buf| read_now(stream, buf), input),
+                    Err(_) => Received::End,
+                };
+                if received == Received::End {
+                    eof = true;
+                    conn.handle_eof(now);
+                }
             }
             Step::Woken => conn.handle_wake(now),
             Step::Timer if due(conn.poll_timeout(), now) => conn.handle_timeout(now),
@@ -577,7 +627,6 @@ pub async fn deliver(
 /// written. Replies are read while the output is written, so that neither
 /// side can block the other with a full socket.
 async fn run_client(stream: &Async<TcpStream>, conn: &mut DeliveryConn) {
-    let mut buf = vec![0; READ_BUFFER];
     let mut eof = false;
     let mut closing: Option<Instant> = None;
     let mut deadline = Deadline::new();
@@ -598,7 +647,7 @@ async fn run_client(stream: &Async<TcpStream>, conn: &mut DeliveryConn) {
         }
         deadline.arm(next);
         let step = {
-            let (mut reader, mut writer) = (stream, stream);
+            let mut writer = stream;
             let output = conn.output();
             let write = async {
                 if output.is_empty() {
@@ -611,7 +660,7 @@ async fn run_client(stream: &Async<TcpStream>, conn: &mut DeliveryConn) {
                 if eof {
                     future::pending().await
                 } else {
-                    Step::Read(reader.read(&mut buf).await)
+                    Step::Readable(stream.readable().await)
                 }
             };
             // Reading first: replies (or a refusal in the middle of a
@@ -627,22 +676,28 @@ async fn run_client(stream: &Async<TcpStream>, conn: &mut DeliveryConn) {
             Step::Written(_) => {
                 conn.output().clear();
                 // What the server said before going still counts.
-                while let Ok(n) = std::io::Read::read(&mut stream.get_ref(), &mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    conn.handle_input(now, buf.get(..n).unwrap_or_default());
-                }
+                while receive(
+                    |buf| read_now(stream, buf),
+                    |data| {
+                        conn.handle_input(now, data);
+                    },
+                ) == Received::Data
+                {}
                 eof = true;
                 conn.handle_eof(now);
                 // Whatever is left cannot reach the server any more.
                 conn.output().clear();
             }
-            Step::Read(Ok(n)) if n > 0 => conn.handle_input(now, buf.get(..n).unwrap_or_default()),
-            Step::Read(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
-            Step::Read(_) => {
-                eof = true;
-                conn.handle_eof(now);
+            Step::Readable(ready) => {
+                let input = |data: &[u8]| conn.handle_input(now, data);
+                let received = match ready {
+                    Ok(()) => receive(|buf| read_now(stream, buf), input),
+                    Err(_) => Received::End,
+                };
+                if received == Received::End {
+                    eof = true;
+                    conn.handle_eof(now);
+                }
             }
             Step::Timer if due(closing, now) => break,
             Step::Timer if due(conn.poll_timeout(), now) => conn.handle_timeout(now),

@@ -47,8 +47,8 @@ use petrel_runtime_common::client::{DeliveryConn, DeliveryPlan};
 use petrel_runtime_common::close::{CloseStep, LingeringClose};
 use petrel_runtime_common::listen::{Admission, ConnectionLimit, Gate, Permit};
 use petrel_runtime_common::server::ServerConn;
-use petrel_runtime_common::{ACCEPT_BACKOFF, CLOSE_FLUSH, READ_BUFFER};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use petrel_runtime_common::{receive, Received, ACCEPT_BACKOFF, CLOSE_FLUSH};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify};
 
@@ -192,13 +192,15 @@ impl Accept {
             let _open = open;
             let wake = Arc::new(Notify::new());
             let waker = wake.clone();
-            let conn = ServerConn::new(
+            // Boxed: moved into `run_server`, it would otherwise take its
+            // room in this task's future and again in that one's.
+            let conn = Box::new(ServerConn::new(
                 config,
                 info,
                 handler,
                 now(),
                 Box::new(move || waker.notify_one()),
-            );
+            ));
             run_server(stream, conn, permit, wake, serving).await;
         });
     }
@@ -244,16 +246,17 @@ async fn close(
             }
             CloseStep::Drain { until } => {
                 let until = tokio::time::Instant::from_std(until);
-                let mut discard = [0; 1024];
                 tokio::select! {
-                    read = tokio::time::timeout_at(until, stream.read(&mut discard)) => {
-                        match read {
-                            Ok(Ok(n)) if n > 0 => {}
-                            // Time is up: the next poll closes.
-                            Err(_) => {}
-                            Ok(_) => closing.handle_peer_closed(),
+                    ready = tokio::time::timeout_at(until, stream.readable()) => match ready {
+                        Ok(Ok(())) => {
+                            if receive(|buf| stream.try_read(buf), |_| {}) == Received::End {
+                                closing.handle_peer_closed();
+                            }
                         }
-                    }
+                        Ok(Err(_)) => closing.handle_peer_closed(),
+                        // Time is up: the next poll closes.
+                        Err(_) => {}
+                    },
                     () = stopped(&mut serving) => return,
                 }
             }
@@ -274,12 +277,11 @@ async fn stopped(serving: &mut Option<watch::Receiver<bool>>) {
 
 async fn run_server(
     mut stream: TcpStream,
-    mut conn: ServerConn,
+    mut conn: Box<ServerConn>,
     permit: Permit,
     wake: Arc<Notify>,
     mut serving: watch::Receiver<bool>,
 ) {
-    let mut buf = vec![0; READ_BUFFER];
     let mut eof = false;
     let closing = loop {
         if conn.is_closed() {
@@ -288,20 +290,28 @@ async fn run_server(
         let deadline = conn.poll_timeout();
         let reading = conn.wants_input() && !eof;
         let writing = !conn.output().is_empty();
-        let (mut reader, mut writer) = stream.split();
         tokio::select! {
-            written = writer.write(conn.output()), if writing => match written {
-                Ok(n) if n > 0 => { conn.output().drain(..n); }
-                // The peer is gone: the session learns it as an end of input.
-                _ => {
-                    conn.output().clear();
-                    conn.handle_eof(now());
-                    return;
+            ready = stream.writable(), if writing => {
+                match ready.and_then(|()| stream.try_write(conn.output())) {
+                    Ok(n) if n > 0 => { conn.output().drain(..n); }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                    // The peer is gone: the session learns it as an end of
+                    // input.
+                    _ => {
+                        conn.output().clear();
+                        conn.handle_eof(now());
+                        return;
+                    }
                 }
             },
-            read = reader.read(&mut buf), if reading => match read {
-                Ok(n) if n > 0 => conn.handle_input(now(), buf.get(..n).unwrap_or_default()),
-                _ => {
+            // Waited for without a buffer: see `receive`.
+            ready = stream.readable(), if reading => {
+                let input = |data: &[u8]| conn.handle_input(now(), data);
+                let received = match ready {
+                    Ok(()) => receive(|buf| stream.try_read(buf), input),
+                    Err(_) => Received::End,
+                };
+                if received == Received::End {
                     eof = true;
                     conn.handle_eof(now());
                 }
@@ -364,7 +374,6 @@ pub async fn deliver(
 }
 
 async fn run_client(mut stream: TcpStream, conn: &mut DeliveryConn) {
-    let mut buf = vec![0; READ_BUFFER];
     let mut eof = false;
     loop {
         if conn.closed().is_some() {
@@ -373,29 +382,32 @@ async fn run_client(mut stream: TcpStream, conn: &mut DeliveryConn) {
         }
         let deadline = conn.poll_timeout();
         let writing = !conn.output().is_empty();
-        let (mut reader, mut writer) = stream.split();
         tokio::select! {
-            written = writer.write(conn.output()), if writing => match written {
-                Ok(n) if n > 0 => {
-                    conn.output().drain(..n);
-                    conn.handle_written(now());
-                }
-                _ => {
-                    conn.output().clear();
-                    // What the server said before going still counts.
-                    while let Ok(n) = stream.try_read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        conn.handle_input(now(), buf.get(..n).unwrap_or_default());
+            ready = stream.writable(), if writing => {
+                match ready.and_then(|()| stream.try_write(conn.output())) {
+                    Ok(n) if n > 0 => {
+                        conn.output().drain(..n);
+                        conn.handle_written(now());
                     }
-                    eof = true;
-                    conn.handle_eof(now());
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                    _ => {
+                        conn.output().clear();
+                        // What the server said before going still counts.
+                        while receive(|buf| stream.try_read(buf), |data| {
+                            conn.handle_input(now(), data);
+                        }) == Received::Data {}
+                        eof = true;
+                        conn.handle_eof(now());
+                    }
                 }
             },
-            read = reader.read(&mut buf), if !eof => match read {
-                Ok(n) if n > 0 => conn.handle_input(now(), buf.get(..n).unwrap_or_default()),
-                _ => {
+            ready = stream.readable(), if !eof => {
+                let input = |data: &[u8]| conn.handle_input(now(), data);
+                let received = match ready {
+                    Ok(()) => receive(|buf| stream.try_read(buf), input),
+                    Err(_) => Received::End,
+                };
+                if received == Received::End {
                     eof = true;
                     conn.handle_eof(now());
                 }
