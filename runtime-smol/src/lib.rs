@@ -43,6 +43,7 @@
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Poll, Waker};
@@ -55,10 +56,10 @@ use petrel_runtime_common::client::{start_connect, DeliveryConn, DeliveryPlan};
 use petrel_runtime_common::close::{CloseStep, LingeringClose};
 use petrel_runtime_common::listen::{Admission, ConnectionLimit, Gate, Permit};
 use petrel_runtime_common::server::ServerConn;
-use petrel_runtime_common::{receive, Received, ACCEPT_BACKOFF, CLOSE_FLUSH};
+use petrel_runtime_common::{poll_receive, receive, Received, ACCEPT_BACKOFF, CLOSE_FLUSH};
 use smol::channel::{Receiver, Sender};
 use smol::future::{self, FutureExt as _};
-use smol::io::AsyncWriteExt as _;
+use smol::io::{AsyncRead, AsyncWriteExt as _};
 use smol::stream::StreamExt as _;
 use smol::{Async, Executor, Timer};
 
@@ -133,29 +134,29 @@ impl Drop for Server {
 /// Binds every listener and starts serving on an executor with one thread
 /// per core, owned by the returned [`Server`].
 pub async fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Server> {
+    // Shutdown waits on `alive`, not on the count: nothing to notify.
+    let limit = ConnectionLimit::new(config.max_connections, Box::new(|| {}));
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
     for listener_config in config.listeners {
-        let listener = Async::new(listener_config.bind()?)?;
-        addrs.push(listener.get_ref().local_addr()?);
-        listeners.push((listener, listener_config));
+        let (gate, listener) = Gate::bind(listener_config, limit.clone())?;
+        addrs.push(gate.config().addr);
+        listeners.push((Async::new(listener)?, gate));
     }
     let (stop_accepting, accepting) = smol::channel::bounded(1);
     let (stop_serving, serving) = smol::channel::bounded(1);
     let (alive_sender, alive) = smol::channel::bounded(1);
     let executor = Arc::new(Executor::new());
-    // Shutdown waits on `alive`, not on the count: nothing to notify.
-    let limit = ConnectionLimit::new(config.max_connections, Box::new(|| {}));
     let shared = Arc::new(Shared {
         handler,
         ids: AtomicU64::new(0),
         serving,
         _alive: alive_sender,
     });
-    for (listener, listener_config) in listeners {
+    for (listener, gate) in listeners {
         let accept = Accept {
             listener,
-            gate: Gate::new(listener_config, limit.clone()),
+            gate,
             shared: shared.clone(),
             executor: Arc::downgrade(&executor),
         };
@@ -257,10 +258,7 @@ impl Accept {
         let info = ConnectionInfo {
             id: self.shared.ids.fetch_add(1, Ordering::SeqCst),
             peer,
-            local: stream
-                .get_ref()
-                .local_addr()
-                .unwrap_or(self.gate.config().addr),
+            local: self.gate.local_addr(|| stream.get_ref().local_addr()),
         };
         let handler = self.shared.handler.clone();
         let connection = async move {
@@ -402,6 +400,13 @@ impl Wakeup {
     }
 }
 
+/// One read, into the thread's buffer (see [`poll_receive`]): what came,
+/// empty at the end of input.
+async fn read_chunk(stream: &Async<TcpStream>) -> io::Result<Vec<u8>> {
+    let mut reader = stream;
+    std::future::poll_fn(|cx| poll_receive(|buf| Pin::new(&mut reader).poll_read(cx, buf))).await
+}
+
 /// A read of what the socket has now, without waiting.
 fn read_now(stream: &Async<TcpStream>, buf: &mut [u8]) -> io::Result<usize> {
     std::io::Read::read(&mut stream.get_ref(), buf)
@@ -410,9 +415,8 @@ fn read_now(stream: &Async<TcpStream>, buf: &mut [u8]) -> io::Result<usize> {
 /// What woke a connection's task.
 enum Step {
     Written(io::Result<usize>),
-    /// The socket is readable (or failed): read with [`receive`], into the
-    /// thread's buffer.
-    Readable(io::Result<()>),
+    /// What one read gave (see [`read_chunk`]): empty at the end of input.
+    Read(io::Result<Vec<u8>>),
     Woken,
     Timer,
     Stop,
@@ -528,7 +532,7 @@ async fn run_server(
             };
             let read = async {
                 if reading {
-                    Step::Readable(stream.readable().await)
+                    Step::Read(read_chunk(stream).await)
                 } else {
                     future::pending().await
                 }
@@ -555,16 +559,11 @@ async fn run_server(
                 conn.handle_eof(now);
                 return Ended::Gone;
             }
-            Step::Readable(ready) => {
-                let input = |data: &[u8]| conn.handle_input(now, data);
-                let received = match ready {
-                    Ok(()) => receive(|buf| read_now(stream, buf), input),
-                    Err(_) => Received::End,
-                };
-                if received == Received::End {
-                    eof = true;
-                    conn.handle_eof(now);
-                }
+            Step::Read(Ok(data)) if !data.is_empty() => conn.handle_input(now, &data),
+            Step::Read(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
+            Step::Read(_) => {
+                eof = true;
+                conn.handle_eof(now);
             }
             Step::Woken => conn.handle_wake(now),
             Step::Timer if due(conn.poll_timeout(), now) => conn.handle_timeout(now),
@@ -660,7 +659,7 @@ async fn run_client(stream: &Async<TcpStream>, conn: &mut DeliveryConn) {
                 if eof {
                     future::pending().await
                 } else {
-                    Step::Readable(stream.readable().await)
+                    Step::Read(read_chunk(stream).await)
                 }
             };
             // Reading first: replies (or a refusal in the middle of a
@@ -688,16 +687,11 @@ async fn run_client(stream: &Async<TcpStream>, conn: &mut DeliveryConn) {
                 // Whatever is left cannot reach the server any more.
                 conn.output().clear();
             }
-            Step::Readable(ready) => {
-                let input = |data: &[u8]| conn.handle_input(now, data);
-                let received = match ready {
-                    Ok(()) => receive(|buf| read_now(stream, buf), input),
-                    Err(_) => Received::End,
-                };
-                if received == Received::End {
-                    eof = true;
-                    conn.handle_eof(now);
-                }
+            Step::Read(Ok(data)) if !data.is_empty() => conn.handle_input(now, &data),
+            Step::Read(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
+            Step::Read(_) => {
+                eof = true;
+                conn.handle_eof(now);
             }
             Step::Timer if due(closing, now) => break,
             Step::Timer if due(conn.poll_timeout(), now) => conn.handle_timeout(now),

@@ -37,6 +37,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,8 +48,8 @@ use petrel_runtime_common::client::{DeliveryConn, DeliveryPlan};
 use petrel_runtime_common::close::{CloseStep, LingeringClose};
 use petrel_runtime_common::listen::{Admission, ConnectionLimit, Gate, Permit};
 use petrel_runtime_common::server::ServerConn;
-use petrel_runtime_common::{receive, Received, ACCEPT_BACKOFF, CLOSE_FLUSH};
-use tokio::io::AsyncWriteExt;
+use petrel_runtime_common::{poll_receive, receive, Received, ACCEPT_BACKOFF, CLOSE_FLUSH};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify};
 
@@ -112,11 +113,12 @@ pub async fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result
     let ids = Arc::new(AtomicU64::new(0));
     let mut addrs = Vec::new();
     for listener_config in config.listeners {
-        let listener = TcpListener::from_std(listener_config.bind()?)?;
-        addrs.push(listener.local_addr()?);
+        let (gate, listener) = Gate::bind(listener_config, limit.clone())?;
+        let listener = TcpListener::from_std(listener)?;
+        addrs.push(gate.config().addr);
         let accept = Accept {
             listener,
-            gate: Gate::new(listener_config, limit.clone()),
+            gate,
             open: open.clone(),
             handler: handler.clone(),
             ids: ids.clone(),
@@ -185,7 +187,7 @@ impl Accept {
         let info = ConnectionInfo {
             id: self.ids.fetch_add(1, Ordering::SeqCst),
             peer,
-            local: stream.local_addr().unwrap_or(self.gate.config().addr),
+            local: self.gate.local_addr(|| stream.local_addr()),
         };
         let handler = self.handler.clone();
         tokio::spawn(async move {
@@ -204,6 +206,20 @@ impl Accept {
             run_server(stream, conn, permit, wake, serving).await;
         });
     }
+}
+
+/// One read, into the thread's buffer (see [`poll_receive`]): what came,
+/// empty at the end of input.
+async fn read_chunk(reader: &mut (impl AsyncRead + Unpin)) -> io::Result<Vec<u8>> {
+    std::future::poll_fn(|cx| {
+        poll_receive(|buf| {
+            let mut buf = ReadBuf::new(buf);
+            Pin::new(&mut *reader)
+                .poll_read(cx, &mut buf)
+                .map_ok(|()| buf.filled().len())
+        })
+    })
+    .await
 }
 
 /// The time, from tokio's clock (so that paused test time is honoured).
@@ -290,28 +306,20 @@ async fn run_server(
         let deadline = conn.poll_timeout();
         let reading = conn.wants_input() && !eof;
         let writing = !conn.output().is_empty();
+        let (mut reader, mut writer) = stream.split();
         tokio::select! {
-            ready = stream.writable(), if writing => {
-                match ready.and_then(|()| stream.try_write(conn.output())) {
-                    Ok(n) if n > 0 => { conn.output().drain(..n); }
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                    // The peer is gone: the session learns it as an end of
-                    // input.
-                    _ => {
-                        conn.output().clear();
-                        conn.handle_eof(now());
-                        return;
-                    }
+            written = writer.write(conn.output()), if writing => match written {
+                Ok(n) if n > 0 => { conn.output().drain(..n); }
+                // The peer is gone: the session learns it as an end of input.
+                _ => {
+                    conn.output().clear();
+                    conn.handle_eof(now());
+                    return;
                 }
             },
-            // Waited for without a buffer: see `receive`.
-            ready = stream.readable(), if reading => {
-                let input = |data: &[u8]| conn.handle_input(now(), data);
-                let received = match ready {
-                    Ok(()) => receive(|buf| stream.try_read(buf), input),
-                    Err(_) => Received::End,
-                };
-                if received == Received::End {
+            read = read_chunk(&mut reader), if reading => match read {
+                Ok(data) if !data.is_empty() => conn.handle_input(now(), &data),
+                _ => {
                     eof = true;
                     conn.handle_eof(now());
                 }
@@ -382,32 +390,26 @@ async fn run_client(mut stream: TcpStream, conn: &mut DeliveryConn) {
         }
         let deadline = conn.poll_timeout();
         let writing = !conn.output().is_empty();
+        let (mut reader, mut writer) = stream.split();
         tokio::select! {
-            ready = stream.writable(), if writing => {
-                match ready.and_then(|()| stream.try_write(conn.output())) {
-                    Ok(n) if n > 0 => {
-                        conn.output().drain(..n);
-                        conn.handle_written(now());
-                    }
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                    _ => {
-                        conn.output().clear();
-                        // What the server said before going still counts.
-                        while receive(|buf| stream.try_read(buf), |data| {
-                            conn.handle_input(now(), data);
-                        }) == Received::Data {}
-                        eof = true;
-                        conn.handle_eof(now());
-                    }
+            written = writer.write(conn.output()), if writing => match written {
+                Ok(n) if n > 0 => {
+                    conn.output().drain(..n);
+                    conn.handle_written(now());
+                }
+                _ => {
+                    conn.output().clear();
+                    // What the server said before going still counts.
+                    while receive(|buf| stream.try_read(buf), |data| {
+                        conn.handle_input(now(), data);
+                    }) == Received::Data {}
+                    eof = true;
+                    conn.handle_eof(now());
                 }
             },
-            ready = stream.readable(), if !eof => {
-                let input = |data: &[u8]| conn.handle_input(now(), data);
-                let received = match ready {
-                    Ok(()) => receive(|buf| stream.try_read(buf), input),
-                    Err(_) => Received::End,
-                };
-                if received == Received::End {
+            read = read_chunk(&mut reader), if !eof => match read {
+                Ok(data) if !data.is_empty() => conn.handle_input(now(), &data),
+                _ => {
                     eof = true;
                     conn.handle_eof(now());
                 }
