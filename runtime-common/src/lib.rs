@@ -39,6 +39,79 @@ use std::time::Duration;
 /// Octets read from a socket at once.
 pub const READ_BUFFER: usize = 64 * 1024;
 
+std::thread_local! {
+    /// This thread's read buffer: see [`with_read_buffer`].
+    static READ_SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Polls `read` (a runtime's `poll_read` on a socket) once with this
+/// thread's [`READ_BUFFER`]-octet buffer, and returns a copy of what came,
+/// empty at the end of input.
+///
+/// A connection holds no read buffer of its own: the thread's is lent
+/// only for the poll, never across a wait, and the copy lives only until
+/// the session has taken it. An idle connection so costs its session's
+/// state and little more, however large the reads of busy ones (a buffer
+/// per connection cost up to 64 KiB each). Polling the runtime's own read,
+/// rather than waiting for readiness and then reading, keeps its syscalls:
+/// a read is tried first, and readiness waited for only when there is
+/// nothing.
+pub fn poll_receive(
+    read: impl FnOnce(&mut [u8]) -> std::task::Poll<std::io::Result<usize>>,
+) -> std::task::Poll<std::io::Result<Vec<u8>>> {
+    let mut buf = READ_SCRATCH.take();
+    if buf.len() < READ_BUFFER {
+        buf.resize(READ_BUFFER, 0);
+    }
+    let received = read(&mut buf).map_ok(|n| buf.get(..n).unwrap_or_default().to_vec());
+    READ_SCRATCH.set(buf);
+    received
+}
+
+/// What one read from a socket gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// Octets, handed on.
+    Data,
+    /// The peer's end of input, or a read error (which ends it as well).
+    End,
+    /// Nothing after all (a spurious readiness): wait again.
+    NotReady,
+}
+
+/// Reads once, with `read` (a non-blocking socket's read, not waiting),
+/// into this thread's [`READ_BUFFER`]-octet buffer, and hands what came to
+/// `input`: [`poll_receive`] for a read that does not wait. Re-entered (a
+/// handler that reads a socket itself), the inner call gets a buffer of
+/// its own.
+pub fn receive(
+    read: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
+    input: impl FnOnce(&[u8]),
+) -> Received {
+    let mut buf = READ_SCRATCH.take();
+    if buf.len() < READ_BUFFER {
+        buf.resize(READ_BUFFER, 0);
+    }
+    let received = match read(&mut buf) {
+        Ok(0) => Received::End,
+        Ok(n) => {
+            input(buf.get(..n).unwrap_or_default());
+            Received::Data
+        }
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ) =>
+        {
+            Received::NotReady
+        }
+        Err(_) => Received::End,
+    };
+    READ_SCRATCH.set(buf);
+    received
+}
+
 /// How long a closed session's last output (or the `421 4.3.2` refusal of
 /// a connection over the limit) may take to reach a peer that does not read
 /// it: the session no longer has a deadline of its own, and such a peer

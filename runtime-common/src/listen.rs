@@ -382,6 +382,18 @@ impl Gate {
         })
     }
 
+    /// Binds `config`'s listener (see [`ListenerConfig::bind`]) and makes
+    /// its gate, counting against the server's `limit`; the gate's
+    /// configuration has the address actually bound (port 0 resolved).
+    pub fn bind(
+        mut config: ListenerConfig,
+        limit: Arc<ConnectionLimit>,
+    ) -> io::Result<(Arc<Self>, std::net::TcpListener)> {
+        let listener = config.bind()?;
+        config.addr = listener.local_addr()?;
+        Ok((Self::new(config, limit), listener))
+    }
+
     /// The listener's configuration.
     pub fn config(&self) -> &ListenerConfig {
         &self.config
@@ -421,6 +433,18 @@ impl Gate {
         Admission::Admitted {
             config: peer_config.server.clone(),
             permit,
+        }
+    }
+
+    /// The local address of a connection accepted here: the listener's
+    /// own when it names one address and port (no system call needed),
+    /// else what `ask` (the socket's `getsockname`) says.
+    pub fn local_addr(&self, ask: impl FnOnce() -> io::Result<SocketAddr>) -> SocketAddr {
+        let addr = self.config.addr;
+        if addr.ip().is_unspecified() || addr.port() == 0 {
+            ask().unwrap_or(addr)
+        } else {
+            addr
         }
     }
 

@@ -141,8 +141,8 @@ struct Arrival {
     stream: TcpStream,
     peer: SocketAddr,
     config: Arc<ServerConfig>,
-    /// The listener's address, should the socket not know its own.
-    listener: SocketAddr,
+    /// Our address on it.
+    local: SocketAddr,
     /// Its place under the server's limit, and in the serving loop's load:
     /// whatever becomes of the arrival, both are given back exactly once.
     permit: Permit,
@@ -211,8 +211,8 @@ pub fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Serve
     let mut bound = Vec::new();
     for listener in config.listeners {
         // std's listener is what can be duplicated for each loop.
-        let socket = listener.bind()?;
-        bound.push((socket, Gate::new(listener, limit.clone())));
+        let (gate, socket) = Gate::bind(listener, limit.clone())?;
+        bound.push((socket, gate));
     }
     let addrs = bound
         .iter()
@@ -432,8 +432,7 @@ impl EventLoop {
                 if let Some(index) = listener {
                     self.accept(index);
                 } else if let Some(key) = token.0.checked_sub(DRAINING) {
-                    self.drains
-                        .discard(self.poll.registry(), key, &mut self.buf);
+                    self.drains.discard(key, &mut self.buf);
                 } else if let Some(conn) = self.conns.get_mut(token.0) {
                     let error = event.is_error();
                     conn.readable |= event.is_readable() || event.is_read_closed() || error;
@@ -471,11 +470,10 @@ impl EventLoop {
                 self.isolate(key, |this| this.drive(key));
             }
             for key in std::mem::take(&mut self.drains.again) {
-                self.drains
-                    .discard(self.poll.registry(), key, &mut self.buf);
+                self.drains.discard(key, &mut self.buf);
             }
             self.fire_timers();
-            self.drains.expire(self.poll.registry(), Instant::now());
+            self.drains.expire(Instant::now());
             if self.accept_retry.is_some_and(|at| at <= Instant::now()) {
                 self.accept_retry = None;
                 for index in 0..self.listeners.len() {
@@ -572,11 +570,12 @@ impl EventLoop {
         // Counted before it is handed over, so that the next connection
         // placed, by any loop, already sees it.
         let load = Load::count(&there.unwrap_or(&self.mailbox).load);
+        let local = gate.local_addr(|| stream.local_addr());
         let arrival = Arrival {
             stream,
             peer,
             config,
-            listener: gate.config().addr,
+            local,
             permit,
             load,
         };
@@ -597,7 +596,7 @@ impl EventLoop {
             mut stream,
             peer,
             config,
-            listener,
+            local,
             permit,
             load,
         } = arrival;
@@ -615,7 +614,7 @@ impl EventLoop {
         let info = ConnectionInfo {
             id: self.shared.ids.fetch_add(1, Ordering::SeqCst),
             peer,
-            local: stream.local_addr().unwrap_or(listener),
+            local,
         };
         let mailbox = self.mailbox.clone();
         let handler = self.shared.handler.clone();
@@ -767,11 +766,11 @@ impl EventLoop {
                     let _ = conn.stream.shutdown(Shutdown::Write);
                 }
                 CloseStep::Drain { until } => {
-                    if let Some(mut conn) = self.conns.try_remove(key) {
+                    if let Some(conn) = self.conns.try_remove(key) {
                         let registry = self.poll.registry();
-                        let _ = registry.deregister(&mut conn.stream);
+                        let stream = Registered::Yes(conn.stream);
                         self.drains
-                            .start(registry, conn.stream, closing, until, &mut self.buf);
+                            .start(registry, stream, closing, until, &mut self.buf);
                     }
                     return;
                 }
@@ -804,6 +803,7 @@ impl EventLoop {
                 }
                 CloseStep::Drain { until } => {
                     let registry = self.poll.registry();
+                    let stream = Registered::No(stream);
                     return self
                         .drains
                         .start(registry, stream, closing, until, &mut self.buf);
@@ -918,6 +918,13 @@ struct Drains {
     again: Vec<usize>,
 }
 
+/// A socket on its way to [`Drains`], registered with the loop's poll (for
+/// its connection) or not yet (refused at once).
+enum Registered {
+    Yes(TcpStream),
+    No(TcpStream),
+}
+
 struct Drain {
     stream: TcpStream,
     closing: LingeringClose,
@@ -930,21 +937,32 @@ impl Drains {
         self.sockets.is_empty()
     }
 
-    /// Drains `stream` (its write side shut, not registered with the
-    /// poll) until `until`, as `closing` said.
+    /// Drains `stream` (its write side shut) until `until`, as `closing`
+    /// said.
     fn start(
         &mut self,
         registry: &Registry,
-        mut stream: TcpStream,
+        stream: Registered,
         closing: LingeringClose,
         until: Instant,
         buf: &mut [u8],
     ) {
         let key = self.sockets.vacant_key();
-        if registry
-            .register(&mut stream, drain_token(key), Interest::READABLE)
-            .is_err()
-        {
+        let token = drain_token(key);
+        // One system call either way: a connection's registration is
+        // moved to the drain's token rather than removed and made again.
+        let (registered, mut stream) = match stream {
+            Registered::Yes(mut stream) => (
+                registry.reregister(&mut stream, token, Interest::READABLE),
+                stream,
+            ),
+            Registered::No(mut stream) => (
+                registry.register(&mut stream, token, Interest::READABLE),
+                stream,
+            ),
+        };
+        if registered.is_err() {
+            let _ = registry.deregister(&mut stream);
             return;
         }
         self.generation += 1;
@@ -956,12 +974,12 @@ impl Drains {
         debug_assert_eq!(inserted, key, "the slab's vacant key is where it inserts");
         self.ends.push_back((until, key, self.generation));
         // The peer's input may be there already.
-        self.discard(registry, key, buf);
+        self.discard(key, buf);
     }
 
     /// Reads and discards what drain `key` has, until it would block; at
     /// the peer's end (or an error) the drain is over.
-    fn discard(&mut self, registry: &Registry, key: usize, buf: &mut [u8]) {
+    fn discard(&mut self, key: usize, buf: &mut [u8]) {
         let Some(drain) = self.sockets.get_mut(key) else {
             return;
         };
@@ -969,14 +987,14 @@ impl Drains {
             match drain.stream.read(buf) {
                 Ok(0) => {
                     drain.closing.handle_peer_closed();
-                    return self.step(registry, key, Instant::now());
+                    return self.step(key, Instant::now());
                 }
                 Ok(_) => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     drain.closing.handle_peer_closed();
-                    return self.step(registry, key, Instant::now());
+                    return self.step(key, Instant::now());
                 }
             }
         }
@@ -985,15 +1003,16 @@ impl Drains {
     }
 
     /// Asks drain `key`'s [`LingeringClose`] whether it is over, and closes
-    /// the socket if so.
-    fn step(&mut self, registry: &Registry, key: usize, now: Instant) {
+    /// the socket if so. (Closing it ends its registration too, on Linux:
+    /// the socket is the only handle of its file. An event already fetched
+    /// for its token is harmless: a key given to a new drain meanwhile
+    /// only reads `WouldBlock`.)
+    fn step(&mut self, key: usize, now: Instant) {
         let over = self.sockets.get_mut(key).is_some_and(|drain| {
             !matches!(drain.closing.poll(now, false), CloseStep::Drain { .. })
         });
         if over {
-            if let Some(mut drain) = self.sockets.try_remove(key) {
-                let _ = registry.deregister(&mut drain.stream);
-            }
+            self.sockets.try_remove(key);
         }
     }
 
@@ -1015,14 +1034,14 @@ impl Drains {
     }
 
     /// Closes every drain whose time is over, input unread or not.
-    fn expire(&mut self, registry: &Registry, now: Instant) {
+    fn expire(&mut self, now: Instant) {
         while let Some(&end) = self.ends.front() {
             if end.0 > now {
                 break;
             }
             self.ends.pop_front();
             if self.is_current(end) {
-                self.step(registry, end.1, now);
+                self.step(end.1, now);
             }
         }
     }

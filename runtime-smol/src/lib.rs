@@ -43,8 +43,10 @@
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -54,10 +56,10 @@ use petrel_runtime_common::client::{start_connect, DeliveryConn, DeliveryPlan};
 use petrel_runtime_common::close::{CloseStep, LingeringClose};
 use petrel_runtime_common::listen::{Admission, ConnectionLimit, Gate, Permit};
 use petrel_runtime_common::server::ServerConn;
-use petrel_runtime_common::{ACCEPT_BACKOFF, CLOSE_FLUSH, READ_BUFFER};
+use petrel_runtime_common::{poll_receive, receive, Received, ACCEPT_BACKOFF, CLOSE_FLUSH};
 use smol::channel::{Receiver, Sender};
 use smol::future::{self, FutureExt as _};
-use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use smol::io::{AsyncRead, AsyncWriteExt as _};
 use smol::stream::StreamExt as _;
 use smol::{Async, Executor, Timer};
 
@@ -132,29 +134,29 @@ impl Drop for Server {
 /// Binds every listener and starts serving on an executor with one thread
 /// per core, owned by the returned [`Server`].
 pub async fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Server> {
+    // Shutdown waits on `alive`, not on the count: nothing to notify.
+    let limit = ConnectionLimit::new(config.max_connections, Box::new(|| {}));
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
     for listener_config in config.listeners {
-        let listener = Async::new(listener_config.bind()?)?;
-        addrs.push(listener.get_ref().local_addr()?);
-        listeners.push((listener, listener_config));
+        let (gate, listener) = Gate::bind(listener_config, limit.clone())?;
+        addrs.push(gate.config().addr);
+        listeners.push((Async::new(listener)?, gate));
     }
     let (stop_accepting, accepting) = smol::channel::bounded(1);
     let (stop_serving, serving) = smol::channel::bounded(1);
     let (alive_sender, alive) = smol::channel::bounded(1);
     let executor = Arc::new(Executor::new());
-    // Shutdown waits on `alive`, not on the count: nothing to notify.
-    let limit = ConnectionLimit::new(config.max_connections, Box::new(|| {}));
     let shared = Arc::new(Shared {
         handler,
         ids: AtomicU64::new(0),
         serving,
         _alive: alive_sender,
     });
-    for (listener, listener_config) in listeners {
+    for (listener, gate) in listeners {
         let accept = Accept {
             listener,
-            gate: Gate::new(listener_config, limit.clone()),
+            gate,
             shared: shared.clone(),
             executor: Arc::downgrade(&executor),
         };
@@ -256,41 +258,37 @@ impl Accept {
         let info = ConnectionInfo {
             id: self.shared.ids.fetch_add(1, Ordering::SeqCst),
             peer,
-            local: stream
-                .get_ref()
-                .local_addr()
-                .unwrap_or(self.gate.config().addr),
+            local: self.gate.local_addr(|| stream.get_ref().local_addr()),
         };
         let handler = self.shared.handler.clone();
-        executor
-            .spawn(async move {
-                // A decision answered on another thread wakes this task; one
-                // pending wake-up is enough, as each drains every answer.
-                let (waker, woken) = smol::channel::bounded(1);
-                let wake = Box::new(move || {
-                    let _ = waker.try_send(());
-                });
-                let served = async {
-                    let conn = ServerConn::new(config, info, handler, Instant::now(), wake);
-                    run_server(&stream, conn, permit, woken, &shared.serving).await
-                };
-                // A panicking handler ends its own connection, not the
-                // executor thread that happened to run it.
-                if let Ok(Ended::Closing(closing, mut output)) =
-                    AssertUnwindSafe(served).catch_unwind().await
-                {
-                    close(&stream, &mut output, closing, Some(&shared.serving)).await;
-                }
-                drop(stream);
-                drop(shared);
-            })
-            .detach();
+        let connection = async move {
+            // A decision answered on another thread wakes this task.
+            let woken = Arc::new(Wakeup::default());
+            let waker = woken.clone();
+            let wake = Box::new(move || waker.wake());
+            let served = async {
+                // Boxed: moved into `run_server`, it would otherwise take
+                // its room in this future and again in that one.
+                let conn = Box::new(ServerConn::new(config, info, handler, Instant::now(), wake));
+                run_server(&stream, conn, permit, &woken, &shared.serving).await
+            };
+            // A panicking handler ends its own connection, not the
+            // executor thread that happened to run it.
+            if let Ok(Ended::Closing(closing, mut output)) =
+                AssertUnwindSafe(served).catch_unwind().await
+            {
+                close(&stream, &mut output, closing, Some(&shared.serving)).await;
+            }
+            drop(stream);
+            drop(shared);
+        };
+        executor.spawn(connection).detach();
     }
 }
 
 /// What ended one wait of a drain.
 enum Drained {
-    Read(io::Result<usize>),
+    Readable(io::Result<()>),
     TimeUp,
     /// The server stopped serving.
     Stopped,
@@ -327,9 +325,7 @@ async fn close(
                 let _ = stream.get_ref().shutdown(Shutdown::Write);
             }
             CloseStep::Drain { until } => {
-                let mut reader = stream;
-                let mut discard = [0; 1024];
-                let read = async { Drained::Read(reader.read(&mut discard).await) };
+                let read = async { Drained::Readable(stream.readable().await) };
                 let timeout = async {
                     Timer::at(until).await;
                     Drained::TimeUp
@@ -344,9 +340,12 @@ async fn close(
                     Drained::Stopped
                 };
                 match stop.or(read).or(timeout).await {
-                    Drained::Read(Ok(n)) if n > 0 => {}
-                    Drained::Read(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
-                    Drained::Read(_) => closing.handle_peer_closed(),
+                    Drained::Readable(Ok(())) => {
+                        if receive(|buf| read_now(stream, buf), |_| {}) == Received::End {
+                            closing.handle_peer_closed();
+                        }
+                    }
+                    Drained::Readable(Err(_)) => closing.handle_peer_closed(),
                     // The next poll closes.
                     Drained::TimeUp => {}
                     Drained::Stopped => return,
@@ -357,10 +356,67 @@ async fn close(
     }
 }
 
+/// A connection's wake-up by decisions answered on other threads: a flag
+/// and the task's waker (one pending wake-up is enough, as each drains
+/// every answer), far lighter than a channel per connection.
+#[derive(Debug, Default)]
+struct Wakeup {
+    woken: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Wakeup {
+    fn wake(&self) {
+        self.woken.store(true, Ordering::SeqCst);
+        let waker = self
+            .waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Until `wake` has been called since the last time this returned.
+    async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.woken.swap(false, Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            let mut waker = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
+            drop(waker);
+            // A wake between the check above and the waker's registration.
+            if self.woken.swap(false, Ordering::SeqCst) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
+/// One read, into the thread's buffer (see [`poll_receive`]): what came,
+/// empty at the end of input.
+async fn read_chunk(stream: &Async<TcpStream>) -> io::Result<Vec<u8>> {
+    let mut reader = stream;
+    std::future::poll_fn(|cx| poll_receive(|buf| Pin::new(&mut reader).poll_read(cx, buf))).await
+}
+
+/// A read of what the socket has now, without waiting.
+fn read_now(stream: &Async<TcpStream>, buf: &mut [u8]) -> io::Result<usize> {
+    std::io::Read::read(&mut stream.get_ref(), buf)
+}
+
 /// What woke a connection's task.
 enum Step {
     Written(io::Result<usize>),
-    Read(io::Result<usize>),
+    /// What one read gave (see [`read_chunk`]): empty at the end of input.
+    Read(io::Result<Vec<u8>>),
     Woken,
     Timer,
     Stop,
@@ -440,15 +496,13 @@ async fn yield_sometimes(steps: &mut u32) {
 /// stops serving it.
 async fn run_server(
     stream: &Async<TcpStream>,
-    mut conn: ServerConn,
+    mut conn: Box<ServerConn>,
     permit: Permit,
-    woken: Receiver<()>,
+    woken: &Wakeup,
     serving: &Receiver<()>,
 ) -> Ended {
     // Pinned: a receiver keeps its listener in place between polls.
-    let mut woken = std::pin::pin!(woken);
     let mut stop = std::pin::pin!(serving.clone());
-    let mut buf = vec![0; READ_BUFFER];
     let mut eof = false;
     let mut deadline = Deadline::new();
     let mut steps = 0u32;
@@ -467,7 +521,7 @@ async fn run_server(
         let reading = !eof && conn.wants_input();
         deadline.arm(conn.poll_timeout());
         let step = {
-            let (mut reader, mut writer) = (stream, stream);
+            let mut writer = stream;
             let output = conn.output();
             let write = async {
                 if output.is_empty() {
@@ -478,19 +532,14 @@ async fn run_server(
             };
             let read = async {
                 if reading {
-                    Step::Read(reader.read(&mut buf).await)
+                    Step::Read(read_chunk(stream).await)
                 } else {
                     future::pending().await
                 }
             };
-            // Polled as streams, which keep their listeners between
-            // iterations rather than registering new ones each time.
             let wake = async {
-                match woken.next().await {
-                    Some(()) => Step::Woken,
-                    // Cannot happen: the connection holds the sender.
-                    None => future::pending().await,
-                }
+                woken.wait().await;
+                Step::Woken
             };
             let stop = async {
                 let _ = stop.next().await;
@@ -510,7 +559,7 @@ async fn run_server(
                 conn.handle_eof(now);
                 return Ended::Gone;
             }
-            Step::Read(Ok(n)) if n > 0 => conn.handle_input(now, buf.get(..n).unwrap_or_default()),
+            Step::Read(Ok(data)) if !data.is_empty() => conn.handle_input(now, &data),
             Step::Read(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
             Step::Read(_) => {
                 eof = true;
@@ -577,7 +626,6 @@ pub async fn deliver(
 /// written. Replies are read while the output is written, so that neither
 /// side can block the other with a full socket.
 async fn run_client(stream: &Async<TcpStream>, conn: &mut DeliveryConn) {
-    let mut buf = vec![0; READ_BUFFER];
     let mut eof = false;
     let mut closing: Option<Instant> = None;
     let mut deadline = Deadline::new();
@@ -598,7 +646,7 @@ async fn run_client(stream: &Async<TcpStream>, conn: &mut DeliveryConn) {
         }
         deadline.arm(next);
         let step = {
-            let (mut reader, mut writer) = (stream, stream);
+            let mut writer = stream;
             let output = conn.output();
             let write = async {
                 if output.is_empty() {
@@ -611,7 +659,7 @@ async fn run_client(stream: &Async<TcpStream>, conn: &mut DeliveryConn) {
                 if eof {
                     future::pending().await
                 } else {
-                    Step::Read(reader.read(&mut buf).await)
+                    Step::Read(read_chunk(stream).await)
                 }
             };
             // Reading first: replies (or a refusal in the middle of a
@@ -627,18 +675,19 @@ async fn run_client(stream: &Async<TcpStream>, conn: &mut DeliveryConn) {
             Step::Written(_) => {
                 conn.output().clear();
                 // What the server said before going still counts.
-                while let Ok(n) = std::io::Read::read(&mut stream.get_ref(), &mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    conn.handle_input(now, buf.get(..n).unwrap_or_default());
-                }
+                while receive(
+                    |buf| read_now(stream, buf),
+                    |data| {
+                        conn.handle_input(now, data);
+                    },
+                ) == Received::Data
+                {}
                 eof = true;
                 conn.handle_eof(now);
                 // Whatever is left cannot reach the server any more.
                 conn.output().clear();
             }
-            Step::Read(Ok(n)) if n > 0 => conn.handle_input(now, buf.get(..n).unwrap_or_default()),
+            Step::Read(Ok(data)) if !data.is_empty() => conn.handle_input(now, &data),
             Step::Read(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
             Step::Read(_) => {
                 eof = true;

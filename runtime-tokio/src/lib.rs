@@ -37,6 +37,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,8 +48,8 @@ use petrel_runtime_common::client::{DeliveryConn, DeliveryPlan};
 use petrel_runtime_common::close::{CloseStep, LingeringClose};
 use petrel_runtime_common::listen::{Admission, ConnectionLimit, Gate, Permit};
 use petrel_runtime_common::server::ServerConn;
-use petrel_runtime_common::{ACCEPT_BACKOFF, CLOSE_FLUSH, READ_BUFFER};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use petrel_runtime_common::{poll_receive, receive, Received, ACCEPT_BACKOFF, CLOSE_FLUSH};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify};
 
@@ -112,11 +113,12 @@ pub async fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result
     let ids = Arc::new(AtomicU64::new(0));
     let mut addrs = Vec::new();
     for listener_config in config.listeners {
-        let listener = TcpListener::from_std(listener_config.bind()?)?;
-        addrs.push(listener.local_addr()?);
+        let (gate, listener) = Gate::bind(listener_config, limit.clone())?;
+        let listener = TcpListener::from_std(listener)?;
+        addrs.push(gate.config().addr);
         let accept = Accept {
             listener,
-            gate: Gate::new(listener_config, limit.clone()),
+            gate,
             open: open.clone(),
             handler: handler.clone(),
             ids: ids.clone(),
@@ -185,23 +187,39 @@ impl Accept {
         let info = ConnectionInfo {
             id: self.ids.fetch_add(1, Ordering::SeqCst),
             peer,
-            local: stream.local_addr().unwrap_or(self.gate.config().addr),
+            local: self.gate.local_addr(|| stream.local_addr()),
         };
         let handler = self.handler.clone();
         tokio::spawn(async move {
             let _open = open;
             let wake = Arc::new(Notify::new());
             let waker = wake.clone();
-            let conn = ServerConn::new(
+            // Boxed: moved into `run_server`, it would otherwise take its
+            // room in this task's future and again in that one's.
+            let conn = Box::new(ServerConn::new(
                 config,
                 info,
                 handler,
                 now(),
                 Box::new(move || waker.notify_one()),
-            );
+            ));
             run_server(stream, conn, permit, wake, serving).await;
         });
     }
+}
+
+/// One read, into the thread's buffer (see [`poll_receive`]): what came,
+/// empty at the end of input.
+async fn read_chunk(reader: &mut (impl AsyncRead + Unpin)) -> io::Result<Vec<u8>> {
+    std::future::poll_fn(|cx| {
+        poll_receive(|buf| {
+            let mut buf = ReadBuf::new(buf);
+            Pin::new(&mut *reader)
+                .poll_read(cx, &mut buf)
+                .map_ok(|()| buf.filled().len())
+        })
+    })
+    .await
 }
 
 /// The time, from tokio's clock (so that paused test time is honoured).
@@ -244,16 +262,17 @@ async fn close(
             }
             CloseStep::Drain { until } => {
                 let until = tokio::time::Instant::from_std(until);
-                let mut discard = [0; 1024];
                 tokio::select! {
-                    read = tokio::time::timeout_at(until, stream.read(&mut discard)) => {
-                        match read {
-                            Ok(Ok(n)) if n > 0 => {}
-                            // Time is up: the next poll closes.
-                            Err(_) => {}
-                            Ok(_) => closing.handle_peer_closed(),
+                    ready = tokio::time::timeout_at(until, stream.readable()) => match ready {
+                        Ok(Ok(())) => {
+                            if receive(|buf| stream.try_read(buf), |_| {}) == Received::End {
+                                closing.handle_peer_closed();
+                            }
                         }
-                    }
+                        Ok(Err(_)) => closing.handle_peer_closed(),
+                        // Time is up: the next poll closes.
+                        Err(_) => {}
+                    },
                     () = stopped(&mut serving) => return,
                 }
             }
@@ -274,12 +293,11 @@ async fn stopped(serving: &mut Option<watch::Receiver<bool>>) {
 
 async fn run_server(
     mut stream: TcpStream,
-    mut conn: ServerConn,
+    mut conn: Box<ServerConn>,
     permit: Permit,
     wake: Arc<Notify>,
     mut serving: watch::Receiver<bool>,
 ) {
-    let mut buf = vec![0; READ_BUFFER];
     let mut eof = false;
     let closing = loop {
         if conn.is_closed() {
@@ -299,8 +317,8 @@ async fn run_server(
                     return;
                 }
             },
-            read = reader.read(&mut buf), if reading => match read {
-                Ok(n) if n > 0 => conn.handle_input(now(), buf.get(..n).unwrap_or_default()),
+            read = read_chunk(&mut reader), if reading => match read {
+                Ok(data) if !data.is_empty() => conn.handle_input(now(), &data),
                 _ => {
                     eof = true;
                     conn.handle_eof(now());
@@ -364,7 +382,6 @@ pub async fn deliver(
 }
 
 async fn run_client(mut stream: TcpStream, conn: &mut DeliveryConn) {
-    let mut buf = vec![0; READ_BUFFER];
     let mut eof = false;
     loop {
         if conn.closed().is_some() {
@@ -383,18 +400,15 @@ async fn run_client(mut stream: TcpStream, conn: &mut DeliveryConn) {
                 _ => {
                     conn.output().clear();
                     // What the server said before going still counts.
-                    while let Ok(n) = stream.try_read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        conn.handle_input(now(), buf.get(..n).unwrap_or_default());
-                    }
+                    while receive(|buf| stream.try_read(buf), |data| {
+                        conn.handle_input(now(), data);
+                    }) == Received::Data {}
                     eof = true;
                     conn.handle_eof(now());
                 }
             },
-            read = reader.read(&mut buf), if !eof => match read {
-                Ok(n) if n > 0 => conn.handle_input(now(), buf.get(..n).unwrap_or_default()),
+            read = read_chunk(&mut reader), if !eof => match read {
+                Ok(data) if !data.is_empty() => conn.handle_input(now(), &data),
                 _ => {
                     eof = true;
                     conn.handle_eof(now());
