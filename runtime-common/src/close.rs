@@ -5,7 +5,7 @@
 //!
 //! Closing a socket with input unread makes the kernel send a reset, which
 //! can destroy the last reply (a `421`, or the `554` refusing an injected
-//! STARTTLS) before the peer reads it: hence the drain. A peer that reads
+//! STARTTLS) before the peer reads it: hence the lingering. A peer that reads
 //! nothing must not hold the connection forever: hence the bounds.
 //!
 //! [`LingeringClose`] makes every decision; a runtime performs the
@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use crate::listen::Permit;
-use crate::{CLOSE_DRAIN, CLOSE_FLUSH};
+use crate::{CLOSE_FLUSH, CLOSE_LINGER};
 
 /// What a runtime does next for a connection that is ending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub enum CloseStep {
     /// Read and discard, waiting for input no later than `until`; report
     /// the peer's end of input (or a read error) with
     /// [`LingeringClose::handle_peer_closed`], then ask again.
-    Drain {
+    Linger {
         /// When the socket is closed, input unread or not.
         until: Instant,
     },
@@ -48,7 +48,7 @@ enum Phase {
         tried: bool,
     },
     Shut,
-    Drain {
+    Linger {
         until: Instant,
     },
     Closed,
@@ -59,27 +59,27 @@ enum Phase {
 #[derive(Debug)]
 pub struct LingeringClose {
     phase: Phase,
-    /// Whether to drain after shutting the write side.
-    drain: bool,
-    /// The peer's end of input has been seen: nothing is left to drain.
+    /// Whether to linger (read and discard) after shutting the write side.
+    linger: bool,
+    /// The peer's end of input has been seen: nothing is left to read.
     peer_closed: bool,
     /// The connection's place under the limits: given back when its write
     /// side is shut, so that the place is free by the time the peer sees
-    /// the end of its input, and a draining socket holds none.
+    /// the end of its input, and a lingering socket holds none.
     permit: Option<Permit>,
 }
 
 impl LingeringClose {
     /// A session that closed by itself (QUIT, a timeout, a protocol
     /// error): its last output gets [`CLOSE_FLUSH`], then the socket
-    /// drains for [`CLOSE_DRAIN`] unless the peer has closed already.
+    /// lingers for [`CLOSE_LINGER`] unless the peer has closed already.
     pub fn after_session(now: Instant, permit: Option<Permit>, peer_closed: bool) -> Self {
         Self {
             phase: Phase::Flush {
                 until: now + CLOSE_FLUSH,
                 tried: false,
             },
-            drain: true,
+            linger: true,
             peer_closed,
             permit,
         }
@@ -88,14 +88,14 @@ impl LingeringClose {
     /// A connection refused over a limit: a fresh socket's send buffer is
     /// empty, so its one-line refusal is written at once, never waited
     /// for (a peer that does not take it loses nothing it was promised);
-    /// then it drains, as the peer may have sent its first commands.
+    /// then it lingers, as the peer may have sent its first commands.
     pub fn refused(now: Instant) -> Self {
         Self {
             phase: Phase::Flush {
                 until: now,
                 tried: false,
             },
-            drain: true,
+            linger: true,
             peer_closed: false,
             permit: None,
         }
@@ -103,21 +103,21 @@ impl LingeringClose {
 
     /// The server stops serving (its grace period is over): the session's
     /// `421` is written if the socket takes it at once, and the socket is
-    /// closed without draining, as the server is going away.
+    /// closed without lingering, as the server is going away.
     pub fn at_shutdown(now: Instant, permit: Option<Permit>) -> Self {
         Self {
             phase: Phase::Flush {
                 until: now,
                 tried: false,
             },
-            drain: false,
+            linger: false,
             peer_closed: false,
             permit,
         }
     }
 
     /// An outbound connection whose session is over: its last output (the
-    /// QUIT) gets [`CLOSE_FLUSH`], and it is closed without draining:
+    /// QUIT) gets [`CLOSE_FLUSH`], and it is closed without lingering:
     /// whatever the server still sends after its last reply is nothing a
     /// reset could destroy for anyone.
     pub fn outbound(now: Instant) -> Self {
@@ -126,7 +126,7 @@ impl LingeringClose {
                 until: now + CLOSE_FLUSH,
                 tried: false,
             },
-            drain: false,
+            linger: false,
             peer_closed: false,
             permit: None,
         }
@@ -145,16 +145,16 @@ impl LingeringClose {
                     self.permit = None;
                     return CloseStep::ShutdownWrite;
                 }
-                Phase::Shut if self.drain && !self.peer_closed => {
-                    self.phase = Phase::Drain {
-                        until: now + CLOSE_DRAIN,
+                Phase::Shut if self.linger && !self.peer_closed => {
+                    self.phase = Phase::Linger {
+                        until: now + CLOSE_LINGER,
                     };
                 }
                 Phase::Shut => self.phase = Phase::Closed,
-                Phase::Drain { until } if !self.peer_closed && now < until => {
-                    return CloseStep::Drain { until };
+                Phase::Linger { until } if !self.peer_closed && now < until => {
+                    return CloseStep::Linger { until };
                 }
-                Phase::Drain { .. } => self.phase = Phase::Closed,
+                Phase::Linger { .. } => self.phase = Phase::Closed,
                 Phase::Closed => {
                     self.permit = None;
                     return CloseStep::Close;
@@ -163,7 +163,7 @@ impl LingeringClose {
         }
     }
 
-    /// The peer's end of input, or a read error: nothing more to drain.
+    /// The peer's end of input, or a read error: nothing more to read.
     pub fn handle_peer_closed(&mut self) {
         self.peer_closed = true;
     }
@@ -194,7 +194,7 @@ mod tests {
     }
 
     #[test]
-    fn flush_then_shut_then_drain_until_the_peer_closes() {
+    fn flush_then_shut_then_linger_until_the_peer_closes() {
         let limit = ConnectionLimit::new(1, Box::new(|| {}));
         let now = Instant::now();
         let mut close = LingeringClose::after_session(now, permit(&limit), false);
@@ -204,11 +204,11 @@ mod tests {
         assert_eq!(close.poll(now, false), CloseStep::ShutdownWrite);
         assert_eq!(limit.active(), 0, "free before the peer sees the end");
         let later = now + Duration::from_millis(5);
-        let drain = CloseStep::Drain {
-            until: later + CLOSE_DRAIN,
+        let linger = CloseStep::Linger {
+            until: later + CLOSE_LINGER,
         };
-        assert_eq!(close.poll(later, false), drain);
-        assert_eq!(close.poll(later + CLOSE_DRAIN / 2, false), drain);
+        assert_eq!(close.poll(later, false), linger);
+        assert_eq!(close.poll(later + CLOSE_LINGER / 2, false), linger);
         close.handle_peer_closed();
         assert_eq!(close.poll(later, false), CloseStep::Close);
         assert_eq!(close.poll(later, false), CloseStep::Close);
@@ -223,12 +223,12 @@ mod tests {
         let late = now + CLOSE_FLUSH;
         assert_eq!(close.poll(late, true), CloseStep::ShutdownWrite);
         // A peer that keeps sending: closed anyway.
-        assert!(matches!(close.poll(late, true), CloseStep::Drain { .. }));
-        assert_eq!(close.poll(late + CLOSE_DRAIN, true), CloseStep::Close);
+        assert!(matches!(close.poll(late, true), CloseStep::Linger { .. }));
+        assert_eq!(close.poll(late + CLOSE_LINGER, true), CloseStep::Close);
     }
 
     #[test]
-    fn a_peer_that_closed_first_is_not_drained() {
+    fn a_peer_that_closed_first_is_not_lingered_on() {
         let now = Instant::now();
         let mut close = LingeringClose::after_session(now, None, true);
         assert_eq!(close.poll(now, false), CloseStep::ShutdownWrite);
@@ -236,7 +236,7 @@ mod tests {
     }
 
     #[test]
-    fn refusals_are_written_at_once_and_drained() {
+    fn refusals_are_written_at_once_and_lingered_on() {
         let now = Instant::now();
         let mut close = LingeringClose::refused(now);
         assert_eq!(close.poll(now, true), CloseStep::Flush { until: now });
@@ -244,8 +244,8 @@ mod tests {
         assert_eq!(close.poll(later, true), CloseStep::ShutdownWrite);
         assert_eq!(
             close.poll(later, false),
-            CloseStep::Drain {
-                until: later + CLOSE_DRAIN
+            CloseStep::Linger {
+                until: later + CLOSE_LINGER
             }
         );
     }

@@ -14,7 +14,7 @@
 //! - [`listen`]: listeners, peer networks, the connection limits (in all
 //!   and per client address) and the listen backlog;
 //! - [`accept`]: what an accept loop does when `accept` fails;
-//! - [`close`]: how a server connection ends (flush, shut, drain).
+//! - [`close`]: how a server connection ends (flush, shut, linger).
 //!
 //! Two modules exist only for the runtimes' own examples and tests, behind
 //! features their `[dev-dependencies]` enable, so that a library user
@@ -122,7 +122,7 @@ pub const CLOSE_FLUSH: Duration = Duration::from_secs(10);
 /// session closed and its write side was shut. Closing a socket with unread
 /// input makes the kernel send a reset, which can destroy the last reply (a
 /// `421`, or the refusal of an injected STARTTLS) before the peer reads it.
-pub const CLOSE_DRAIN: Duration = Duration::from_secs(1);
+pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// Pause after an accept error other than a vanished peer (out of file
 /// descriptors, say): retrying at once would only spin.

@@ -24,12 +24,12 @@ use slab::Slab;
 use petrel_runtime_common::{ACCEPT_BACKOFF, READ_BUFFER};
 
 /// The token of a loop's waker; listeners count down from below it,
-/// draining sockets count up from `DRAINING`, and connections are their
+/// lingering sockets count up from `LINGERING`, and connections are their
 /// slab keys: none of them ever gets near another's range.
 const WAKER: Token = Token(usize::MAX);
 
-/// Where the tokens of draining sockets start, half-way up.
-const DRAINING: usize = usize::MAX / 2;
+/// Where the tokens of lingering sockets start, half-way up.
+const LINGERING: usize = usize::MAX / 2;
 
 /// Reads from one connection before the others get their turn: a peer
 /// sending a large body must not starve the rest of its loop.
@@ -43,8 +43,8 @@ fn listener_token(index: usize) -> Token {
     Token(usize::MAX - 1 - index)
 }
 
-fn drain_token(key: usize) -> Token {
-    Token(DRAINING + key)
+fn linger_token(key: usize) -> Token {
+    Token(LINGERING + key)
 }
 
 /// A running server: all listeners bound, one event-loop thread per core.
@@ -268,7 +268,7 @@ pub fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Serve
             generation: 0,
             buf: vec![0; READ_BUFFER],
             again: Vec::new(),
-            drains: Drains::default(),
+            lingering: Lingering::default(),
             accept_retry: None,
         };
         let thread = thread::Builder::new()
@@ -300,7 +300,7 @@ struct Conn {
     /// other instant are stale).
     deadline: Option<Instant>,
     /// Once its session is over: how the connection ends (while its last
-    /// output waits for the socket; then the socket drains elsewhere).
+    /// output waits for the socket; then the socket lingers elsewhere).
     closing: Option<LingeringClose>,
     /// WRITABLE is registered: only while output is pending, so that an
     /// idle connection costs no wake-ups.
@@ -315,7 +315,7 @@ struct Conn {
     /// Its place under the server's limits, until `closing` takes it.
     permit: Option<Permit>,
     /// Its place in this loop's load, given back when the connection is
-    /// dropped or starts draining.
+    /// dropped or starts lingering.
     _load: Load,
 }
 
@@ -365,7 +365,7 @@ struct EventLoop {
     /// again after the others had their turn.
     again: Vec<usize>,
     /// Sockets whose session is over, read until their peer closes.
-    drains: Drains,
+    lingering: Lingering,
     /// When to accept on every listener again after an accept error (out
     /// of descriptors, say): readiness is edge-triggered, and would not
     /// tell of the connections already waiting until another one comes.
@@ -389,16 +389,16 @@ impl EventLoop {
                     let _ = self.poll.registry().deregister(&mut listener.socket);
                 }
                 self.accept_retry = None;
-                // A draining socket is the end of a session too: it has
+                // A lingering socket is the end of a session too: it has
                 // the rest of the grace to see its peer close.
-                if (self.conns.is_empty() && self.drains.is_empty()) || now >= stop {
+                if (self.conns.is_empty() && self.lingering.is_empty()) || now >= stop {
                     break;
                 }
             }
-            let mut timeout = if self.again.is_empty() && self.drains.again.is_empty() {
+            let mut timeout = if self.again.is_empty() && self.lingering.again.is_empty() {
                 [
                     self.next_deadline(),
-                    self.drains.next_end(),
+                    self.lingering.next_end(),
                     self.accept_retry,
                 ]
                 .into_iter()
@@ -431,8 +431,8 @@ impl EventLoop {
                     .filter(|&index| index < self.listeners.len());
                 if let Some(index) = listener {
                     self.accept(index);
-                } else if let Some(key) = token.0.checked_sub(DRAINING) {
-                    self.drains.discard(key, &mut self.buf);
+                } else if let Some(key) = token.0.checked_sub(LINGERING) {
+                    self.lingering.discard(key, &mut self.buf);
                 } else if let Some(conn) = self.conns.get_mut(token.0) {
                     let error = event.is_error();
                     conn.readable |= event.is_readable() || event.is_read_closed() || error;
@@ -469,11 +469,11 @@ impl EventLoop {
             for key in again.drain(..) {
                 self.isolate(key, |this| this.drive(key));
             }
-            for key in std::mem::take(&mut self.drains.again) {
-                self.drains.discard(key, &mut self.buf);
+            for key in std::mem::take(&mut self.lingering.again) {
+                self.lingering.discard(key, &mut self.buf);
             }
             self.fire_timers();
-            self.drains.expire(Instant::now());
+            self.lingering.expire(Instant::now());
             if self.accept_retry.is_some_and(|at| at <= Instant::now()) {
                 self.accept_retry = None;
                 for index in 0..self.listeners.len() {
@@ -741,8 +741,8 @@ impl EventLoop {
 
     /// Ends connection `key`, whose session is over, as its
     /// [`LingeringClose`] says: its last output is flushed here (waiting
-    /// for WRITABLE, with a deadline), then the socket drains in
-    /// [`Drains`], its place under the limits already free.
+    /// for WRITABLE, with a deadline), then the socket lingers in
+    /// [`Lingering`], its place under the limits already free.
     fn end(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -765,11 +765,11 @@ impl EventLoop {
                 CloseStep::ShutdownWrite => {
                     let _ = conn.stream.shutdown(Shutdown::Write);
                 }
-                CloseStep::Drain { until } => {
+                CloseStep::Linger { until } => {
                     if let Some(conn) = self.conns.try_remove(key) {
                         let registry = self.poll.registry();
                         let stream = Registered::Yes(conn.stream);
-                        self.drains
+                        self.lingering
                             .start(registry, stream, closing, until, &mut self.buf);
                     }
                     return;
@@ -801,11 +801,11 @@ impl EventLoop {
                 CloseStep::ShutdownWrite => {
                     let _ = stream.shutdown(Shutdown::Write);
                 }
-                CloseStep::Drain { until } => {
+                CloseStep::Linger { until } => {
                     let registry = self.poll.registry();
                     let stream = Registered::No(stream);
                     return self
-                        .drains
+                        .lingering
                         .start(registry, stream, closing, until, &mut self.buf);
                 }
                 CloseStep::Close => return,
@@ -871,7 +871,7 @@ impl EventLoop {
             conn.deadline = None;
             if conn.conn.is_closed() {
                 // Its last output did not get out in time: the rest is
-                // given up on, and the socket drains.
+                // given up on, and the socket lingers.
                 self.end(key);
             } else {
                 self.isolate(key, |this| {
@@ -906,38 +906,38 @@ impl EventLoop {
 /// what their peer still sends is read and discarded until it closes too,
 /// or until their [`LingeringClose`] gives up on it.
 #[derive(Default)]
-struct Drains {
-    sockets: Slab<Drain>,
-    /// When each drain is given up on, with its slab key and generation,
-    /// in the order they started: every drain lasts as long, so this is
-    /// also the order in which they end. Entries of drains that ended
+struct Lingering {
+    sockets: Slab<LingeringSocket>,
+    /// When each lingering socket is given up on, with its slab key and generation,
+    /// in the order they started: every lingering lasts as long, so this is
+    /// also the order in which they end. Entries of lingering sockets that ended
     /// earlier are stale.
     ends: VecDeque<(Instant, usize, u64)>,
     generation: u64,
-    /// Drains that used their read budget with input left.
+    /// Lingering that used their read budget with input left.
     again: Vec<usize>,
 }
 
-/// A socket on its way to [`Drains`], registered with the loop's poll (for
+/// A socket on its way to [`Lingering`], registered with the loop's poll (for
 /// its connection) or not yet (refused at once).
 enum Registered {
     Yes(TcpStream),
     No(TcpStream),
 }
 
-struct Drain {
+struct LingeringSocket {
     stream: TcpStream,
     closing: LingeringClose,
-    /// Tells this drain from earlier ones with the same slab key.
+    /// Tells this lingering socket from earlier ones with the same slab key.
     generation: u64,
 }
 
-impl Drains {
+impl Lingering {
     fn is_empty(&self) -> bool {
         self.sockets.is_empty()
     }
 
-    /// Drains `stream` (its write side shut) until `until`, as `closing`
+    /// Lingering `stream` (its write side shut) until `until`, as `closing`
     /// said.
     fn start(
         &mut self,
@@ -948,9 +948,9 @@ impl Drains {
         buf: &mut [u8],
     ) {
         let key = self.sockets.vacant_key();
-        let token = drain_token(key);
+        let token = linger_token(key);
         // One system call either way: a connection's registration is
-        // moved to the drain's token rather than removed and made again.
+        // moved to the lingering token rather than removed and made again.
         let (registered, mut stream) = match stream {
             Registered::Yes(mut stream) => (
                 registry.reregister(&mut stream, token, Interest::READABLE),
@@ -966,7 +966,7 @@ impl Drains {
             return;
         }
         self.generation += 1;
-        let inserted = self.sockets.insert(Drain {
+        let inserted = self.sockets.insert(LingeringSocket {
             stream,
             closing,
             generation: self.generation,
@@ -977,23 +977,23 @@ impl Drains {
         self.discard(key, buf);
     }
 
-    /// Reads and discards what drain `key` has, until it would block; at
-    /// the peer's end (or an error) the drain is over.
+    /// Reads and discards what lingering socket `key` has, until it would block; at
+    /// the peer's end (or an error) the lingering is over.
     fn discard(&mut self, key: usize, buf: &mut [u8]) {
-        let Some(drain) = self.sockets.get_mut(key) else {
+        let Some(socket) = self.sockets.get_mut(key) else {
             return;
         };
         for _ in 0..READ_BUDGET {
-            match drain.stream.read(buf) {
+            match socket.stream.read(buf) {
                 Ok(0) => {
-                    drain.closing.handle_peer_closed();
+                    socket.closing.handle_peer_closed();
                     return self.step(key, Instant::now());
                 }
                 Ok(_) => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    drain.closing.handle_peer_closed();
+                    socket.closing.handle_peer_closed();
                     return self.step(key, Instant::now());
                 }
             }
@@ -1002,14 +1002,14 @@ impl Drains {
         self.again.push(key);
     }
 
-    /// Asks drain `key`'s [`LingeringClose`] whether it is over, and closes
+    /// Asks lingering socket `key`'s [`LingeringClose`] whether it is over, and closes
     /// the socket if so. (Closing it ends its registration too, on Linux:
     /// the socket is the only handle of its file. An event already fetched
-    /// for its token is harmless: a key given to a new drain meanwhile
+    /// for its token is harmless: a key given to a new lingering socket meanwhile
     /// only reads `WouldBlock`.)
     fn step(&mut self, key: usize, now: Instant) {
-        let over = self.sockets.get_mut(key).is_some_and(|drain| {
-            !matches!(drain.closing.poll(now, false), CloseStep::Drain { .. })
+        let over = self.sockets.get_mut(key).is_some_and(|socket| {
+            !matches!(socket.closing.poll(now, false), CloseStep::Linger { .. })
         });
         if over {
             self.sockets.try_remove(key);
@@ -1019,10 +1019,10 @@ impl Drains {
     fn is_current(&self, (_, key, generation): (Instant, usize, u64)) -> bool {
         self.sockets
             .get(key)
-            .is_some_and(|drain| drain.generation == generation)
+            .is_some_and(|socket| socket.generation == generation)
     }
 
-    /// When the next drain is given up on; stale entries on top are dropped.
+    /// When the next lingering socket is given up on; stale entries on top are dropped.
     fn next_end(&mut self) -> Option<Instant> {
         while let Some(&end) = self.ends.front() {
             if self.is_current(end) {
@@ -1033,7 +1033,7 @@ impl Drains {
         None
     }
 
-    /// Closes every drain whose time is over, input unread or not.
+    /// Closes every lingering socket whose time is over, input unread or not.
     fn expire(&mut self, now: Instant) {
         while let Some(&end) = self.ends.front() {
             if end.0 > now {

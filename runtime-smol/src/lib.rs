@@ -100,7 +100,7 @@ impl Server {
     /// threads have ended.
     pub async fn shutdown(mut self, grace: Duration) {
         self.stop_accepting.close();
-        let drained = async {
+        let all_closed = async {
             let _ = self.alive.recv().await;
             true
         };
@@ -108,7 +108,7 @@ impl Server {
             Timer::after(grace).await;
             false
         };
-        if !drained.or(expired).await {
+        if !all_closed.or(expired).await {
             self.stop_serving.close();
             // Every connection task sees the close at its next poll.
             let _ = self.alive.recv().await;
@@ -286,8 +286,8 @@ impl Accept {
     }
 }
 
-/// What ended one wait of a drain.
-enum Drained {
+/// What ended one wait of a lingering close.
+enum Lingered {
     Readable(io::Result<()>),
     TimeUp,
     /// The server stopped serving.
@@ -296,7 +296,7 @@ enum Drained {
 
 /// Ends a connection as `closing` says (see
 /// [`petrel_runtime_common::close`]), writing what is left of `output`;
-/// a drain ends early when the server stops serving (`serving` closes).
+/// lingering ends early when the server stops serving (`serving` closes).
 async fn close(
     stream: &Async<TcpStream>,
     output: &mut Vec<u8>,
@@ -324,11 +324,11 @@ async fn close(
             CloseStep::ShutdownWrite => {
                 let _ = stream.get_ref().shutdown(Shutdown::Write);
             }
-            CloseStep::Drain { until } => {
-                let read = async { Drained::Readable(stream.readable().await) };
+            CloseStep::Linger { until } => {
+                let read = async { Lingered::Readable(stream.readable().await) };
                 let timeout = async {
                     Timer::at(until).await;
-                    Drained::TimeUp
+                    Lingered::TimeUp
                 };
                 let stop = async {
                     match serving {
@@ -337,18 +337,18 @@ async fn close(
                         }
                         None => future::pending().await,
                     }
-                    Drained::Stopped
+                    Lingered::Stopped
                 };
                 match stop.or(read).or(timeout).await {
-                    Drained::Readable(Ok(())) => {
+                    Lingered::Readable(Ok(())) => {
                         if receive(|buf| read_now(stream, buf), |_| {}) == Received::End {
                             closing.handle_peer_closed();
                         }
                     }
-                    Drained::Readable(Err(_)) => closing.handle_peer_closed(),
+                    Lingered::Readable(Err(_)) => closing.handle_peer_closed(),
                     // The next poll closes.
-                    Drained::TimeUp => {}
-                    Drained::Stopped => return,
+                    Lingered::TimeUp => {}
+                    Lingered::Stopped => return,
                 }
             }
             CloseStep::Close => return,
@@ -357,7 +357,7 @@ async fn close(
 }
 
 /// A connection's wake-up by decisions answered on other threads: a flag
-/// and the task's waker (one pending wake-up is enough, as each drains
+/// and the task's waker (one pending wake-up is enough, as each wake-up takes
 /// every answer), far lighter than a channel per connection.
 #[derive(Debug, Default)]
 struct Wakeup {

@@ -84,16 +84,16 @@ impl Server {
     /// and end, and the sockets left close.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.stop_accepting.send(true);
-        let _ = tokio::time::timeout(grace, self.drained()).await;
+        let _ = tokio::time::timeout(grace, self.all_closed()).await;
         let _ = self.stop_serving.send(true);
         // The sessions cut now say 421 and close, at once; wait for that
         // too, so that a program exiting after `shutdown` does not cancel
         // it. (The bound only guards against a task that never runs.)
-        let _ = tokio::time::timeout(CLOSE_FLUSH, self.drained()).await;
+        let _ = tokio::time::timeout(CLOSE_FLUSH, self.all_closed()).await;
     }
 
     /// Until no socket is left.
-    async fn drained(&self) {
+    async fn all_closed(&self) {
         while self.open.active() > 0 {
             // Checked again at least every 50 ms in case the last
             // notification raced with the load above.
@@ -237,7 +237,7 @@ fn sleep_target(deadline: Option<Instant>) -> tokio::time::Instant {
 
 /// Ends a connection as `closing` says (see
 /// [`petrel_runtime_common::close`]), writing what is left of `output`;
-/// a drain ends early when the server stops serving (`serving` changes).
+/// lingering ends early when the server stops serving (`serving` changes).
 async fn close(
     stream: &mut TcpStream,
     output: &mut Vec<u8>,
@@ -260,7 +260,7 @@ async fn close(
             CloseStep::ShutdownWrite => {
                 let _ = stream.shutdown().await;
             }
-            CloseStep::Drain { until } => {
+            CloseStep::Linger { until } => {
                 let until = tokio::time::Instant::from_std(until);
                 tokio::select! {
                     ready = tokio::time::timeout_at(until, stream.readable()) => match ready {

@@ -66,7 +66,7 @@ macro_rules! runtime_suite {
             decisions_from_other_threads_reach_their_connection,
             over_the_connection_limit_is_told_421,
             a_refusal_over_the_limit_survives_pipelined_input,
-            a_closed_session_holds_no_place_while_draining,
+            a_closed_session_holds_no_place_while_lingering,
             each_client_address_has_its_own_limit,
             a_peer_network_overrides_the_per_address_limit,
             the_listen_backlog_is_the_one_configured,

@@ -398,8 +398,8 @@ pub fn a_refusal_over_the_limit_survives_pipelined_input<R: TestRuntime>() {
 }
 
 /// A closed session's place under the limit is free by the time its peer
-/// sees the end of input, while the server still drains its socket.
-pub fn a_closed_session_holds_no_place_while_draining<R: TestRuntime>() {
+/// sees the end of input, while the server still lingers its socket.
+pub fn a_closed_session_holds_no_place_while_lingering<R: TestRuntime>() {
     let (server, addr) = serve::<R>(
         sink("--tls-engine none --max-connections 1"),
         Arc::new(SinkHandler::default()),
@@ -408,7 +408,7 @@ pub fn a_closed_session_holds_no_place_while_draining<R: TestRuntime>() {
     first.greeted();
     first.command("QUIT", "221 ");
     first.expect_clean_close("the 221");
-    // `first` is still open, and the server still drains it.
+    // `first` is still open, and the server still lingers it.
     let mut second = Wire::connect(addr);
     second.greeted();
     drop((first, second));
@@ -693,7 +693,7 @@ pub fn a_panicking_handler_ends_only_its_connection<R: TestRuntime>() {
 }
 
 /// A session that closes with input unread (the 554 refusing an injected
-/// STARTTLS) shuts its side and drains the rest: the peer reads the whole
+/// STARTTLS) shuts its side and reads and discards the rest: the peer reads the whole
 /// 554 and then a clean end of input, not a reset.
 #[cfg(feature = "rustls")]
 pub fn an_injected_starttls_is_refused_without_a_reset<R: TestRuntime>() {
