@@ -18,7 +18,7 @@ use petrel_core::tls::{
 };
 use petrel_core::wire::command::{ForwardPath, Host, MailParams, Mailbox, ReversePath};
 
-use crate::client::{BodySource, Finished, Outbound};
+use crate::client::{BodySource, MessageOutcome, Outbound};
 use crate::listen::{ListenerConfig, ServeConfig, DEFAULT_BACKLOG, DEFAULT_MAX_CONNECTIONS_PER_IP};
 use crate::server::{ConnectionInfo, Decision, Handler};
 
@@ -624,7 +624,7 @@ pub struct SendTally {
 impl SendTally {
     /// Counts a finished message: delivered when every recipient was,
     /// permanent when any was refused for good, transient otherwise.
-    pub fn add(&self, finished: &Finished) {
+    pub fn add(&self, finished: &MessageOutcome) {
         let all = |d| finished.outcomes.iter().all(|o| o.delivery == d);
         let counter = if all(Delivery::Delivered) {
             let over = if finished.tls.is_some() {

@@ -78,7 +78,7 @@ impl std::fmt::Debug for Outbound {
 
 /// A message that is done with on this connection.
 #[derive(Debug, Clone)]
-pub struct Finished {
+pub struct MessageOutcome {
     /// Its envelope.
     pub envelope: Envelope,
     /// One outcome per recipient, in envelope order.
@@ -134,7 +134,7 @@ pub fn start_connect(
 
 /// Messages that could not be tried at all (no connection): each
 /// recipient gets a transient outcome saying why.
-pub fn unattempted(messages: Vec<Outbound>, why: &str) -> Vec<Finished> {
+pub fn unattempted(messages: Vec<Outbound>, why: &str) -> Vec<MessageOutcome> {
     let reply = Reply::new(
         451,
         Some(EnhancedCode::new(4, 4, 1)),
@@ -142,7 +142,7 @@ pub fn unattempted(messages: Vec<Outbound>, why: &str) -> Vec<Finished> {
     );
     messages
         .into_iter()
-        .map(|message| Finished {
+        .map(|message| MessageOutcome {
             outcomes: (0..message.envelope.recipients.len())
                 .map(|recipient| RecipientOutcome {
                     recipient,
@@ -160,7 +160,7 @@ pub fn unattempted(messages: Vec<Outbound>, why: &str) -> Vec<Finished> {
 #[derive(Debug, Default)]
 pub struct DeliveryReport {
     /// Every message submitted, exactly once.
-    pub finished: Vec<Finished>,
+    pub finished: Vec<MessageOutcome>,
     /// The TLS policy asked for a plaintext reconnection, and it was made.
     pub reconnected_plaintext: bool,
 }
@@ -193,8 +193,8 @@ pub struct Attempt {
 impl Attempt {
     /// The connection state for a socket just connected, with every message
     /// submitted and QUIT asked for after them.
-    pub fn start(self, config: Arc<ClientConfig>, server_name: &str, now: Instant) -> DeliveryConn {
-        let mut conn = DeliveryConn::new(config, server_name, self.kind, now);
+    pub fn start(self, config: Arc<ClientConfig>, server_name: &str, now: Instant) -> ClientConn {
+        let mut conn = ClientConn::new(config, server_name, self.kind, now);
         for message in self.messages {
             conn.submit(now, message);
         }
@@ -229,7 +229,7 @@ impl DeliveryPlan {
 
     /// A connection ended: collect its outcomes, and plan the plaintext
     /// reconnection if the TLS policy asked for one (once).
-    pub fn finished(&mut self, mut conn: DeliveryConn) {
+    pub fn finished(&mut self, mut conn: ClientConn) {
         self.report.finished.extend(conn.take_finished());
         let retry = conn.take_retry();
         let reconnect = matches!(conn.closed(), Some(CloseReason::ReconnectPlaintext));
@@ -257,7 +257,7 @@ const BODY_CHUNK: usize = 64 * 1024;
 
 /// One client connection: the runtime feeds it bytes and time and writes
 /// out what [`output`](Self::output) holds.
-pub struct DeliveryConn {
+pub struct ClientConn {
     session: ClientSession,
     out: Vec<u8>,
     messages: Messages,
@@ -269,7 +269,7 @@ struct Messages {
     /// Messages submitted and not yet finished, by transaction.
     pending: HashMap<TransactionId, Outbound>,
     streaming: Option<TransactionId>,
-    finished: Vec<Finished>,
+    finished: Vec<MessageOutcome>,
     /// Messages to resubmit on a fresh plaintext connection.
     retry: Vec<Outbound>,
     reconnecting: bool,
@@ -277,15 +277,15 @@ struct Messages {
     close: Option<CloseReason>,
 }
 
-impl std::fmt::Debug for DeliveryConn {
+impl std::fmt::Debug for ClientConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeliveryConn")
+        f.debug_struct("ClientConn")
             .field("close", &self.messages.close)
             .finish_non_exhaustive()
     }
 }
 
-impl DeliveryConn {
+impl ClientConn {
     /// A connection just made to `server_name`; see [`ClientSession::new`].
     pub fn new(
         config: Arc<ClientConfig>,
@@ -360,7 +360,7 @@ impl DeliveryConn {
     }
 
     /// Messages done with so far (delivered or not).
-    pub fn take_finished(&mut self) -> Vec<Finished> {
+    pub fn take_finished(&mut self) -> Vec<MessageOutcome> {
         std::mem::take(&mut self.messages.finished)
     }
 
@@ -417,7 +417,7 @@ impl Messages {
                     // Never attempted: the policy decided before any MAIL.
                     self.retry.push(message);
                 } else {
-                    self.finished.push(Finished {
+                    self.finished.push(MessageOutcome {
                         envelope: message.envelope,
                         outcomes,
                         tls: self.tls.clone(),

@@ -8,7 +8,7 @@
 //!
 //! - [`server::ServerConn`]: one inbound connection, a loop over the core
 //!   session's `handle_*`/`poll_*` calls feeding a [`server::Handler`];
-//! - [`client::DeliveryConn`]: one outbound connection delivering
+//! - [`client::ClientConn`]: one outbound connection delivering
 //!   [`client::Outbound`] messages whose bodies are streamed from a
 //!   [`client::BodySource`];
 //! - [`listen`]: listeners, peer networks, the connection limits (in all

@@ -10,7 +10,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
 use petrel_core::client::ClientConfig;
 use petrel_runtime_common::client::{
-    unattempted, Attempt, DeliverOptions, DeliveryConn, DeliveryPlan, DeliveryReport, Outbound,
+    unattempted, Attempt, ClientConn, DeliverOptions, DeliveryPlan, DeliveryReport, Outbound,
 };
 
 use petrel_runtime_common::{CLOSE_FLUSH, READ_BUFFER};
@@ -148,7 +148,7 @@ enum State {
 /// A connected socket and its session.
 struct Open {
     stream: TcpStream,
-    conn: DeliveryConn,
+    conn: ClientConn,
     /// WRITABLE is registered: only while output is pending.
     write_interest: bool,
     /// Readiness seen and not yet used up (mio is edge-triggered).

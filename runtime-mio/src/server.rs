@@ -58,7 +58,7 @@ pub struct Server {
 
 #[derive(Debug)]
 struct LoopHandle {
-    mailbox: Arc<Mailbox>,
+    channel: Arc<LoopChannel>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -78,14 +78,14 @@ impl Server {
     fn stop(&mut self, deadline: Instant) {
         for handle in &self.loops {
             let mut stop = handle
-                .mailbox
+                .channel
                 .stop
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             // A second stop (drop after shutdown) never extends the first.
             *stop = Some(stop.map_or(deadline, |earlier| earlier.min(deadline)));
             drop(stop);
-            let _ = handle.mailbox.waker.wake();
+            let _ = handle.channel.waker.wake();
         }
         for handle in &mut self.loops {
             if let Some(thread) = handle.thread.take() {
@@ -105,7 +105,7 @@ impl Drop for Server {
 
 /// What other threads tell a loop.
 #[derive(Debug)]
-struct Mailbox {
+struct LoopChannel {
     waker: Waker,
     inbox: Mutex<Inbox>,
     /// Set by `Server::shutdown`: stop accepting now, drop what is left
@@ -166,7 +166,7 @@ impl Drop for Load {
     }
 }
 
-impl Mailbox {
+impl LoopChannel {
     fn post<R>(&self, put: impl FnOnce(&mut Inbox) -> R) -> R {
         let mut inbox = self.inbox.lock().unwrap_or_else(PoisonError::into_inner);
         // A non-empty inbox means a wake-up is already on its way, and the
@@ -198,8 +198,8 @@ impl Mailbox {
 struct Shared {
     handler: Arc<dyn Handler>,
     ids: AtomicU64,
-    /// Every loop's mailbox, by loop index.
-    loops: Vec<Arc<Mailbox>>,
+    /// Every loop's channel, by loop index.
+    loops: Vec<Arc<LoopChannel>>,
 }
 
 /// Binds every listener and starts one event-loop thread per core
@@ -222,7 +222,7 @@ pub fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Serve
     let mut loops = Vec::with_capacity(threads);
     for _ in 0..threads {
         let poll = Poll::new()?;
-        let mailbox = Arc::new(Mailbox {
+        let channel = Arc::new(LoopChannel {
             waker: Waker::new(poll.registry(), WAKER)?,
             inbox: Mutex::new(Inbox::default()),
             stop: Mutex::new(None),
@@ -240,14 +240,14 @@ pub fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Serve
                 gate: gate.clone(),
             });
         }
-        loops.push((poll, mailbox, listeners));
+        loops.push((poll, channel, listeners));
     }
     let shared = Arc::new(Shared {
         handler,
         ids: AtomicU64::new(0),
         loops: loops
             .iter()
-            .map(|(_, mailbox, _)| mailbox.clone())
+            .map(|(_, channel, _)| channel.clone())
             .collect(),
     });
     // Built up loop by loop, so that a failure half-way stops the loops
@@ -256,11 +256,11 @@ pub fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Serve
         addrs,
         loops: Vec::with_capacity(threads),
     };
-    for (index, (poll, mailbox, listeners)) in loops.into_iter().enumerate() {
+    for (index, (poll, channel, listeners)) in loops.into_iter().enumerate() {
         let event_loop = EventLoop {
             index,
             poll,
-            mailbox: mailbox.clone(),
+            channel: channel.clone(),
             shared: shared.clone(),
             listeners,
             conns: Slab::new(),
@@ -275,7 +275,7 @@ pub fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Serve
             .name(format!("petrel-mio-{index}"))
             .spawn(move || event_loop.run())?;
         server.loops.push(LoopHandle {
-            mailbox,
+            channel,
             thread: Some(thread),
         });
     }
@@ -353,7 +353,7 @@ struct EventLoop {
     /// This loop's place in `shared.loops`.
     index: usize,
     poll: Poll,
-    mailbox: Arc<Mailbox>,
+    channel: Arc<LoopChannel>,
     shared: Arc<Shared>,
     /// Emptied when the server stops accepting.
     listeners: Vec<Listener>,
@@ -380,7 +380,7 @@ impl EventLoop {
         loop {
             let now = Instant::now();
             let stop = *self
-                .mailbox
+                .channel
                 .stop
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
@@ -423,7 +423,7 @@ impl EventLoop {
             for event in events.iter() {
                 let token = event.token();
                 if token == WAKER {
-                    // The mailbox is read below, on every turn.
+                    // The channel is read below, on every turn.
                     continue;
                 }
                 let listener = (usize::MAX - 1)
@@ -443,7 +443,7 @@ impl EventLoop {
             }
             {
                 let mut posted = self
-                    .mailbox
+                    .channel
                     .inbox
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
@@ -486,7 +486,7 @@ impl EventLoop {
         // Never the least loaded again: other loops stop handing
         // connections here (one that raced with this is handed back, as
         // the inbox is closed below).
-        self.mailbox.load.store(usize::MAX / 2, Ordering::SeqCst);
+        self.channel.load.store(usize::MAX / 2, Ordering::SeqCst);
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             self.isolate(key, |this| {
@@ -508,7 +508,7 @@ impl EventLoop {
         // given back as they go.
         let late = {
             let mut inbox = self
-                .mailbox
+                .channel
                 .inbox
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
@@ -555,9 +555,9 @@ impl EventLoop {
             Admission::Admitted { config, permit } => (config, permit),
             Admission::Refused { reply } => return self.refuse(stream, reply),
         };
-        let mut target = (self.mailbox.load.load(Ordering::SeqCst), self.index);
-        for (index, mailbox) in self.shared.loops.iter().enumerate() {
-            let load = mailbox.load.load(Ordering::SeqCst);
+        let mut target = (self.channel.load.load(Ordering::SeqCst), self.index);
+        for (index, channel) in self.shared.loops.iter().enumerate() {
+            let load = channel.load.load(Ordering::SeqCst);
             if load < target.0 {
                 target = (load, index);
             }
@@ -569,7 +569,7 @@ impl EventLoop {
             .filter(|_| target.1 != self.index);
         // Counted before it is handed over, so that the next connection
         // placed, by any loop, already sees it.
-        let load = Load::count(&there.unwrap_or(&self.mailbox).load);
+        let load = Load::count(&there.unwrap_or(&self.channel).load);
         let local = gate.local_addr(|| stream.local_addr());
         let arrival = Arrival {
             stream,
@@ -579,12 +579,12 @@ impl EventLoop {
             permit,
             load,
         };
-        let Some(mailbox) = there else {
+        let Some(channel) = there else {
             return self.admit(arrival);
         };
-        if let Err(mut arrival) = mailbox.hand(arrival) {
+        if let Err(mut arrival) = channel.hand(arrival) {
             // That loop has just ended: this one serves the connection.
-            arrival.load = Load::count(&self.mailbox.load);
+            arrival.load = Load::count(&self.channel.load);
             self.admit(*arrival);
         }
     }
@@ -616,9 +616,9 @@ impl EventLoop {
             peer,
             local,
         };
-        let mailbox = self.mailbox.clone();
+        let channel = self.channel.clone();
         let handler = self.shared.handler.clone();
-        let wake = Box::new(move || mailbox.post(|inbox| inbox.woken.push((key, generation))));
+        let wake = Box::new(move || channel.post(|inbox| inbox.woken.push((key, generation))));
         // The handler already hears of the connection here.
         let conn = match panic::catch_unwind(AssertUnwindSafe(|| {
             ServerConn::new(config, info, handler, Instant::now(), wake)

@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use petrel_core::client::ClientConfig;
 use petrel_runtime_common::accept::AcceptError;
-use petrel_runtime_common::client::{start_connect, DeliveryConn, DeliveryPlan};
+use petrel_runtime_common::client::{start_connect, ClientConn, DeliveryPlan};
 use petrel_runtime_common::close::{CloseStep, LingeringClose};
 use petrel_runtime_common::listen::{Admission, ConnectionLimit, Gate, Permit};
 use petrel_runtime_common::server::ServerConn;
@@ -64,7 +64,7 @@ use smol::stream::StreamExt as _;
 use smol::{Async, Executor, Timer};
 
 pub use petrel_runtime_common::client::{
-    BodySource, DeliverOptions, DeliveryReport, Finished, Outbound,
+    BodySource, DeliverOptions, DeliveryReport, MessageOutcome, Outbound,
 };
 pub use petrel_runtime_common::listen::{ListenerConfig, Network, PeerConfig, ServeConfig};
 pub use petrel_runtime_common::server::{Answer, ConnectionInfo, Decision, Handler};
@@ -625,7 +625,7 @@ pub async fn deliver(
 /// Drives one client connection until its session is over and its output
 /// written. Replies are read while the output is written, so that neither
 /// side can block the other with a full socket.
-async fn run_client(stream: &Async<TcpStream>, conn: &mut DeliveryConn) {
+async fn run_client(stream: &Async<TcpStream>, conn: &mut ClientConn) {
     let mut eof = false;
     let mut closing: Option<Instant> = None;
     let mut deadline = Deadline::new();

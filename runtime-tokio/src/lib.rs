@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use petrel_core::client::ClientConfig;
 use petrel_runtime_common::accept::AcceptError;
-use petrel_runtime_common::client::{DeliveryConn, DeliveryPlan};
+use petrel_runtime_common::client::{ClientConn, DeliveryPlan};
 use petrel_runtime_common::close::{CloseStep, LingeringClose};
 use petrel_runtime_common::listen::{Admission, ConnectionLimit, Gate, Permit};
 use petrel_runtime_common::server::ServerConn;
@@ -54,7 +54,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify};
 
 pub use petrel_runtime_common::client::{
-    BodySource, DeliverOptions, DeliveryReport, Finished, Outbound,
+    BodySource, DeliverOptions, DeliveryReport, MessageOutcome, Outbound,
 };
 pub use petrel_runtime_common::listen::{ListenerConfig, Network, PeerConfig, ServeConfig};
 pub use petrel_runtime_common::server::{Answer, ConnectionInfo, Decision, Handler};
@@ -381,7 +381,7 @@ pub async fn deliver(
     plan.into_report()
 }
 
-async fn run_client(mut stream: TcpStream, conn: &mut DeliveryConn) {
+async fn run_client(mut stream: TcpStream, conn: &mut ClientConn) {
     let mut eof = false;
     loop {
         if conn.closed().is_some() {
