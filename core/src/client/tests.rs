@@ -843,23 +843,29 @@ fn a_body_that_stops_moving_times_out_and_nothing_queued_is_sent_after() {
         if outcomes[0].delivery == Delivery::Transient)));
 }
 
-#[test]
-fn a_refusal_in_the_middle_of_a_body_is_the_outcome() {
+/// The outcome of a one-recipient message when the server says `said` in
+/// the middle of its body and hangs up.
+fn outcome_after_mid_body(said: &[u8]) -> RecipientOutcome {
     let now = crate::pair::origin();
     let mut client = ClientSession::new(Arc::new(plain_client()), "mx", ConnectionKind::First, now);
     client.submit(now, envelope("a@x.org", &["b@y.org"]));
     client.handle_input(now, b"220 mx\r\n250 mx\r\n250 ok\r\n250 ok\r\n354 go\r\n");
     client.send_body(now, b"a first part\r\n").unwrap();
-    client.handle_input(now, b"552 5.3.4 too big for us\r\n");
+    client.handle_input(now, said);
     client.handle_eof(now);
-    let done = std::iter::from_fn(|| client.poll_event())
+    std::iter::from_fn(|| client.poll_event())
         .find_map(|e| match e {
-            Event::TransactionDone { outcomes, .. } => Some(outcomes),
+            Event::TransactionDone { mut outcomes, .. } => outcomes.pop(),
             _ => None,
         })
-        .unwrap();
-    assert_eq!(done[0].delivery, Delivery::Permanent);
-    assert_eq!(done[0].reply.code(), 552);
+        .unwrap()
+}
+
+#[test]
+fn a_refusal_in_the_middle_of_a_body_is_the_outcome() {
+    let done = outcome_after_mid_body(b"552 5.3.4 too big for us\r\n");
+    assert_eq!(done.delivery, Delivery::Permanent);
+    assert_eq!(done.reply.code(), 552);
 }
 
 /// Our client and server over the fake TLS engine, whose handshakes go as
@@ -1039,19 +1045,7 @@ fn a_stray_354_in_the_middle_of_a_body_is_not_an_outcome() {
     // Found by the client_session fuzz target: a 354 held back while the
     // body was written became every recipient's outcome at EOF, as a
     // "transient" failure with a 3xx reply.
-    let now = crate::pair::origin();
-    let mut client = ClientSession::new(Arc::new(plain_client()), "mx", ConnectionKind::First, now);
-    client.submit(now, envelope("a@x.org", &["b@y.org"]));
-    client.handle_input(now, b"220 mx\r\n250 mx\r\n250 ok\r\n250 ok\r\n354 go\r\n");
-    client.send_body(now, b"a first part\r\n").unwrap();
-    client.handle_input(now, b"354 go again\r\n");
-    client.handle_eof(now);
-    let done = std::iter::from_fn(|| client.poll_event())
-        .find_map(|e| match e {
-            Event::TransactionDone { outcomes, .. } => Some(outcomes),
-            _ => None,
-        })
-        .unwrap();
-    assert_eq!(done[0].delivery, Delivery::Transient);
-    assert_eq!(done[0].reply.code(), 421, "{:?}", done[0].reply);
+    let done = outcome_after_mid_body(b"354 go again\r\n");
+    assert_eq!(done.delivery, Delivery::Transient);
+    assert_eq!(done.reply.code(), 421, "{:?}", done.reply);
 }
