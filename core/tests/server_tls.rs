@@ -196,6 +196,25 @@ fn established_tls12(engine: TlsEngine, allow: bool, cap: u32) -> Conversation {
     c
 }
 
+/// Attempts 1 to `cap` got `each`, and the next closed the connection.
+fn assert_closed_past_the_cap<C: TlsClient + ?Sized>(
+    c: &Conversation<C>,
+    cap: u32,
+    each: RenegotiationVerdict,
+) {
+    let mut expected: Vec<_> = (1..=cap).map(|attempt| (attempt, each)).collect();
+    expected.push((
+        cap + 1,
+        RenegotiationVerdict::Close(renegotiation::CloseReason::CapReached),
+    ));
+    assert_eq!(c.renegotiations(), expected, "cap {cap}");
+    assert_eq!(
+        c.closed(),
+        Some(&CloseReason::RenegotiationLimit),
+        "cap {cap}"
+    );
+}
+
 /// Starts a renegotiation from the client and lets it play out.
 fn renegotiate(c: &mut Conversation) {
     assert!(c.tls.as_mut().unwrap().renegotiate());
@@ -245,19 +264,7 @@ fn openssl_engine_allows_renegotiation_up_to_the_cap() {
             );
         }
         renegotiate(&mut c);
-        let mut expected: Vec<_> = (1..=cap)
-            .map(|attempt| (attempt, RenegotiationVerdict::Allow))
-            .collect();
-        expected.push((
-            cap + 1,
-            RenegotiationVerdict::Close(renegotiation::CloseReason::CapReached),
-        ));
-        assert_eq!(c.renegotiations(), expected, "cap {cap}");
-        assert_eq!(
-            c.closed(),
-            Some(&CloseReason::RenegotiationLimit),
-            "cap {cap}"
-        );
+        assert_closed_past_the_cap(&c, cap, RenegotiationVerdict::Allow);
         assert!(c.server.is_closed());
     }
 }
@@ -365,24 +372,8 @@ fn openssl_engine_refuses_renegotiation_up_to_the_cap() {
         }
         assert_eq!(c.closed(), None, "cap {cap}");
         assert_eq!(attempt(&mut c), [Alert::CLOSE_NOTIFY], "cap {cap}");
-        let mut expected: Vec<_> = (1..=cap)
-            .map(|attempt| {
-                (
-                    attempt,
-                    RenegotiationVerdict::Refuse(RefuseReason::PolicyDenied),
-                )
-            })
-            .collect();
-        expected.push((
-            cap + 1,
-            RenegotiationVerdict::Close(renegotiation::CloseReason::CapReached),
-        ));
-        assert_eq!(c.renegotiations(), expected, "cap {cap}");
-        assert_eq!(
-            c.closed(),
-            Some(&CloseReason::RenegotiationLimit),
-            "cap {cap}"
-        );
+        let refused = RenegotiationVerdict::Refuse(RefuseReason::PolicyDenied);
+        assert_closed_past_the_cap(&c, cap, refused);
     }
 }
 
