@@ -39,6 +39,8 @@ use petrel_core_fuzz::heap::HeapBound;
 use petrel_core_fuzz::ops::Ops;
 use petrel_core_fuzz::tls::{client_tls, server_tls};
 
+/// What the driver reads from its socket at once.
+const READ_SIZE: usize = 4096;
 /// What one command of an envelope may take on the wire (ours are short).
 const COMMAND_BOUND: usize = 512;
 /// Output not owed to the application: EHLO, HELO, STARTTLS, RSET, QUIT,
@@ -173,7 +175,7 @@ impl Harness {
                 // Raw octets on the wire, whatever the session expects.
                 54..=59 => {
                     let piece = ops.piece();
-                    self.session.handle_input(self.now, piece);
+                    self.deliver(piece);
                 }
                 60..=71 => {
                     let (count, shape) = (ops.byte(), ops.byte());
@@ -233,8 +235,17 @@ impl Harness {
         }
     }
 
+    /// Octets from the server, read as a driver reads a socket: at most
+    /// [`READ_SIZE`] at a time.
+    fn deliver(&mut self, octets: &[u8]) {
+        for chunk in octets.chunks(READ_SIZE) {
+            self.session.handle_input(self.now, chunk);
+        }
+    }
+
     /// Server plaintext: over TLS once the TLS server took over.
     fn server_says(&mut self, plaintext: &[u8]) {
+        let mut ciphertext = Vec::new();
         match &mut self.peer {
             // A TLS server sends no application data before its
             // handshake is done (and would buffer it without bound).
@@ -244,12 +255,11 @@ impl Harness {
                     self.peer_failed = true;
                 }
                 // On the wire at once, as plaintext would be.
-                let mut ciphertext = Vec::new();
                 peer.poll_ciphertext(&mut ciphertext);
-                self.session.handle_input(self.now, &ciphertext);
             }
-            None => self.session.handle_input(self.now, plaintext),
+            None => return self.deliver(plaintext),
         }
+        self.deliver(&ciphertext);
     }
 
     /// The server says 220 to STARTTLS and starts TLS.
@@ -257,8 +267,7 @@ impl Harness {
         if self.peer.is_some() {
             return;
         }
-        self.session
-            .handle_input(self.now, b"220 2.0.0 Ready to start TLS\r\n");
+        self.deliver(b"220 2.0.0 Ready to start TLS\r\n");
         let engine = if engine & 1 == 0 {
             TlsEngine::Rustls
         } else {
@@ -395,13 +404,13 @@ impl Harness {
                 progress = true;
                 self.event(event);
             }
+            let mut ciphertext = Vec::new();
             if let Some(peer) = &mut self.peer {
-                let mut ciphertext = Vec::new();
                 peer.poll_ciphertext(&mut ciphertext);
-                if !ciphertext.is_empty() {
-                    progress = true;
-                    self.session.handle_input(self.now, &ciphertext);
-                }
+            }
+            if !ciphertext.is_empty() {
+                progress = true;
+                self.deliver(&ciphertext);
             }
             if !progress {
                 return self.check_settled();

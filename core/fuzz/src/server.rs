@@ -95,6 +95,11 @@ pub struct Harness {
     renegotiations: u32,
     max_renegotiations: Option<u32>,
     body_size: u64,
+    /// Decisions answered before their event was polled (an application
+    /// may answer `pending_decision` without polling), oldest first.
+    answered_early: std::collections::VecDeque<DecisionKind>,
+    /// The decision whose event was polled and is not answered yet.
+    polled_pending: Option<DecisionKind>,
     /// The driver once ignored `wants_input` (allowed to grow to the hard
     /// cap).
     forced: bool,
@@ -134,6 +139,8 @@ impl Harness {
             max_renegotiations,
             body_size: 0,
             forced: false,
+            answered_early: std::collections::VecDeque::new(),
+            polled_pending: None,
             sent_over_tls: false,
             peer_done: false,
             heap,
@@ -313,10 +320,16 @@ impl Harness {
     /// say so.
     pub fn decide(&mut self, how: u8) {
         let now = self.now;
+        if crate::heap::tracing() {
+            eprintln!("  decide {how}: {:?}", self.session.pending_decision());
+        }
         let Some(kind) = self.session.pending_decision() else {
             assert_eq!(self.session.accept(now), Err(DecisionError::NotPending));
             return;
         };
+        if self.polled_pending.take() != Some(kind) {
+            self.answered_early.push_back(kind);
+        }
         let code = match how % 12 {
             0..=5 => 250,
             6 => 550,
@@ -362,6 +375,9 @@ impl Harness {
             assert!(sent <= bound, "poll_transmit yielded {sent} octets");
             if sent > 0 {
                 progress = true;
+                if crate::heap::tracing() {
+                    eprintln!("  sent {:?}", String::from_utf8_lossy(&out));
+                }
                 if let Some(wire) = &mut self.wire {
                     wire.extend_from_slice(&out);
                 }
@@ -400,6 +416,10 @@ impl Harness {
     }
 
     fn event(&mut self, event: Event) {
+        if crate::heap::tracing() {
+            let text = format!("{event:?}");
+            eprintln!("  event {}", text.get(..200).unwrap_or(&text));
+        }
         assert!(!self.closed, "{event:?} after Closed");
         let decision = match &event {
             Event::Mail { .. } => Some(DecisionKind::Mail),
@@ -455,16 +475,23 @@ impl Harness {
                 "{event:?} over TLS that the client never sent"
             );
         }
-        if let Some(kind) = decision {
-            assert!(
-                self.session.pending_decision() == Some(kind) || self.session.is_closed(),
-                "{kind:?} asked, {:?} pending",
-                self.session.pending_decision()
-            );
-            // 0xf0 and up: leave the decision for a later operation.
-            if self.policy < 0xf0 && !self.session.is_closed() {
-                self.decide(self.policy);
+        match decision {
+            Some(kind) if self.answered_early.front() == Some(&kind) => {
+                self.answered_early.pop_front();
             }
+            Some(kind) => {
+                assert!(
+                    self.session.pending_decision() == Some(kind) || self.session.is_closed(),
+                    "{kind:?} asked, {:?} pending",
+                    self.session.pending_decision()
+                );
+                self.polled_pending = Some(kind);
+                // 0xf0 and up: leave the decision for a later operation.
+                if self.policy < 0xf0 && !self.session.is_closed() {
+                    self.decide(self.policy);
+                }
+            }
+            None => {}
         }
         if let Some(events) = &mut self.events {
             // An event's own heap (a HELO name, a path) is under 2 KiB.
