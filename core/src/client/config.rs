@@ -79,6 +79,9 @@ pub struct ClientConfig {
     pub max_reply_line: usize,
     /// Most lines in one reply.
     pub max_reply_lines: usize,
+    /// Octets of a reply's text kept in each recipient's outcome: a server's
+    /// megabyte of refusal would otherwise be copied once per recipient.
+    pub max_outcome_text: usize,
 }
 
 impl ClientConfig {
@@ -98,6 +101,7 @@ impl ClientConfig {
             max_early_input: 64 * 1024,
             max_reply_line: LENIENT_REPLY_LINE,
             max_reply_lines: DEFAULT_MAX_REPLY_LINES,
+            max_outcome_text: 2048,
         }
     }
 }

@@ -862,6 +862,7 @@ impl ClientSession {
     }
 
     fn transaction_reply(&mut self, expect: Expect, reply: &Reply) {
+        let reply = &bounded(reply, self.config.max_outcome_text);
         let pipelining = self.pipelining();
         let dsn = self.caps.dsn;
         let Some(txn) = self.active.as_mut() else {
@@ -1401,7 +1402,7 @@ impl ClientSession {
             return;
         }
         let reply = reply
-            .map(as_transient)
+            .map(|reply| as_transient(&bounded(reply, self.config.max_outcome_text)))
             .unwrap_or_else(|| internal(421, (4, 4, 2), "connection closed"));
         if let Some(mut txn) = self.active.take() {
             txn.decide_rest(&reply, false);
@@ -1430,6 +1431,31 @@ impl ClientSession {
         }
         self.events.push_back(Event::Closed(reason));
     }
+}
+
+/// `reply` with its text cut to `max` octets (counting a line end per
+/// line), as every recipient's outcome keeps a copy of it.
+fn bounded(reply: &Reply, max: usize) -> Reply {
+    let total: usize = reply.lines().iter().map(|line| line.len() + 2).sum();
+    if total <= max {
+        return reply.clone();
+    }
+    let mut lines = Vec::new();
+    let mut room = max;
+    for line in reply.lines() {
+        let fits = line
+            .char_indices()
+            .map(|(at, c)| at + c.len_utf8())
+            .take_while(|&end| end + 2 <= room)
+            .last()
+            .unwrap_or(0);
+        if fits == 0 && !line.is_empty() {
+            break;
+        }
+        lines.push(line.get(..fits).unwrap_or_default().to_owned());
+        room = room.saturating_sub(fits + 2);
+    }
+    Reply::multiline(reply.code(), reply.enhanced(), lines)
 }
 
 fn reply_parser(config: &ClientConfig) -> ReplyParser {

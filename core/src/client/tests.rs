@@ -1049,3 +1049,37 @@ fn a_stray_354_in_the_middle_of_a_body_is_not_an_outcome() {
     assert_eq!(done.delivery, Delivery::Transient);
     assert_eq!(done.reply.code(), 421, "{:?}", done.reply);
 }
+
+#[test]
+fn a_huge_refusal_is_not_copied_into_every_outcome_whole() {
+    // Found by the client_session fuzz target's author: 256 lines of 4 KiB
+    // refusing MAIL were cloned into each of the recipients' outcomes.
+    let huge: String = (0..255)
+        .map(|n| format!("550-{n:03} {}\r\n", "x".repeat(4000)))
+        .chain(std::iter::once("550 5.7.1 end\r\n".to_owned()))
+        .collect();
+    let script = Scripted::new(move |line| {
+        let reply = if line.starts_with("EHLO") {
+            "250 scripted\r\n".to_owned()
+        } else if line.starts_with("MAIL") {
+            huge.clone()
+        } else if line == "QUIT" {
+            return (b"221 bye\r\n".to_vec(), true);
+        } else {
+            "503 5.5.1 no\r\n".to_owned()
+        };
+        (reply.into_bytes(), false)
+    });
+    let mut pair = Pair::scripted(plain_client(), script);
+    pair.submit(many(100), BODY.to_vec());
+    pair.drive();
+    let outcomes = &pair.outcomes()[&TransactionId(0)];
+    assert_eq!(outcomes.len(), 100);
+    for outcome in outcomes {
+        assert_eq!(outcome.delivery, Delivery::Permanent);
+        assert_eq!(outcome.reply.code(), 550);
+        let text: usize = outcome.reply.lines().iter().map(|l| l.len() + 2).sum();
+        assert!(text <= 2048, "{text} octets kept");
+        assert!(outcome.reply.lines()[0].starts_with("000 xxx"));
+    }
+}
