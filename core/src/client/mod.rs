@@ -359,11 +359,13 @@ impl Transaction {
         }
         if !progress {
             // The server took none of this round: it takes no more now.
+            // Too many recipients is a passing condition, even said with
+            // 552 (RFC 5321 §4.5.3.1.10): every one left is transient.
             for (index, reply) in &over_limit {
-                self.decide(*index, Delivery::Transient, reply);
+                self.decide(*index, Delivery::Transient, &as_transient(reply));
             }
             if let Some((_, reply)) = over_limit.first() {
-                self.decide_rest(reply, false);
+                self.decide_rest(&as_transient(reply), false);
             }
             return false;
         }

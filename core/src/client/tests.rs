@@ -325,6 +325,17 @@ fn a_server_that_takes_no_recipient_ends_the_rounds() {
 }
 
 #[test]
+fn a_server_that_takes_no_recipient_with_552_5_5_3_defers_too() {
+    let mut pair = Pair::scripted(
+        plain_client(),
+        limited(0, "552 5.5.3 too many\r\n", "250 ok\r\n"),
+    );
+    pair.submit(many(3), BODY.to_vec());
+    pair.drive();
+    assert_eq!(deliveries(&pair), [vec![Delivery::Transient; 3]]);
+}
+
+#[test]
 fn a_552_5_5_3_is_too_many_recipients_too() {
     let mut pair = Pair::scripted(
         plain_client(),
