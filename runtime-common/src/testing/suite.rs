@@ -258,10 +258,7 @@ pub fn delivers_in_plaintext_and_over_starttls<R: TestRuntime>() {
         );
     }
     R::shutdown(server, GRACE);
-    assert_eq!(
-        handler.summary(),
-        "accepted=9 rejected=0 connections=3 recipients=9"
-    );
+    assert_sink(&handler, 9, 3);
 }
 
 /// The openssl engines on both sides.
@@ -273,10 +270,7 @@ pub fn delivers_over_starttls_with_openssl<R: TestRuntime>() {
     all_delivered(&report, 2);
     assert!(report.finished.iter().all(|f| f.tls.is_some()));
     R::shutdown(server, GRACE);
-    assert_eq!(
-        handler.summary(),
-        "accepted=2 rejected=0 connections=1 recipients=2"
-    );
+    assert_sink(&handler, 2, 1);
 }
 
 /// A large body goes out through many partial writes and in through many
@@ -289,10 +283,7 @@ pub fn a_large_body_is_streamed_both_ways<R: TestRuntime>() {
     all_delivered(&report, 2);
     assert!(report.finished.iter().all(|f| f.tls.is_some()));
     R::shutdown(server, GRACE);
-    assert_eq!(
-        handler.summary(),
-        "accepted=2 rejected=0 connections=1 recipients=2"
-    );
+    assert_sink(&handler, 2, 1);
 }
 
 /// `ca` verification with no CA rejects the self-signed certificate;
@@ -310,10 +301,7 @@ pub fn a_failed_starttls_reconnects_in_plaintext<R: TestRuntime>() {
     assert!(!report.reconnected_plaintext);
     all_transient(&report, 2);
     R::shutdown(server, GRACE);
-    assert_eq!(
-        handler.summary(),
-        "accepted=3 rejected=0 connections=3 recipients=3"
-    );
+    assert_sink(&handler, 3, 3);
 }
 
 pub fn an_unreachable_server_makes_every_message_transient<R: TestRuntime>() {
@@ -367,10 +355,7 @@ pub fn over_the_connection_limit_is_told_421<R: TestRuntime>() {
     drop(third);
     R::shutdown(server, GRACE);
     // The refused connection was never a session.
-    assert_eq!(
-        handler.summary(),
-        "accepted=0 rejected=0 connections=2 recipients=0"
-    );
+    assert_sink(&handler, 0, 2);
 }
 
 /// The refusal of a connection over the limit is read in full, even by a
@@ -456,10 +441,7 @@ pub fn each_client_address_has_its_own_limit<R: TestRuntime>() {
     }
     drop((served, over, other, leaving));
     R::shutdown(server, GRACE);
-    assert_eq!(
-        handler.summary(),
-        "accepted=0 rejected=0 connections=5 recipients=0"
-    );
+    assert_sink(&handler, 0, 5);
 }
 
 /// A peer network's own per-address limit (Momentum's `Peer` scope) wins
@@ -587,10 +569,7 @@ pub fn an_idle_session_times_out_with_421<R: TestRuntime>() {
     assert!(started.elapsed() >= timeout);
     wire.expect_clean_close("the timeout");
     R::shutdown(server, GRACE);
-    assert_eq!(
-        handler.summary(),
-        "accepted=0 rejected=0 connections=1 recipients=0"
-    );
+    assert_sink(&handler, 0, 1);
 }
 
 /// Each command moves the deadline later: the connection outlives its
@@ -633,10 +612,7 @@ pub fn shutdown_cuts_sessions_after_the_grace<R: TestRuntime>() {
     let mut rest = String::new();
     let _ = idle.reader.read_to_string(&mut rest);
     assert!(rest.starts_with("421 4.3.2 "), "{rest:?}");
-    assert_eq!(
-        handler.summary(),
-        "accepted=0 rejected=0 connections=1 recipients=0"
-    );
+    assert_sink(&handler, 0, 1);
     assert!(TcpStream::connect(addr).is_err(), "no longer listening");
 }
 
@@ -840,4 +816,13 @@ pub fn the_backlog_is_accepted_once_descriptors_are_free_again<R: TestRuntime>()
     assert!(greeting.starts_with("220 "), "{greeting:?}");
     drop(wire);
     R::shutdown(server, GRACE);
+}
+
+/// The sink took `accepted` one-recipient messages, refused none, and saw
+/// `connections` connections.
+fn assert_sink(handler: &SinkHandler, accepted: u64, connections: u64) {
+    assert_eq!(
+        handler.summary(),
+        format!("accepted={accepted} rejected=0 connections={connections} recipients={accepted}")
+    );
 }
