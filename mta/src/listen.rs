@@ -1,0 +1,543 @@
+//! The inbound side: a runtime [`Handler`] that checks relaying, stamps a
+//! `Received:` header, hands each message to the spool and answers its end
+//! only once the spool says it is durable.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use petrel_core::server::{Event, Extensions, ServerConfig};
+use petrel_core::tls::{ServerTls, ServerTlsConfig, TlsInfo};
+use petrel_core::wire::command::{ForwardPath, Host, Notify, ReversePath};
+use petrel_core::wire::reply::{EnhancedCode, Reply};
+use petrel_runtime_common::listen::{ListenerConfig, PeerConfig, ServeConfig};
+use petrel_runtime_common::server::{ConnectionInfo, Decision, Handler};
+use serde_json::json;
+
+use crate::config::policy::{CertificateSource, InboundPolicy, ListenPolicy, Policies};
+use crate::log::{self, Log};
+use crate::spool::message::{Envelope, QueueId, Recipient};
+use crate::spool::{Spool, StoreError};
+
+/// Why the listeners could not be configured.
+#[derive(Debug)]
+pub enum SetupError {
+    /// A certificate or key file could not be read.
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        error: io::Error,
+    },
+    /// The engine refused the certificate and key, or the session
+    /// configuration is inconsistent.
+    Tls(String),
+}
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SetupError::Read { path, error } => write!(f, "{}: {error}", path.display()),
+            SetupError::Tls(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+/// Builds what the runtimes serve from the resolved listeners. Each
+/// distinct policy is built once; a self-signed certificate is made once
+/// per process and shared.
+pub fn serve_config(policies: &Policies) -> Result<ServeConfig, SetupError> {
+    let mut built = Builder::default();
+    let mut listeners = Vec::new();
+    for listen in &policies.listeners {
+        let default_peer = built.peer(&listen.default)?;
+        let mut config = ListenerConfig::new(listen.addr, ServerConfig::new(""));
+        config.backlog = listen.backlog;
+        config.default_peer = default_peer;
+        for (network, policy) in &listen.peers {
+            config.peers.push((*network, built.peer(policy)?));
+        }
+        listeners.push(config);
+    }
+    Ok(ServeConfig {
+        listeners,
+        max_connections: policies.max_sessions,
+    })
+}
+
+#[derive(Default)]
+struct Builder {
+    self_signed: HashMap<String, (Vec<u8>, Vec<u8>)>,
+    /// Keyed by the policy's address: `Arc`s shared between scopes are
+    /// built once.
+    peers: HashMap<usize, PeerConfig>,
+}
+
+impl Builder {
+    fn peer(&mut self, policy: &Arc<InboundPolicy>) -> Result<PeerConfig, SetupError> {
+        let key = Arc::as_ptr(policy) as usize;
+        if let Some(peer) = self.peers.get(&key) {
+            return Ok(peer.clone());
+        }
+        let mut server = ServerConfig::new(policy.received_hostname.clone());
+        server.limits.max_message_size = policy.max_message_size;
+        server.limits.max_recipients = policy.max_recipients;
+        server.timeouts.command = policy.idle_time;
+        server.extensions = Extensions {
+            pipelining: policy.pipelining,
+            eight_bit_mime: policy.eight_bit_mime,
+            smtputf8: policy.smtputf8,
+            chunking: policy.chunking,
+            dsn: policy.dsn,
+            ..Extensions::default()
+        };
+        server.injection_policy = policy.injection_policy;
+        if let (Some(tls), true) = (&policy.tls, policy.starttls) {
+            let (cert, key) = match &tls.certificate {
+                CertificateSource::Files { certificate, key } => (read(certificate)?, read(key)?),
+                CertificateSource::SelfSigned => self.self_signed(&policy.received_hostname)?,
+            };
+            let mut config = ServerTlsConfig::new(tls.engine, cert, key);
+            config.allow_renegotiation = tls.allow_renegotiation;
+            config.max_renegotiations = tls.max_renegotiations;
+            let built = ServerTls::new(&config).map_err(|e| SetupError::Tls(e.to_string()))?;
+            for warning in built.warnings() {
+                eprintln!("petrel: warning: {warning}");
+            }
+            server.tls = Some(built);
+        }
+        server
+            .validate()
+            .map_err(|e| SetupError::Tls(e.to_string()))?;
+        let mut peer = PeerConfig::new(server);
+        peer.max_connections_per_ip = policy.max_connections_per_ip;
+        self.peers.insert(key, peer.clone());
+        Ok(peer)
+    }
+
+    fn self_signed(&mut self, name: &str) -> Result<(Vec<u8>, Vec<u8>), SetupError> {
+        if let Some(pair) = self.self_signed.get(name) {
+            return Ok(pair.clone());
+        }
+        let made = rcgen::generate_simple_self_signed(vec![name.to_owned()])
+            .map_err(|e| SetupError::Tls(format!("cannot make a self-signed certificate: {e}")))?;
+        let pair = (
+            made.cert.pem().into_bytes(),
+            made.signing_key.serialize_pem().into_bytes(),
+        );
+        self.self_signed.insert(name.to_owned(), pair.clone());
+        Ok(pair)
+    }
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, SetupError> {
+    std::fs::read(path).map_err(|error| SetupError::Read {
+        path: path.to_owned(),
+        error,
+    })
+}
+
+/// The listeners' handler: one per process, shared by every connection of
+/// every listener.
+#[derive(Debug)]
+pub struct Reception {
+    listeners: Vec<ListenPolicy>,
+    /// The addresses actually bound, in the order of `listeners` (port 0
+    /// resolved); set once the runtime has bound them.
+    bound: Mutex<Vec<SocketAddr>>,
+    spool: Spool,
+    log: Log,
+    connections: Shards,
+}
+
+/// Per-connection state, split so that connections on different runtime
+/// threads rarely wait for each other.
+#[derive(Debug)]
+struct Shards(Vec<Mutex<HashMap<u64, Conn>>>);
+
+const SHARDS: usize = 64;
+
+impl Shards {
+    fn new() -> Self {
+        Self((0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect())
+    }
+
+    fn with<R>(&self, id: u64, f: impl FnOnce(&mut HashMap<u64, Conn>) -> R) -> Option<R> {
+        let shard = self.0.get(usize::try_from(id).unwrap_or(0) % SHARDS)?;
+        Some(f(&mut shard.lock().unwrap_or_else(PoisonError::into_inner)))
+    }
+}
+
+#[derive(Debug)]
+struct Conn {
+    policy: Arc<InboundPolicy>,
+    helo: Option<String>,
+    tls: Option<(String, String)>,
+    transaction: Option<Transaction>,
+}
+
+#[derive(Debug)]
+struct Transaction {
+    sender: String,
+    ret: Option<String>,
+    envid: Option<String>,
+    recipients: Vec<Recipient>,
+    id: Option<QueueId>,
+    body: Vec<Bytes>,
+}
+
+impl Reception {
+    /// A handler for `policies`' listeners, storing into `spool`.
+    pub fn new(policies: &Policies, spool: Spool, log: Log) -> Self {
+        Self {
+            listeners: policies.listeners.clone(),
+            bound: Mutex::new(Vec::new()),
+            spool,
+            log,
+            connections: Shards::new(),
+        }
+    }
+
+    /// Tells the handler the addresses the runtime bound, in listener
+    /// order, before any connection is served.
+    pub fn set_bound(&self, addrs: Vec<SocketAddr>) {
+        *self.bound.lock().unwrap_or_else(PoisonError::into_inner) = addrs;
+    }
+
+    /// The policy of a connection to `local` from `peer`: the listener
+    /// bound at `local` (an unspecified address matches any), then its most
+    /// specific `Peer`, as the runtime chose the session's configuration.
+    fn policy_for(&self, local: SocketAddr, peer: IpAddr) -> Option<Arc<InboundPolicy>> {
+        let bound = self.bound.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = bound.iter().position(|addr| {
+            addr.port() == local.port() && (addr.ip() == local.ip() || addr.ip().is_unspecified())
+        })?;
+        let listen = self.listeners.get(index)?;
+        Some(
+            listen
+                .peers
+                .iter()
+                .filter(|(network, _)| network.contains(peer))
+                .max_by_key(|(network, _)| network.prefix())
+                .map_or(&listen.default, |(_, policy)| policy)
+                .clone(),
+        )
+    }
+
+    fn refuse(&self, info: &ConnectionInfo, stage: &str, detail: serde_json::Value, reply: &Reply) {
+        self.log.record(json!({
+            "event": "refusal",
+            "stage": stage,
+            "client": info.peer.to_string(),
+            "listener": info.local.to_string(),
+            "detail": detail,
+            "reply": reply_text(reply),
+        }));
+    }
+}
+
+impl Handler for Reception {
+    fn on_event(&self, info: &ConnectionInfo, event: &Event, decision: Option<Decision>) {
+        if let Event::Closed(_) = event {
+            self.connections.with(info.id, |conns| conns.remove(&info.id));
+            return;
+        }
+        let policy = self
+            .connections
+            .with(info.id, |conns| conns.get(&info.id).map(|c| c.policy.clone()))
+            .flatten()
+            .or_else(|| self.policy_for(info.local, info.peer.ip()));
+        let Some(policy) = policy else {
+            // Not one of ours (cannot happen): refuse rather than guess.
+            if let Some(decision) = decision {
+                decision.respond(Reply::new(
+                    451,
+                    Some(EnhancedCode::new(4, 3, 0)),
+                    "Error: no policy for this listener",
+                ));
+            }
+            return;
+        };
+        let outcome = self.connections.with(info.id, |conns| {
+            let conn = conns.entry(info.id).or_insert_with(|| Conn {
+                policy: policy.clone(),
+                helo: None,
+                tls: None,
+                transaction: None,
+            });
+            self.step(info, conn, event)
+        });
+        match (outcome.flatten(), decision) {
+            (Some(Step::Answer(reply)), Some(decision)) => decision.respond(reply),
+            (Some(Step::Store(message)), Some(decision)) => self.store(info, *message, decision),
+            (_, Some(decision)) => decision.accept(),
+            (_, None) => {}
+        }
+    }
+}
+
+/// What an event needs beyond the connection's own state.
+enum Step {
+    Answer(Reply),
+    Store(Box<Message>),
+}
+
+struct Message {
+    id: QueueId,
+    envelope: Envelope,
+    body: Vec<Bytes>,
+    size: u64,
+    tls: Option<(String, String)>,
+}
+
+impl Reception {
+    /// Updates `conn` for `event`; `Some` when the decision needs more
+    /// than the usual acceptance.
+    fn step(&self, info: &ConnectionInfo, conn: &mut Conn, event: &Event) -> Option<Step> {
+        match event {
+            Event::Hello { name, .. } => {
+                conn.helo = Some(name.clone());
+                conn.transaction = None;
+            }
+            Event::TlsEstablished(tls) => {
+                conn.tls = Some(tls_names(tls));
+                conn.helo = None;
+                conn.transaction = None;
+            }
+            Event::Mail {
+                reverse_path,
+                params,
+            } => {
+                conn.transaction = Some(Transaction {
+                    sender: match reverse_path {
+                        ReversePath::Null => String::new(),
+                        ReversePath::Mailbox(mailbox) => mailbox.to_string(),
+                    },
+                    ret: params.ret.map(|ret| format!("{ret:?}").to_ascii_uppercase()),
+                    envid: params.envid.clone(),
+                    recipients: Vec::new(),
+                    id: None,
+                    body: Vec::new(),
+                });
+            }
+            Event::Rcpt {
+                forward_path,
+                params,
+            } => {
+                let (address, domain) = match forward_path {
+                    ForwardPath::Postmaster => (
+                        "Postmaster".to_owned(),
+                        Host::Domain(conn.policy.received_hostname.clone()),
+                    ),
+                    ForwardPath::Mailbox(mailbox) => (mailbox.to_string(), mailbox.domain.clone()),
+                };
+                if !may_relay(&conn.policy, info.peer.ip(), &domain) {
+                    let reply = Reply::new(
+                        554,
+                        Some(EnhancedCode::new(5, 7, 1)),
+                        format!("<{address}>: Relay access denied"),
+                    );
+                    let sender = conn.transaction.as_ref().map(|t| t.sender.clone());
+                    self.refuse(
+                        info,
+                        "rcpt",
+                        json!({ "sender": sender, "recipient": address }),
+                        &reply,
+                    );
+                    return Some(Step::Answer(reply));
+                }
+                if let Some(transaction) = &mut conn.transaction {
+                    transaction.recipients.push(Recipient {
+                        address,
+                        notify: params.notify.map(notify_text),
+                        orcpt: params
+                            .orcpt
+                            .as_ref()
+                            .map(|o| format!("{};{}", o.addr_type, o.address)),
+                    });
+                }
+            }
+            Event::BodyStart { .. } => {
+                let id = self.spool.new_id();
+                let received = received_header(info, conn, id, SystemTime::now());
+                if let Some(transaction) = &mut conn.transaction {
+                    transaction.id = Some(id);
+                    transaction.body = vec![Bytes::from(received)];
+                }
+            }
+            Event::Body(piece) => {
+                if let Some(transaction) = &mut conn.transaction {
+                    transaction.body.push(piece.clone());
+                }
+            }
+            Event::MessageEnd { size, .. } => {
+                let transaction = conn.transaction.take()?;
+                let id = transaction.id?;
+                let envelope = Envelope {
+                    sender: transaction.sender,
+                    recipients: transaction.recipients,
+                    ret: transaction.ret,
+                    envid: transaction.envid,
+                    received_at: SystemTime::now(),
+                    client: info.peer,
+                    binding: conn.policy.binding.clone(),
+                };
+                return Some(Step::Store(Box::new(Message {
+                    id,
+                    envelope,
+                    body: transaction.body,
+                    size: *size,
+                    tls: conn.tls.clone(),
+                })));
+            }
+            Event::TransactionAborted(_) => conn.transaction = None,
+            _ => {}
+        }
+        None
+    }
+
+    /// Hands `message` to the spool; `decision` is answered from the
+    /// spool's writer once the message is durable, or refused.
+    fn store(&self, info: &ConnectionInfo, message: Message, decision: Decision) {
+        let log = self.log.clone();
+        let info = *info;
+        let Message {
+            id,
+            envelope,
+            body,
+            size,
+            tls,
+        } = message;
+        let record = json!({
+            "queue_id": id.to_string(),
+            "sender": envelope.sender,
+            "recipients": envelope.recipients.iter().map(|r| r.address.clone()).collect::<Vec<_>>(),
+            "size": size,
+            "client": info.peer.to_string(),
+            "listener": info.local.to_string(),
+            "binding": envelope.binding,
+            "tls": tls.as_ref().map(|(version, cipher)| json!({ "version": version, "cipher": cipher })),
+        });
+        self.spool.store(
+            id,
+            envelope,
+            body,
+            Box::new(move |stored: Result<(), StoreError>| {
+                let (reply, event) = match stored {
+                    Ok(()) => (
+                        Reply::new(
+                            250,
+                            Some(EnhancedCode::new(2, 0, 0)),
+                            format!("Ok: queued as {id}"),
+                        ),
+                        "reception",
+                    ),
+                    Err(error) => (store_refusal(&error), "refusal"),
+                };
+                let mut record = record;
+                if let Some(object) = record.as_object_mut() {
+                    object.insert("event".into(), event.into());
+                    object.insert("reply".into(), reply_text(&reply).into());
+                    if event == "refusal" {
+                        object.insert("stage".into(), "data".into());
+                    }
+                }
+                decision.respond(reply);
+                log.record(record);
+            }),
+        );
+    }
+}
+
+/// The reply for a message the spool could not take: the client keeps it
+/// and tries again later.
+fn store_refusal(error: &StoreError) -> Reply {
+    match error {
+        StoreError::Full => Reply::new(
+            452,
+            Some(EnhancedCode::new(4, 3, 1)),
+            "Insufficient system storage",
+        ),
+        _ => Reply::new(
+            451,
+            Some(EnhancedCode::new(4, 3, 0)),
+            "Local error in processing: the message could not be stored",
+        ),
+    }
+}
+
+/// Relay control: a client in `Relay_Hosts`, or any client of an
+/// `Open_Relay` scope, may send anywhere; everyone else only to
+/// `Relay_Domains`. Address literals are never in `Relay_Domains`.
+pub fn may_relay(policy: &InboundPolicy, client: IpAddr, domain: &Host) -> bool {
+    if policy.open_relay || policy.relay_hosts.iter().any(|net| net.contains(client)) {
+        return true;
+    }
+    match domain {
+        Host::Domain(domain) => policy.relay_domains.iter().any(|p| p.matches(domain)),
+        _ => false,
+    }
+}
+
+fn tls_names(tls: &TlsInfo) -> (String, String) {
+    (tls.version.to_string(), tls.cipher.clone())
+}
+
+fn notify_text(notify: Notify) -> String {
+    match notify {
+        Notify::Some {
+            success,
+            failure,
+            delay,
+        } => [(success, "SUCCESS"), (failure, "FAILURE"), (delay, "DELAY")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, name)| *name)
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => "NEVER".to_owned(),
+    }
+}
+
+fn reply_text(reply: &Reply) -> String {
+    String::from_utf8_lossy(&reply.to_bytes())
+        .trim_end()
+        .replace("\r\n", " ")
+}
+
+/// The trace header of RFC 5321 §4.4, with the protocol keyword of RFC
+/// 3848 (`ESMTPS` over TLS) and, in a comment, the TLS version and cipher
+/// or that the message came in plaintext.
+fn received_header(
+    info: &ConnectionInfo,
+    conn: &Conn,
+    id: QueueId,
+    now: SystemTime,
+) -> Vec<u8> {
+    let helo = conn.helo.as_deref().unwrap_or("unknown");
+    let ip = match info.peer.ip() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("IPv6:{v6}"),
+    };
+    let protocol = if conn.tls.is_some() { "ESMTPS" } else { "ESMTP" };
+    let tls = match &conn.tls {
+        Some((version, cipher)) => format!("(using {version} with cipher {cipher})"),
+        None => "(plaintext)".to_owned(),
+    };
+    let recipients = conn.transaction.as_ref().map_or(&[][..], |t| &t.recipients[..]);
+    let for_clause = match recipients {
+        [only] => format!("\r\n\tfor <{}>", only.address),
+        _ => String::new(),
+    };
+    format!(
+        "Received: from {helo} ([{ip}])\r\n\tby {host} (Petrel) with {protocol} id {id}\r\n\t{tls}{for_clause};\r\n\t{date}\r\n",
+        host = conn.policy.received_hostname,
+        date = log::rfc5322(now),
+    )
+    .into_bytes()
+}

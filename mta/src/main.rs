@@ -1,1 +1,244 @@
-fn main() {}
+//! `petrel`: the mail transfer agent's command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use petrel::config::policy::Runtime;
+use petrel::config::{self, Loaded};
+use petrel::listen::{self, Reception};
+use petrel::log::Log;
+use petrel::spool::{self, Spool};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "petrel",
+    version,
+    about = "Petrel, a mail transfer agent configured in Momentum's language",
+    long_about = "Petrel, a mail transfer agent configured in Momentum's language.\n\n\
+        With no command it runs: with no -c, the embedded default (ESMTP on 127.0.0.1:2525, \
+        STARTTLS with a self-signed certificate, relaying for loopback clients only, spool in \
+        ./petrel-spool)."
+)]
+struct Cli {
+    /// The configuration file (Momentum's ecelerity.conf language); without
+    /// it, the embedded default.
+    #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// On SIGTERM or SIGINT, how long sessions in progress may take to
+    /// finish before they are told 421 and closed.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    grace: u64,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Checks the configuration: prints every problem as FILE:LINE:COL and
+    /// exits 1 if there is an error.
+    CheckConfig {
+        /// Checks the syntax only (no option, scope or module checks, and
+        /// includes are not opened).
+        #[arg(long)]
+        syntax: bool,
+    },
+    /// Configuration queries.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// The spool's messages (read from the spool directory).
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Prints an option's effective value in a scope, and where it came
+    /// from: e.g. `config eval binding b domain example.com TLS`.
+    Eval {
+        /// The scope path, then the option name.
+        #[arg(required = true, num_args = 1.., value_name = "SCOPE... OPTION")]
+        words: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// Every message in the spool, oldest first.
+    List,
+    /// How many messages the spool holds.
+    Count,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        None => run(&cli),
+        Some(Command::CheckConfig { syntax }) => check_config(cli.config.as_deref(), *syntax),
+        Some(Command::Config {
+            command: ConfigCommand::Eval { words },
+        }) => match load(cli.config.as_deref()) {
+            Some(loaded) => match config::eval(&loaded, words) {
+                Ok(evaluated) => {
+                    println!("{evaluated}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("petrel: {error}");
+                    ExitCode::FAILURE
+                }
+            },
+            None => ExitCode::FAILURE,
+        },
+        Some(Command::Queue { command }) => queue(cli.config.as_deref(), command),
+    }
+}
+
+/// Loads and checks the configuration, printing warnings and errors.
+fn load(path: Option<&Path>) -> Option<Loaded> {
+    let loaded = match path {
+        Some(path) => config::load(path),
+        None => config::load_str("(embedded default)", config::DEFAULT_CONFIG, Path::new(".")),
+    };
+    match loaded {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                eprintln!("{warning}");
+            }
+            Some(loaded)
+        }
+        Err(problems) => {
+            for problem in problems {
+                eprintln!("{problem}");
+            }
+            None
+        }
+    }
+}
+
+fn check_config(path: Option<&Path>, syntax_only: bool) -> ExitCode {
+    if syntax_only {
+        let problems = match path {
+            Some(path) => config::check_syntax(path),
+            None => Vec::new(),
+        };
+        for problem in &problems {
+            eprintln!("{problem}");
+        }
+        return if problems.iter().any(config::Diagnostic::is_error) {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    match load(path) {
+        Some(_) => ExitCode::SUCCESS,
+        None => ExitCode::FAILURE,
+    }
+}
+
+fn queue(path: Option<&Path>, command: &QueueCommand) -> ExitCode {
+    let Some(loaded) = load(path) else {
+        return ExitCode::FAILURE;
+    };
+    let dir = &loaded.policies.global.spool_directory;
+    let messages = match spool::list(dir) {
+        Ok(messages) => messages,
+        Err(error) => {
+            eprintln!("petrel: spool {}: {error}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match command {
+        QueueCommand::Count => println!("{}", messages.len()),
+        QueueCommand::List => {
+            for message in &messages {
+                println!("{message}");
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(cli: &Cli) -> ExitCode {
+    let Some(loaded) = load(cli.config.as_deref()) else {
+        return ExitCode::FAILURE;
+    };
+    match serve(&loaded, Duration::from_secs(cli.grace)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("petrel: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(loaded: &Loaded, grace: Duration) -> Result<(), String> {
+    let policies = &loaded.policies;
+    let global = &policies.global;
+    // Registered before anything listens, so that a signal right after
+    // start is never the default (fatal) one.
+    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("signals: {e}"))?;
+    let dir = &global.spool_directory;
+    let (spool, recovery) =
+        Spool::open(dir).map_err(|e| format!("spool {}: {e}", dir.display()))?;
+    eprintln!(
+        "petrel: spool {}: {} messages",
+        dir.display(),
+        recovery.messages.len()
+    );
+    let log = Log::open(global.log_file.as_deref()).map_err(|e| {
+        let file = global.log_file.as_deref().unwrap_or(Path::new("-"));
+        format!("log {}: {e}", file.display())
+    })?;
+    let serve_config = listen::serve_config(policies).map_err(|e| e.to_string())?;
+    let reception = Arc::new(Reception::new(policies, spool.clone(), log.clone()));
+    let handler = reception.clone();
+    let mut wait = |addrs: Vec<std::net::SocketAddr>| {
+        reception.set_bound(addrs.clone());
+        for addr in addrs {
+            eprintln!("petrel: listening on {addr} ({:?})", global.runtime);
+        }
+        signals.forever().next();
+        eprintln!("petrel: stopping: sessions have {} s to finish", grace.as_secs());
+    };
+    match global.runtime {
+        Runtime::Tokio => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("tokio: {e}"))?;
+            let server = runtime
+                .block_on(petrel_tokio::serve(serve_config, handler))
+                .map_err(|e| format!("listen: {e}"))?;
+            wait(server.local_addrs());
+            runtime.block_on(server.shutdown(grace));
+        }
+        Runtime::Smol => {
+            let server = smol::block_on(petrel_smol::serve(serve_config, handler))
+                .map_err(|e| format!("listen: {e}"))?;
+            wait(server.local_addrs());
+            smol::block_on(server.shutdown(grace));
+        }
+        Runtime::Mio => {
+            let server =
+                petrel_mio::serve(serve_config, handler).map_err(|e| format!("listen: {e}"))?;
+            wait(server.local_addrs());
+            server.shutdown(grace);
+        }
+    }
+    // Every session has ended: what they stored is durable already; the
+    // spool finishes its last batch, then the log its last records.
+    spool.close();
+    log.close();
+    eprintln!("petrel: stopped");
+    Ok(())
+}
