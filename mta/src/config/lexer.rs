@@ -112,7 +112,11 @@ fn ends_regex(next: Option<char>) -> bool {
 /// sees the rest and one run reports what it can.
 pub fn tokenize(text: &str) -> (Vec<Token>, Vec<LexError>) {
     let mut lexer = Lexer {
-        chars: text.strip_prefix('\u{feff}').unwrap_or(text).chars().collect(),
+        chars: text
+            .strip_prefix('\u{feff}')
+            .unwrap_or(text)
+            .chars()
+            .collect(),
         at: 0,
         pos: Pos { line: 1, column: 1 },
         tokens: Vec::new(),
@@ -415,7 +419,14 @@ mod tests {
     impl Arbitrary for Gap {
         fn arbitrary(g: &mut Gen) -> Self {
             Gap(g
-                .choose(&[" ", "\n", "\t", "  \r\n", " # a comment { \" (\n", " /* c */ "])
+                .choose(&[
+                    " ",
+                    "\n",
+                    "\t",
+                    "  \r\n",
+                    " # a comment { \" (\n",
+                    " /* c */ ",
+                ])
                 .copied()
                 .unwrap_or(" "))
         }

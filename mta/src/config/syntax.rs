@@ -417,7 +417,9 @@ struct Recorded;
 
 impl Parser {
     fn peek(&self) -> &TokenKind {
-        self.tokens.get(self.at).map_or(&TokenKind::Eof, |t| &t.kind)
+        self.tokens
+            .get(self.at)
+            .map_or(&TokenKind::Eof, |t| &t.kind)
     }
 
     fn pos(&self) -> Pos {
@@ -647,7 +649,10 @@ impl Parser {
                 TokenKind::Comma => {
                     self.bump();
                 }
-                TokenKind::Str(_) | TokenKind::Word(_) | TokenKind::LParen | TokenKind::LBracket => {
+                TokenKind::Str(_)
+                | TokenKind::Word(_)
+                | TokenKind::LParen
+                | TokenKind::LBracket => {
                     items.push(self.value("an array item", depth + 1)?);
                 }
                 _ => {
