@@ -270,7 +270,6 @@ fn quote(text: &str) -> String {
 /// Builds the model of `tree`: everything not an error is in it; errors
 /// and warnings go to `diagnostics`.
 pub fn build(tree: &Tree, diagnostics: &mut Vec<Diagnostic>) -> Model {
-    let global_loc = first_location(&tree.items);
     let mut builder = Builder {
         model: Model {
             scopes: Vec::new(),
@@ -287,32 +286,14 @@ pub fn build(tree: &Tree, diagnostics: &mut Vec<Diagnostic>) -> Model {
         },
         diagnostics,
     };
-    if let Some(loc) = global_loc {
-        builder.new_scope(ScopeKind::Global, "global".to_owned(), loc);
-        builder.walk(&tree.items, Ctx::Global, GLOBAL);
-    } else {
-        builder.new_scope(
-            ScopeKind::Global,
-            "global".to_owned(),
-            Location {
-                source: std::sync::Arc::new(super::syntax::Source {
-                    name: "<empty>".into(),
-                    dir: std::path::PathBuf::new(),
-                }),
-                pos: super::lexer::Pos { line: 1, column: 1 },
-            },
-        );
-    }
+    let start = Location {
+        source: std::sync::Arc::clone(&tree.source),
+        pos: super::lexer::Pos { line: 1, column: 1 },
+    };
+    builder.new_scope(ScopeKind::Global, "global".to_owned(), start);
+    builder.walk(&tree.items, Ctx::Global, GLOBAL);
     builder.check_references();
     builder.model
-}
-
-fn first_location(items: &[Item]) -> Option<Location> {
-    items.iter().find_map(|item| match item {
-        Item::Setting(s) => Some(s.loc.clone()),
-        Item::Stanza(s) => Some(s.loc.clone()),
-        Item::Include(i) => Some(i.loc.clone()),
-    })
 }
 
 struct Builder<'d> {

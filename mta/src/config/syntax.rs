@@ -171,6 +171,9 @@ pub enum Item {
 /// A parsed configuration: the items of the global scope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tree {
+    /// The file it was read from (included files are named on their
+    /// nodes).
+    pub source: Arc<Source>,
     /// The global scope's statements, includes spliced in.
     pub items: Vec<Item>,
 }
@@ -301,7 +304,7 @@ fn parse_file(
         expand_includes(&mut items, stack, &mut errors);
     }
     if errors.is_empty() {
-        Ok(Tree { items })
+        Ok(Tree { source, items })
     } else {
         Err(errors)
     }
