@@ -905,6 +905,20 @@ fn diagnostics_display_like_a_compiler() {
     assert!(e.to_string().starts_with("no option given"));
 }
 
+#[test]
+fn the_reference_lists_every_option() {
+    let reference =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("CONFIG.md")).unwrap();
+    for spec in OPTIONS {
+        assert!(
+            reference.contains(&format!("| `{}`", spec.name)),
+            "{}",
+            spec.name
+        );
+    }
+    assert!(reference.contains(DEFAULT_CONFIG.lines().nth(2).unwrap()));
+}
+
 quickcheck! {
     /// No text makes the loader panic.
     fn loading_never_panics(text: String) -> bool {

@@ -193,10 +193,14 @@ impl Lexer {
                 self.push(TokenKind::Word(word), pos);
             } else {
                 self.bump();
-                self.errors.push(LexError {
-                    pos,
-                    message: format!("unexpected character {c:?}"),
-                });
+                // Typographic quotes come from documents pasted into a
+                // configuration (one of Momentum's own pages has them).
+                let message = if matches!(c, '\u{201c}' | '\u{201d}' | '\u{2018}' | '\u{2019}') {
+                    format!("unexpected typographic quote {c:?}: expected a plain '\"'")
+                } else {
+                    format!("unexpected character {c:?}: expected a name, a value, a comment or one of {{ }} ( ) [ ] = ,")
+                };
+                self.errors.push(LexError { pos, message });
             }
         }
         let pos = self.pos;
@@ -376,6 +380,7 @@ mod tests {
         let (tokens, errors) = tokenize("a = \u{201d}b\u{201d}\nc = \"open");
         assert_eq!(errors.len(), 3);
         assert_eq!(errors[0].pos, Pos { line: 1, column: 5 });
+        assert!(errors[0].message.contains("typographic quote"));
         assert_eq!(errors[2].pos, Pos { line: 2, column: 5 });
         assert!(errors[2].message.contains("unterminated string"));
         assert_eq!(tokens.last().map(|t| &t.kind), Some(&TokenKind::Eof));
