@@ -2,14 +2,17 @@
 //! the rest of the MTA reads. Nothing here knows the configuration
 //! language; [`super`] produces these from the syntax tree.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use petrel_core::client::tls_policy::TlsMode;
 use petrel_core::server::InjectionPolicy;
-use petrel_core::tls::TlsEngine;
+use petrel_core::tls::{TlsEngine, TlsVerify};
 use petrel_runtime_common::listen::Network;
+
+pub use super::resolve::OutboundRules;
 
 /// Which runtime drives the listeners (`Runtime`, Petrel's own option).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +33,10 @@ pub struct Policies {
     /// Every enabled `Listen` of the `ESMTP_Listener`, in file order.
     pub listeners: Vec<ListenPolicy>,
     /// Sessions at once over all listeners (`Listener_Sessions` at the
-    /// `ESMTP_Listener` level).
+    /// `ESMTP_Listener` level; Momentum's `0`, no limit, is `usize::MAX`).
     pub max_sessions: usize,
+    /// The outbound scopes, for [`Policies::outbound`].
+    pub outbound: OutboundRules,
 }
 
 /// Settings with no scope but the global one.
@@ -50,6 +55,9 @@ pub struct Global {
     /// This host's name, for banners, `Received:` headers and EHLO
     /// (`Hostname`; default: the system's host name).
     pub hostname: String,
+    /// The TLS library of listeners and deliveries (`TLS_Engine`;
+    /// Petrel's default rustls).
+    pub tls_engine: TlsEngine,
 }
 
 /// One `Listen` address of the `ESMTP_Listener`, with what its peers get.
@@ -143,7 +151,7 @@ pub struct InboundPolicy {
 }
 
 /// A domain in `Relay_Domains`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DomainPattern {
     /// This domain, compared case-insensitively (stored lower-case).
     Exact(String),
@@ -160,5 +168,92 @@ impl DomainPattern {
             DomainPattern::Exact(d) => domain == *d,
             DomainPattern::Subdomains(suffix) => domain.ends_with(suffix.as_str()),
         }
+    }
+}
+
+/// `Max_Retries`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxRetries {
+    /// `auto` (the default): as many as `Message_Expiration` allows.
+    Auto,
+    /// `none`: no limit but `Message_Expiration`.
+    Unlimited,
+    /// At most this many retries.
+    Count(u32),
+}
+
+/// A host and an optional port (`Gateway`, a route).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// A domain name or an IP address (IPv6 without brackets).
+    pub host: String,
+    /// The port; `None`: `Remote_SMTP_Port`.
+    pub port: Option<u16>,
+}
+
+/// One entry of `Routes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `__mx__`: the domain's MX hosts.
+    Mx,
+    /// `smtp://host[:port][?pref=N]`.
+    Smtp {
+        /// Where.
+        host: HostPort,
+        /// `pref=N`: lower is tried first (default 0).
+        preference: u32,
+    },
+}
+
+/// Everything one delivery needs to know from the configuration, resolved
+/// for a (binding, domain) pair by [`Policies::outbound`], highest first:
+/// binding_group::binding::domain, binding::domain, binding_group::domain,
+/// binding, binding_group, global domain, global.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundPolicy {
+    /// `TLS` (Petrel's default `ifavailable`).
+    pub tls: TlsMode,
+    /// `TLS_Ifavailable_Fallback`.
+    pub tls_ifavailable_fallback: bool,
+    /// `TLS_Verify`.
+    pub tls_verify: TlsVerify,
+    /// `TLS_CA`, resolved against the directory of the file that set it.
+    pub tls_ca: Option<PathBuf>,
+    /// `TLS_Certificate` and `TLS_Key`: the client certificate offered when
+    /// a server asks for one.
+    pub client_certificate: Option<(PathBuf, PathBuf)>,
+    /// `TLS_Engine`.
+    pub tls_engine: TlsEngine,
+    /// `Retry_Interval`.
+    pub retry_interval: Duration,
+    /// `Max_Retry_Interval`.
+    pub max_retry_interval: Duration,
+    /// `Max_Retries`.
+    pub max_retries: MaxRetries,
+    /// `Message_Expiration`.
+    pub message_expiration: Duration,
+    /// `Max_Outbound_Connections`.
+    pub max_outbound_connections: usize,
+    /// `Max_Deliveries_Per_Connection`; `None`: no limit (Momentum's `0`).
+    pub max_deliveries_per_connection: Option<usize>,
+    /// `Bind_Address`.
+    pub bind_address: Option<IpAddr>,
+    /// `EHLO_Hostname`, `__hostname__` replaced by [`Global::hostname`].
+    pub ehlo_hostname: String,
+    /// `Gateway`.
+    pub gateway: Option<HostPort>,
+    /// `Routes`; empty: none.
+    pub routes: Vec<Route>,
+    /// `Remote_SMTP_Port`.
+    pub remote_smtp_port: u16,
+    /// `Generate_Bounces`.
+    pub generate_bounces: bool,
+}
+
+impl Policies {
+    /// What a delivery from `binding` to `domain` uses. A binding that is
+    /// not declared gets the group-less chain (domain, global).
+    pub fn outbound(&self, binding: &str, domain: &str) -> OutboundPolicy {
+        self.outbound.resolve(&self.global, binding, domain)
     }
 }
