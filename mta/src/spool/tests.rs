@@ -1,0 +1,286 @@
+use std::os::unix::fs::PermissionsExt;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use super::message::Recipient;
+use super::*;
+
+fn envelope(recipients: usize) -> Envelope {
+    Envelope {
+        sender: "sender@example.org".into(),
+        recipients: (0..recipients)
+            .map(|i| Recipient {
+                address: format!("r{i}@example.com"),
+                notify: (i == 0).then(|| "FAILURE".to_string()),
+                orcpt: None,
+            })
+            .collect(),
+        ret: None,
+        envid: Some("env-1".into()),
+        received_at: UNIX_EPOCH + Duration::from_secs(1_750_000_000),
+        client: "192.0.2.7:40000".parse().unwrap(),
+        binding: "default".into(),
+    }
+}
+
+fn body(text: &str) -> Vec<Bytes> {
+    let mid = text.len() / 2;
+    vec![
+        Bytes::from("Received: from test\r\n"),
+        Bytes::copy_from_slice(&text.as_bytes()[..mid]),
+        Bytes::new(),
+        Bytes::copy_from_slice(&text.as_bytes()[mid..]),
+    ]
+}
+
+fn flat(body: &[Bytes]) -> Vec<u8> {
+    body.concat()
+}
+
+fn wait(f: impl FnOnce(Box<dyn FnOnce(Result<(), StoreError>) + Send>)) -> Result<(), StoreError> {
+    let (tx, rx) = mpsc::channel();
+    f(Box::new(move |r| tx.send(r).unwrap()));
+    rx.recv().unwrap()
+}
+
+fn store(spool: &Spool, envelope: Envelope, body: Vec<Bytes>) -> Result<QueueId, StoreError> {
+    let id = spool.new_id();
+    wait(|done| spool.store(id, envelope, body, done)).map(|()| id)
+}
+
+#[test]
+fn round_trip_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, recovery) = Spool::open(dir.path()).unwrap();
+    assert!(recovery.messages.is_empty());
+    let b = body("Subject: hi\r\n\r\nhello\r\n");
+    let id = store(&spool, envelope(2), b.clone()).unwrap();
+    assert_eq!(spool.read_body(id).unwrap(), flat(&b));
+    spool.shutdown();
+    drop(spool);
+
+    let (spool, recovery) = Spool::open(dir.path()).unwrap();
+    assert_eq!(recovery.discarded, 0);
+    assert_eq!(
+        recovery.messages,
+        [StoredMessage {
+            id,
+            envelope: envelope(2),
+            states: vec![RecipientState::Pending; 2],
+            size: flat(&b).len() as u64,
+        }]
+    );
+    assert_eq!(spool.read_body(id).unwrap(), flat(&b));
+}
+
+#[test]
+fn modes_are_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("spool");
+    let (spool, _) = Spool::open(&root).unwrap();
+    let id = store(&spool, envelope(1), body("x")).unwrap();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&root), 0o700);
+    assert_eq!(mode(&root.join(MSG_DIR)), 0o700);
+    assert_eq!(mode(&root.join(MSG_DIR).join(id.to_string())), 0o600);
+}
+
+#[test]
+fn ids_increase_within_a_run_and_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut last = QueueId(0);
+    for _ in 0..3 {
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        for _ in 0..5 {
+            let id = spool.new_id();
+            assert!(id > last, "{id} after {last}");
+            last = id;
+        }
+    }
+}
+
+#[test]
+fn a_second_open_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_spool, _) = Spool::open(dir.path()).unwrap();
+    assert!(matches!(
+        Spool::open(dir.path()),
+        Err(SpoolError::Locked(_))
+    ));
+}
+
+#[test]
+fn updates_and_removals_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let a = store(&spool, envelope(3), body("a")).unwrap();
+    let b = store(&spool, envelope(1), body("b")).unwrap();
+    let change = |recipient, state| StateChange { recipient, state };
+    wait(|d| spool.update(a, vec![change(0, RecipientState::Failed)], d)).unwrap();
+    wait(|d| {
+        spool.update(
+            a,
+            vec![
+                change(0, RecipientState::Delivered),
+                change(2, RecipientState::Failed),
+            ],
+            d,
+        )
+    })
+    .unwrap();
+    // Out of range and unknown: refused, and nothing written.
+    let e = wait(|d| spool.update(a, vec![change(3, RecipientState::Failed)], d)).unwrap_err();
+    assert!(matches!(&e, StoreError::Io(e) if e.kind() == io::ErrorKind::InvalidInput));
+    let e = wait(|d| spool.update(QueueId(1), vec![], d)).unwrap_err();
+    assert!(matches!(&e, StoreError::Io(e) if e.kind() == io::ErrorKind::NotFound));
+    wait(|d| spool.remove(b, d)).unwrap();
+    let e = wait(|d| spool.remove(b, d)).unwrap_err();
+    assert!(matches!(&e, StoreError::Io(e) if e.kind() == io::ErrorKind::NotFound));
+    drop(spool);
+
+    let (spool, recovery) = Spool::open(dir.path()).unwrap();
+    assert_eq!(recovery.messages.len(), 1);
+    assert_eq!(recovery.messages[0].id, a);
+    assert_eq!(
+        recovery.messages[0].states,
+        [
+            RecipientState::Delivered,
+            RecipientState::Pending,
+            RecipientState::Failed
+        ]
+    );
+    // Updates still append after a reopen.
+    wait(|d| spool.update(a, vec![change(1, RecipientState::Delivered)], d)).unwrap();
+    drop(spool);
+    let listed = list(dir.path()).unwrap();
+    assert_eq!(
+        listed[0].states,
+        [RecipientState::Delivered; 2]
+            .iter()
+            .chain(&[RecipientState::Failed])
+            .copied()
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn half_written_files_are_discarded_and_torn_records_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let keep = store(&spool, envelope(1), body("keep me")).unwrap();
+    let cut = store(&spool, envelope(1), body("cut me short")).unwrap();
+    let flip = store(&spool, envelope(1), body("flip a bit")).unwrap();
+    let torn = store(&spool, envelope(2), body("torn record")).unwrap();
+    let change = |recipient| StateChange {
+        recipient,
+        state: RecipientState::Delivered,
+    };
+    wait(|d| spool.update(torn, vec![change(0)], d)).unwrap();
+    wait(|d| spool.update(torn, vec![change(1)], d)).unwrap();
+    drop(spool);
+
+    let path = |id: QueueId| dir.path().join(MSG_DIR).join(id.to_string());
+    let f = OpenOptions::new().write(true).open(path(cut)).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len - 3).unwrap();
+    let f = OpenOptions::new().write(true).open(path(flip)).unwrap();
+    f.write_all_at(b"F", len - 8).unwrap();
+    let f = OpenOptions::new().write(true).open(path(torn)).unwrap();
+    let torn_len = f.metadata().unwrap().len();
+    f.set_len(torn_len - 1).unwrap();
+    // Garbage named like a message, and a file that is not one of ours.
+    fs::write(path(QueueId(7)), b"PETRELQ1 and then nothing useful").unwrap();
+    fs::write(dir.path().join(MSG_DIR).join("README"), b"not mine").unwrap();
+
+    // An offline listing skips the short ones (it does not read bodies,
+    // so the flipped bit shows only at recovery).
+    let listed: Vec<_> = list(dir.path()).unwrap().iter().map(|m| m.id).collect();
+    assert_eq!(listed, [keep, flip, torn]);
+
+    let (spool, recovery) = Spool::open(dir.path()).unwrap();
+    assert_eq!(recovery.discarded, 3);
+    let ids: Vec<_> = recovery.messages.iter().map(|m| m.id).collect();
+    assert_eq!(ids, [keep, torn]);
+    assert_eq!(
+        recovery.messages[1].states,
+        [RecipientState::Delivered, RecipientState::Pending]
+    );
+    assert!(!path(cut).exists() && !path(flip).exists() && !path(QueueId(7)).exists());
+    assert!(dir.path().join(MSG_DIR).join("README").exists());
+    assert_eq!(spool.read_body(keep).unwrap(), flat(&body("keep me")));
+    // The torn record was cut off, so the next one is read after the first.
+    wait(|d| spool.update(torn, vec![change(1)], d)).unwrap();
+    drop(spool);
+    let (_spool, recovery) = Spool::open(dir.path()).unwrap();
+    assert_eq!(recovery.messages[1].states, [RecipientState::Delivered; 2]);
+}
+
+#[test]
+fn many_submitters_are_all_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        for t in 0..20 {
+            let spool = spool.clone();
+            let tx = tx.clone();
+            s.spawn(move || {
+                for i in 0..25 {
+                    let text = format!("thread {t} message {i}");
+                    let id = store(&spool, envelope(1), body(&text)).unwrap();
+                    tx.send((id, text)).unwrap();
+                }
+            });
+        }
+    });
+    drop(tx);
+    let mut stored: Vec<_> = rx.iter().collect();
+    stored.sort();
+    assert_eq!(stored.len(), 500);
+    drop(spool);
+
+    let (spool, recovery) = Spool::open(dir.path()).unwrap();
+    let ids: Vec<_> = recovery.messages.iter().map(|m| m.id).collect();
+    assert_eq!(ids, stored.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+    for (id, text) in stored {
+        assert_eq!(spool.read_body(id).unwrap(), flat(&body(&text)));
+    }
+}
+
+#[test]
+fn every_sync_method_stores() {
+    for method in [
+        SyncMethod::EachFile,
+        SyncMethod::Parallel(4),
+        SyncMethod::Filesystem,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open_with(dir.path(), method).unwrap();
+        let id = store(&spool, envelope(1), body("x")).unwrap();
+        wait(|d| {
+            spool.update(
+                id,
+                vec![StateChange {
+                    recipient: 0,
+                    state: RecipientState::Delivered,
+                }],
+                d,
+            )
+        })
+        .unwrap();
+        drop(spool);
+        let (_, recovery) = Spool::open(dir.path()).unwrap();
+        assert_eq!(recovery.messages[0].states, [RecipientState::Delivered]);
+    }
+}
+
+#[test]
+fn after_shutdown_jobs_fail_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    spool.shutdown();
+    assert!(matches!(
+        store(&spool, envelope(1), body("late")),
+        Err(StoreError::Io(_))
+    ));
+}
