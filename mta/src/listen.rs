@@ -103,7 +103,12 @@ impl Builder {
                 CertificateSource::SelfSigned => self.self_signed(&policy.received_hostname)?,
             };
             let mut config = ServerTlsConfig::new(tls.engine, cert, key);
-            config.allow_renegotiation = tls.allow_renegotiation;
+            // rustls never renegotiates whatever it is told; the
+            // configuration check already warned where `true` was set
+            // explicitly, so the engine is not asked to warn again about
+            // Momentum's default.
+            config.allow_renegotiation =
+                tls.allow_renegotiation && tls.engine == petrel_core::tls::TlsEngine::Openssl;
             config.max_renegotiations = tls.max_renegotiations;
             let built = ServerTls::new(&config).map_err(|e| SetupError::Tls(e.to_string()))?;
             for warning in built.warnings() {
@@ -244,12 +249,15 @@ impl Reception {
 impl Handler for Reception {
     fn on_event(&self, info: &ConnectionInfo, event: &Event, decision: Option<Decision>) {
         if let Event::Closed(_) = event {
-            self.connections.with(info.id, |conns| conns.remove(&info.id));
+            self.connections
+                .with(info.id, |conns| conns.remove(&info.id));
             return;
         }
         let policy = self
             .connections
-            .with(info.id, |conns| conns.get(&info.id).map(|c| c.policy.clone()))
+            .with(info.id, |conns| {
+                conns.get(&info.id).map(|c| c.policy.clone())
+            })
             .flatten()
             .or_else(|| self.policy_for(info.local, info.peer.ip()));
         let Some(policy) = policy else {
@@ -318,7 +326,9 @@ impl Reception {
                         ReversePath::Null => String::new(),
                         ReversePath::Mailbox(mailbox) => mailbox.to_string(),
                     },
-                    ret: params.ret.map(|ret| format!("{ret:?}").to_ascii_uppercase()),
+                    ret: params
+                        .ret
+                        .map(|ret| format!("{ret:?}").to_ascii_uppercase()),
                     envid: params.envid.clone(),
                     recipients: Vec::new(),
                     id: None,
@@ -513,23 +523,25 @@ fn reply_text(reply: &Reply) -> String {
 /// The trace header of RFC 5321 §4.4, with the protocol keyword of RFC
 /// 3848 (`ESMTPS` over TLS) and, in a comment, the TLS version and cipher
 /// or that the message came in plaintext.
-fn received_header(
-    info: &ConnectionInfo,
-    conn: &Conn,
-    id: QueueId,
-    now: SystemTime,
-) -> Vec<u8> {
+fn received_header(info: &ConnectionInfo, conn: &Conn, id: QueueId, now: SystemTime) -> Vec<u8> {
     let helo = conn.helo.as_deref().unwrap_or("unknown");
     let ip = match info.peer.ip() {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("IPv6:{v6}"),
     };
-    let protocol = if conn.tls.is_some() { "ESMTPS" } else { "ESMTP" };
+    let protocol = if conn.tls.is_some() {
+        "ESMTPS"
+    } else {
+        "ESMTP"
+    };
     let tls = match &conn.tls {
         Some((version, cipher)) => format!("(using {version} with cipher {cipher})"),
         None => "(plaintext)".to_owned(),
     };
-    let recipients = conn.transaction.as_ref().map_or(&[][..], |t| &t.recipients[..]);
+    let recipients = conn
+        .transaction
+        .as_ref()
+        .map_or(&[][..], |t| &t.recipients[..]);
     let for_clause = match recipients {
         [only] => format!("\r\n\tfor <{}>", only.address),
         _ => String::new(),

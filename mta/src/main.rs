@@ -133,7 +133,10 @@ fn check_config(path: Option<&Path>, syntax_only: bool) -> ExitCode {
         for problem in &problems {
             eprintln!("{problem}");
         }
-        return if problems.iter().any(config::Diagnostic::is_error) {
+        return if problems
+            .iter()
+            .any(|problem| problem.severity == config::Severity::Error)
+        {
             ExitCode::FAILURE
         } else {
             ExitCode::SUCCESS
@@ -161,11 +164,40 @@ fn queue(path: Option<&Path>, command: &QueueCommand) -> ExitCode {
         QueueCommand::Count => println!("{}", messages.len()),
         QueueCommand::List => {
             for message in &messages {
-                println!("{message}");
+                println!("{}", queue_line(message));
             }
         }
     }
     ExitCode::SUCCESS
+}
+
+/// One message of `petrel queue list`: the id first, so that scripts can
+/// take the first word.
+fn queue_line(message: &spool::StoredMessage) -> String {
+    let envelope = &message.envelope;
+    let pending = message
+        .states
+        .iter()
+        .filter(|state| **state == spool::RecipientState::Pending)
+        .count();
+    let sender = if envelope.sender.is_empty() {
+        "<>"
+    } else {
+        &envelope.sender
+    };
+    format!(
+        "{id} {size} {received} {sender} -> {recipients} ({pending}/{total} pending)",
+        id = message.id,
+        size = message.size,
+        received = petrel::log::rfc3339(envelope.received_at),
+        recipients = envelope
+            .recipients
+            .iter()
+            .map(|r| r.address.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        total = envelope.recipients.len(),
+    )
 }
 
 fn run(cli: &Cli) -> ExitCode {
@@ -205,10 +237,16 @@ fn serve(loaded: &Loaded, grace: Duration) -> Result<(), String> {
     let mut wait = |addrs: Vec<std::net::SocketAddr>| {
         reception.set_bound(addrs.clone());
         for addr in addrs {
-            eprintln!("petrel: listening on {addr} ({:?})", global.runtime);
+            eprintln!(
+                "petrel: listening on {addr} ({})",
+                format!("{:?}", global.runtime).to_lowercase()
+            );
         }
         signals.forever().next();
-        eprintln!("petrel: stopping: sessions have {} s to finish", grace.as_secs());
+        eprintln!(
+            "petrel: stopping: sessions have {} s to finish",
+            grace.as_secs()
+        );
     };
     match global.runtime {
         Runtime::Tokio => {
@@ -237,7 +275,7 @@ fn serve(loaded: &Loaded, grace: Duration) -> Result<(), String> {
     }
     // Every session has ended: what they stored is durable already; the
     // spool finishes its last batch, then the log its last records.
-    spool.close();
+    spool.shutdown();
     log.close();
     eprintln!("petrel: stopped");
     Ok(())

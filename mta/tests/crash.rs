@@ -110,22 +110,31 @@ ESMTP_Listener {{
         let mut source = Proc::spawn(
             "smtp-source",
             Command::new(&smtp_source)
-                .args(["-s", "20", "-m", "100000", "-l", "1000", "-f", "a@example.org"])
+                .args([
+                    "-s",
+                    "20",
+                    "-m",
+                    "100000",
+                    "-l",
+                    "1000",
+                    "-f",
+                    "a@example.org",
+                ])
                 .args(["-t", "b@example.com"])
                 .arg(proxy.to_string()),
         );
-        // Some messages in, then a moment up to half a second later.
+        // Hundreds of messages in, then a moment up to a second later.
         let deadline = Instant::now() + BULK_TIMEOUT;
-        while accepted.lock().unwrap().len() < before + 50 {
+        while accepted.lock().unwrap().len() < before + 300 {
             assert!(
                 Instant::now() < deadline && !source.has_exited(),
-                "round {round}: no 50 messages accepted; smtp-source:\n{}\npetrel:\n{}",
+                "round {round}: no 300 messages accepted; smtp-source:\n{}\npetrel:\n{}",
                 source.output(),
                 petrel.proc.output()
             );
             thread::sleep(Duration::from_millis(10));
         }
-        thread::sleep(Duration::from_millis(random_below(500)));
+        thread::sleep(Duration::from_millis(random_below(1000)));
         petrel.proc.signal("KILL");
         let killed = petrel.proc.finish(BULK_TIMEOUT);
         assert!(!killed.status.success());
@@ -153,7 +162,10 @@ ESMTP_Listener {{
         .and_then(|count| count.split_whitespace().next())
         .and_then(|count| count.parse().ok())
         .unwrap_or_else(|| panic!("no recovery count in:\n{output}"));
-    assert!(recovered >= total, "recovered {recovered} < acknowledged {total}:\n{output}");
+    assert!(
+        recovered >= total,
+        "recovered {recovered} < acknowledged {total}:\n{output}"
+    );
 }
 
 petrel_tests::per_runtime!(kill_during_load);

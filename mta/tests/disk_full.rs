@@ -18,7 +18,10 @@ impl Tmpfs {
     fn mount(at: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(at).unwrap();
         let mounted = petrel_tests::run(
-            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")]).arg("tmpfs").arg(at),
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+                .arg("tmpfs")
+                .arg(at),
             CLIENT_TIMEOUT,
         );
         assert!(
@@ -84,23 +87,36 @@ ESMTP_Listener {{
     // Everything acknowledged is intact.
     let listed = instance.command(&["queue", "list"]);
     for id in &accepted {
-        assert!(listed.stdout.contains(id.as_str()), "{id} lost:\n{}", listed.output);
+        assert!(
+            listed.stdout.contains(id.as_str()),
+            "{id} lost:\n{}",
+            listed.output
+        );
     }
-    assert_eq!(instance.spool_files_with("the-end").len(), accepted.len());
+    assert_eq!(
+        common::files_with(&disk.join("spool"), "the-end").len(),
+        accepted.len()
+    );
 
     // Room again: reception resumes without a restart.
     std::fs::remove_file(&ballast).unwrap();
     let again = swaks(addr, &["--data", path_str(&message)], CLIENT_TIMEOUT);
     assert!(again.status.success(), "{}", again.output);
     petrel.stop();
-    assert_eq!(instance.spool_files_with("the-end").len(), accepted.len() + 1);
+    assert_eq!(
+        common::files_with(&disk.join("spool"), "the-end").len(),
+        accepted.len() + 1
+    );
     let refusals: Vec<_> = instance
         .log()
         .into_iter()
         .filter(|r| r["event"] == "refusal")
         .collect();
     assert_eq!(refusals.len(), 1, "{refusals:#?}");
-    assert!(refusals[0]["reply"].as_str().unwrap().starts_with("452 4.3.1"));
+    assert!(refusals[0]["reply"]
+        .as_str()
+        .unwrap()
+        .starts_with("452 4.3.1"));
 }
 
 petrel_tests::per_runtime!(full_disk);

@@ -22,9 +22,9 @@ Runtime = "{runtime}"
 spoolbase = "{{dir}}/spool"
 Log_File = "{{dir}}/log.jsonl"
 Hostname = "mx.petrel.test"
+Relay_Domains = ( "local.test" )
 ESMTP_Listener {{
   Relay_Hosts = ( "127.0.0.1" )
-  Relay_Domains = ( "local.test" )
   Listen "127.0.0.1:0" {{
     TLS_Certificate = "{cert}"
     TLS_Key = "{key}"
@@ -73,29 +73,41 @@ fn plain_and_starttls(rt: Runtime) {
         plain_text.contains("Received: from swaks.example ([127.0.0.1])\r\n\tby mx.petrel.test (Petrel) with ESMTP id "),
         "{plain_text}"
     );
-    assert!(plain_text.contains("\t(plaintext)\r\n\tfor <rcpt@example.com>;"), "{plain_text}");
+    assert!(
+        plain_text.contains("\t(plaintext)\r\n\tfor <rcpt@example.com>;"),
+        "{plain_text}"
+    );
     let tls_files = instance.spool_files_with("tls-marker");
     assert_eq!(tls_files.len(), 1, "{tls_files:?}");
     let tls_text = String::from_utf8_lossy(&std::fs::read(&tls_files[0]).unwrap()).into_owned();
     assert!(tls_text.contains("with ESMTPS id "), "{tls_text}");
-    assert!(tls_text.contains("(using TLSv1.3 with cipher TLS_"), "{tls_text}");
+    assert!(
+        tls_text.contains("(using TLSv1.3 with cipher TLS_"),
+        "{tls_text}"
+    );
 
     // One reception record per message, with what the issue names.
     let records = receptions(&instance);
     assert_eq!(records.len(), 4, "{records:#?}");
     for record in &records {
-        assert_eq!(record["sender"].as_str().unwrap().contains('@'), true);
+        assert!(record["sender"].as_str().unwrap().contains('@'));
         assert_eq!(record["recipients"][0], "rcpt@example.com");
         assert!(record["size"].as_u64().unwrap() > 100);
         assert!(record["client"].as_str().unwrap().starts_with("127.0.0.1:"));
-        assert!(record["reply"].as_str().unwrap().starts_with("250 2.0.0 Ok: queued as "));
+        assert!(record["reply"]
+            .as_str()
+            .unwrap()
+            .starts_with("250 2.0.0 Ok: queued as "));
         assert!(record["queue_id"].as_str().unwrap().len() >= 8);
     }
     let encrypted: Vec<_> = records.iter().filter(|r| !r["tls"].is_null()).collect();
     assert_eq!(encrypted.len(), 2, "{records:#?}");
     for record in encrypted {
         assert_eq!(record["tls"]["version"], "TLSv1.3");
-        assert!(record["tls"]["cipher"].as_str().unwrap().starts_with("TLS_"));
+        assert!(record["tls"]["cipher"]
+            .as_str()
+            .unwrap()
+            .starts_with("TLS_"));
     }
 
     // The spool lists them, offline.
@@ -118,13 +130,20 @@ fn relay_control(rt: Runtime) {
     let denied = swaks(addr, &["--local-interface", "127.0.0.2"], CLIENT_TIMEOUT);
     assert!(!denied.status.success(), "{}", denied.output);
     assert!(
-        denied.output.contains("554 5.7.1 <rcpt@example.com>: Relay access denied"),
+        denied
+            .output
+            .contains("554 5.7.1 <rcpt@example.com>: Relay access denied"),
         "{}",
         denied.output
     );
     swaks_ok(
         addr,
-        &["--local-interface", "127.0.0.2", "--to", "someone@local.test"],
+        &[
+            "--local-interface",
+            "127.0.0.2",
+            "--to",
+            "someone@local.test",
+        ],
         CLIENT_TIMEOUT,
     );
     swaks_ok(addr, &["--to", "anyone@anywhere.example"], CLIENT_TIMEOUT);
@@ -135,8 +154,14 @@ fn relay_control(rt: Runtime) {
     assert_eq!(refusals.len(), 1, "{log:#?}");
     assert_eq!(refusals[0]["stage"], "rcpt");
     assert_eq!(refusals[0]["detail"]["recipient"], "rcpt@example.com");
-    assert!(refusals[0]["client"].as_str().unwrap().starts_with("127.0.0.2:"));
-    assert!(refusals[0]["reply"].as_str().unwrap().starts_with("554 5.7.1"));
+    assert!(refusals[0]["client"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.2:"));
+    assert!(refusals[0]["reply"]
+        .as_str()
+        .unwrap()
+        .starts_with("554 5.7.1"));
     let received: Vec<_> = receptions(&instance)
         .iter()
         .map(|r| r["recipients"][0].as_str().unwrap().to_owned())
@@ -173,7 +198,11 @@ fn graceful_stop(rt: Runtime) {
     smtp.command("QUIT", 221);
     let finished = proc.finish(STOP_TIMEOUT);
     assert!(finished.status.success(), "{}", finished.output);
-    assert!(finished.output.contains("petrel: stopped"), "{}", finished.output);
+    assert!(
+        finished.output.contains("petrel: stopped"),
+        "{}",
+        finished.output
+    );
     assert_eq!(instance.spool_files_with("finished-during-grace").len(), 1);
 }
 
@@ -191,7 +220,12 @@ fn grace_expires(rt: Runtime) {
     assert!(finished.status.success(), "{}", finished.output);
 }
 
-petrel_tests::per_runtime!(plain_and_starttls, relay_control, graceful_stop, grace_expires);
+petrel_tests::per_runtime!(
+    plain_and_starttls,
+    relay_control,
+    graceful_stop,
+    grace_expires
+);
 
 /// The embedded default: no configuration file at all.
 #[test]

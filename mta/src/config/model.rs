@@ -228,6 +228,8 @@ pub fn normalize_domain(domain: &str) -> String {
 
 /// A `Listen` address: `":25"` and `"*:25"` (every IPv4 address),
 /// `"[*]:25"` (every IPv6 address), `"127.0.0.1:25"`, `"[::1]:8650"`.
+/// Port 0 (Petrel's addition) lets the kernel choose; `petrel` prints the
+/// address it got, which is what tests and scripts need.
 pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     let text = text.trim();
     if text.starts_with('/') {
@@ -238,7 +240,7 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     }
     let bad = || format!("expected \"address:port\" (\":25\", \"[::1]:25\"), found {text:?}");
     let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
-    let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
     let ip = match host {
         "" | "*" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         "[*]" => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -806,7 +808,8 @@ mod tests {
         assert_eq!(a("[::]:25"), Ok("[::]:25".into()));
         assert!(a("/tmp/2025").unwrap_err().contains("Unix-domain"));
         assert!(a("25").is_err());
-        assert!(a("1.2.3.4:0").is_err());
+        assert_eq!(a("127.0.0.1:0"), Ok("127.0.0.1:0".into()));
+        assert!(a("1.2.3.4:65536").is_err());
     }
 
     #[test]

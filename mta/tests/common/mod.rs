@@ -79,12 +79,18 @@ impl Instance {
             .collect()
     }
 
-    /// Every file under the spool directory whose content holds `needle`.
+    /// Every file under the spool directory (`{dir}/spool`) whose
+    /// content holds `needle`.
     pub fn spool_files_with(&self, needle: &str) -> Vec<PathBuf> {
-        let mut found = Vec::new();
-        find_in(&self.path("spool"), needle.as_bytes(), &mut found);
-        found
+        files_with(&self.path("spool"), needle)
     }
+}
+
+/// Every file under `dir` whose content holds `needle`.
+pub fn files_with(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    find_in(dir, needle.as_bytes(), &mut found);
+    found
 }
 
 fn find_in(dir: &Path, needle: &[u8], found: &mut Vec<PathBuf>) {
