@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use petrel_core::client::tls_policy::TlsAction;
+use petrel_core::client::tls_policy::{TlsAction, TlsOutcome};
 use petrel_core::client::Envelope;
 use petrel_core::client::{
     ClientConfig, ClientSession, CloseReason, ConnectionKind, Delivery, Event, RecipientOutcome,
@@ -163,6 +163,21 @@ pub struct DeliveryReport {
     pub finished: Vec<MessageOutcome>,
     /// The TLS policy asked for a plaintext reconnection, and it was made.
     pub reconnected_plaintext: bool,
+    /// Every STARTTLS attempt that failed, in order, with the policy's
+    /// decision: for the delivery log, and for an MTA that remembers
+    /// which hosts cannot do TLS.
+    pub tls_failures: Vec<TlsFailed>,
+}
+
+/// A STARTTLS attempt that did not give TLS, and what the outbound TLS
+/// policy made of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFailed {
+    /// What happened (refused, handshake failed, certificate rejected,
+    /// timed out).
+    pub outcome: TlsOutcome,
+    /// What the session did about it.
+    pub action: TlsAction,
 }
 
 /// The connections one delivery makes: normally one; a second, plaintext
@@ -231,6 +246,7 @@ impl DeliveryPlan {
     /// reconnection if the TLS policy asked for one (once).
     pub fn finished(&mut self, mut conn: ClientConn) {
         self.report.finished.extend(conn.take_finished());
+        self.report.tls_failures.extend(conn.take_tls_failures());
         let retry = conn.take_retry();
         let reconnect = matches!(conn.closed(), Some(CloseReason::ReconnectPlaintext));
         if reconnect && !self.report.reconnected_plaintext && !retry.is_empty() {
@@ -274,6 +290,7 @@ struct Messages {
     retry: Vec<Outbound>,
     reconnecting: bool,
     tls: Option<TlsInfo>,
+    tls_failures: Vec<TlsFailed>,
     close: Option<CloseReason>,
 }
 
@@ -364,6 +381,11 @@ impl ClientConn {
         std::mem::take(&mut self.messages.finished)
     }
 
+    /// The STARTTLS attempts that failed so far, and what the policy did.
+    pub fn take_tls_failures(&mut self) -> Vec<TlsFailed> {
+        std::mem::take(&mut self.messages.tls_failures)
+    }
+
     /// Messages never attempted because the TLS policy asked for a
     /// plaintext reconnection: submit them to the new connection.
     pub fn take_retry(&mut self) -> Vec<Outbound> {
@@ -402,10 +424,12 @@ impl Messages {
                 self.streaming = Some(id);
             }
             Event::TlsEstablished(info) => self.tls = Some(info),
-            Event::TlsDecision {
-                action: TlsAction::ReconnectPlaintext,
-                ..
-            } => self.reconnecting = true,
+            Event::TlsDecision { outcome, action } => {
+                self.reconnecting |= action == TlsAction::ReconnectPlaintext;
+                if !matches!(outcome, TlsOutcome::Established | TlsOutcome::NotOffered) {
+                    self.tls_failures.push(TlsFailed { outcome, action });
+                }
+            }
             Event::TransactionDone { id, outcomes } => {
                 if self.streaming == Some(id) {
                     self.streaming = None;

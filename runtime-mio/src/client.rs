@@ -64,6 +64,7 @@ pub fn deliver_many(batches: Vec<Batch>, options: &DeliverOptions) -> Vec<Delive
                 .map(|batch| DeliveryReport {
                     finished: unattempted(batch.messages, &why),
                     reconnected_plaintext: false,
+                    tls_failures: Vec::new(),
                 })
                 .collect();
         }

@@ -60,7 +60,7 @@ pub use client::{deliver, deliver_many, Batch};
 pub use server::{serve, Server};
 
 pub use petrel_runtime_common::client::{
-    BodySource, DeliverOptions, DeliveryReport, MessageOutcome, Outbound,
+    BodySource, DeliverOptions, DeliveryReport, MessageOutcome, Outbound, TlsFailed,
 };
 pub use petrel_runtime_common::listen::{ListenerConfig, Network, ServeConfig};
 pub use petrel_runtime_common::server::{Answer, ConnectionInfo, Decision, Handler};

@@ -64,7 +64,7 @@ use smol::stream::StreamExt as _;
 use smol::{Async, Executor, Timer};
 
 pub use petrel_runtime_common::client::{
-    BodySource, DeliverOptions, DeliveryReport, MessageOutcome, Outbound,
+    BodySource, DeliverOptions, DeliveryReport, MessageOutcome, Outbound, TlsFailed,
 };
 pub use petrel_runtime_common::listen::{ListenerConfig, Network, PeerConfig, ServeConfig};
 pub use petrel_runtime_common::server::{Answer, ConnectionInfo, Decision, Handler};

@@ -54,7 +54,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify};
 
 pub use petrel_runtime_common::client::{
-    BodySource, DeliverOptions, DeliveryReport, MessageOutcome, Outbound,
+    BodySource, DeliverOptions, DeliveryReport, MessageOutcome, Outbound, TlsFailed,
 };
 pub use petrel_runtime_common::listen::{ListenerConfig, Network, PeerConfig, ServeConfig};
 pub use petrel_runtime_common::server::{Answer, ConnectionInfo, Decision, Handler};

@@ -24,13 +24,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use petrel_core::client::tls_policy::{TlsAction, TlsOutcome};
 use petrel_core::client::{ClientConfig, Delivery};
 use petrel_core::server::Event;
 use petrel_core::wire::command::ForwardPath;
 
 use super::{AcceptLater, TestRuntime};
 use crate::cli::{SendArgs, SinkArgs, SinkHandler};
-use crate::client::{DeliverOptions, DeliveryReport, Outbound};
+use crate::client::{DeliverOptions, DeliveryReport, Outbound, TlsFailed};
 use crate::listen::{
     effective_backlog, somaxconn, ListenerConfig, Network, PeerConfig, ServeConfig,
 };
@@ -297,9 +298,29 @@ pub fn a_failed_starttls_reconnects_in_plaintext<R: TestRuntime>() {
     assert!(report.reconnected_plaintext);
     all_delivered(&report, 3);
     assert!(report.finished.iter().all(|f| f.tls.is_none()));
+    // The report says which attempt failed and what the policy did.
+    let [failed] = &report.tls_failures[..] else {
+        panic!("one failed STARTTLS expected: {:?}", report.tls_failures);
+    };
+    assert!(
+        matches!(failed.outcome, TlsOutcome::CertificateRejected(_)),
+        "{failed:?}"
+    );
+    assert_eq!(failed.action, TlsAction::ReconnectPlaintext);
     let report = deliver::<R>(addr, "--tls ifavailable --fallback false --verify ca", 2);
     assert!(!report.reconnected_plaintext);
     all_transient(&report, 2);
+    assert!(
+        matches!(
+            &report.tls_failures[..],
+            [TlsFailed {
+                action: TlsAction::Defer(_),
+                ..
+            }]
+        ),
+        "{:?}",
+        report.tls_failures
+    );
     R::shutdown(server, GRACE);
     assert_sink(&handler, 3, 3);
 }

@@ -62,6 +62,7 @@ impl TestRuntime for Tokio {
             Err(error) => DeliveryReport {
                 finished: unattempted(messages, &format!("no tokio runtime: {error}")),
                 reconnected_plaintext: false,
+                tls_failures: Vec::new(),
             },
         }
     }
