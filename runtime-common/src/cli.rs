@@ -508,6 +508,7 @@ impl SendArgs {
         );
         let body = GeneratedBody::new(Bytes::from(header), self.size);
         Ok(Outbound {
+            tag: n,
             envelope: Envelope {
                 reverse_path,
                 recipients,

@@ -62,6 +62,10 @@ impl BodySource for BytesBody {
 
 /// A message to deliver.
 pub struct Outbound {
+    /// The caller's label for the message, carried into its
+    /// [`MessageOutcome`] (an MTA's queue id): two messages with the same
+    /// envelope must never be taken for each other.
+    pub tag: u64,
     /// Sender, recipients, parameters.
     pub envelope: Envelope,
     /// The body.
@@ -71,6 +75,7 @@ pub struct Outbound {
 impl std::fmt::Debug for Outbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbound")
+            .field("tag", &self.tag)
             .field("envelope", &self.envelope)
             .finish_non_exhaustive()
     }
@@ -79,6 +84,8 @@ impl std::fmt::Debug for Outbound {
 /// A message that is done with on this connection.
 #[derive(Debug, Clone)]
 pub struct MessageOutcome {
+    /// Its [`Outbound::tag`].
+    pub tag: u64,
     /// Its envelope.
     pub envelope: Envelope,
     /// One outcome per recipient, in envelope order.
@@ -143,6 +150,7 @@ pub fn unattempted(messages: Vec<Outbound>, why: &str) -> Vec<MessageOutcome> {
     messages
         .into_iter()
         .map(|message| MessageOutcome {
+            tag: message.tag,
             outcomes: (0..message.envelope.recipients.len())
                 .map(|recipient| RecipientOutcome {
                     recipient,
@@ -442,6 +450,7 @@ impl Messages {
                     self.retry.push(message);
                 } else {
                     self.finished.push(MessageOutcome {
+                        tag: message.tag,
                         envelope: message.envelope,
                         outcomes,
                         tls: self.tls.clone(),

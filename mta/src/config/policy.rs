@@ -248,6 +248,9 @@ pub struct OutboundPolicy {
     pub remote_smtp_port: u16,
     /// `Generate_Bounces`.
     pub generate_bounces: bool,
+    /// `Delivery_Response_Timeout`: how long each reply of a remote server
+    /// may take.
+    pub delivery_response_timeout: Duration,
 }
 
 impl Policies {

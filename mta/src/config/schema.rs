@@ -350,6 +350,8 @@ pub static OPTIONS: &[OptionSpec] = &[
         "the port delivered to"),
     option!("Generate_Bounces", OUTBOUND, Kind::Bool, Is("true"), Momentum,
         "send a delivery status notification when a message fails"),
+    option!("Delivery_Response_Timeout", OUTBOUND, Kind::Seconds, Is("300"), Momentum,
+        "seconds to wait for each reply of a remote server (greeting, EHLO, STARTTLS, MAIL, RCPT, DATA); the TLS handshake waits at most 60"),
     // Inbound.
     option!("TLS_Client_CA", INBOUND_AND_GLOBAL, Kind::ClientCa, Unset("none: no client certificate is asked for"), Momentum,
         "refused: Petrel's listeners do not verify client certificates"),
@@ -453,7 +455,6 @@ const MOMENTUM_OPTIONS: &[&str] = &[
     "data_timeout",
     "default_binding",
     "delivery_method",
-    "delivery_response_timeout",
     "disable_nagle_algorithm",
     "domain_for_unqualified_recipient_addresses",
     "domain_for_unqualified_sender_address",

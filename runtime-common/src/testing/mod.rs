@@ -122,6 +122,7 @@ impl Handler for AcceptLater {
 pub fn message(n: u32) -> Outbound {
     let body = format!("Subject: {n}\r\n\r\n.dot line\r\nbody\r\n");
     Outbound {
+        tag: u64::from(n),
         envelope: Envelope {
             reverse_path: ReversePath::Null,
             recipients: vec![Recipient {
