@@ -8,6 +8,7 @@
 //! [`log`] writes one JSON line per reception or refusal.
 
 pub mod config;
+pub mod control;
 pub mod listen;
 pub mod log;
 pub mod spool;
