@@ -392,6 +392,10 @@ fn message_files(msg_dir: &Path) -> Result<Vec<(QueueId, PathBuf)>, SpoolError> 
     let mut files = Vec::new();
     for entry in fs::read_dir(msg_dir).map_err(SpoolError::io(msg_dir))? {
         let entry = entry.map_err(SpoolError::io(msg_dir))?;
+        // Not followed: a symbolic link is not something the spool wrote.
+        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if let Some(id) = parse_id(name) {

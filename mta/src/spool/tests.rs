@@ -284,3 +284,13 @@ fn after_shutdown_jobs_fail_at_once() {
         Err(StoreError::Io(_))
     ));
 }
+
+#[test]
+fn a_panicking_callback_does_not_stop_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    spool.store(spool.new_id(), envelope(1), body("x"), |_| {
+        panic!("a listener bug");
+    });
+    store(&spool, envelope(1), body("y")).unwrap();
+}

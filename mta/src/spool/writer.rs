@@ -191,7 +191,11 @@ impl Writer {
             }
         }
         for e in entries {
-            (e.done)(e.result);
+            // A panicking callback is a bug elsewhere; it must not take the
+            // writer down with it, or every later session would wait for
+            // an answer forever.
+            let (done, result) = (e.done, e.result);
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(result)));
         }
     }
 
