@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use petrel::spool::message::{Envelope, QueueId, Recipient};
-use petrel::spool::{RecipientState, Spool, StateChange, StoreError};
+use petrel::spool::{RecipientState, Spool, StateChange, StoreError, SyncMethod};
 
 fn envelope(tag: u64) -> Envelope {
     Envelope {
@@ -109,10 +109,20 @@ fn files(spool_dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_full_disk_refuses_loses_nothing_and_recovers() {
+    for method in [
+        SyncMethod::Filesystem,
+        SyncMethod::EachFile,
+        SyncMethod::Parallel(4),
+    ] {
+        full_disk(method);
+    }
+}
+
+fn full_disk(method: SyncMethod) {
     let tmp = tempfile::tempdir().unwrap();
     let _mount = Mount::tmpfs(tmp.path(), "2m");
     let dir = tmp.path().join("spool");
-    let (spool, _) = Spool::open(&dir).unwrap();
+    let (spool, _) = Spool::open_with(&dir, method).unwrap();
 
     // Fill it: large messages first, then small ones into what is left.
     let mut stored = BTreeMap::new();
@@ -170,7 +180,7 @@ fn a_full_disk_refuses_loses_nothing_and_recovers() {
     drop(spool);
 
     // And a restart finds exactly what was acknowledged.
-    let (spool, recovery) = Spool::open(&dir).unwrap();
+    let (spool, recovery) = Spool::open_with(&dir, method).unwrap();
     assert_eq!(recovery.discarded, 0);
     let ids: Vec<QueueId> = recovery.messages.iter().map(|m| m.id).collect();
     assert_eq!(ids, stored.keys().copied().collect::<Vec<_>>());

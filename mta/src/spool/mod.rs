@@ -379,7 +379,13 @@ pub fn list(dir: &Path) -> Result<Vec<StoredMessage>, SpoolError> {
         match read_message(&path, id, false) {
             Ok(Some((m, _))) => messages.push(m),
             Ok(None) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // Removed since listed, or cut short (a failed append taken
+            // back) while being read.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::UnexpectedEof
+                ) => {}
             Err(e) => return Err(SpoolError::Io { path, source: e }),
         }
     }

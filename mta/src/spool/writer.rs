@@ -201,12 +201,15 @@ impl Writer {
 
     /// Writes one job's bytes (not yet durable).
     fn write(&mut self, job: Job) -> Entry {
+        let sync = self.sync;
         let entry = |done, result: io::Result<(Undo, Option<File>, bool)>| match result {
             Ok((undo, file, dir_changed)) => Entry {
                 done,
                 result: Ok(()),
                 undo,
-                file,
+                // syncfs needs no descriptor; closing at once keeps a
+                // large batch from holding one per message.
+                file: file.filter(|_| sync != SyncMethod::Filesystem),
                 dir_changed,
             },
             Err(e) => Entry {
