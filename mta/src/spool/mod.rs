@@ -2,11 +2,11 @@
 //!
 //! Every message is one file in `DIR/msg/`, named by its queue id, holding
 //! the envelope, the message as received, and then the recipients' state
-//! changes appended as small records ([`format`] has the layout). A
+//! changes appended as small records (`format.rs` has the layout). A
 //! message is made durable — its data, its size and its directory entry —
 //! before its callback says it is stored, and the listener answers `250`
 //! only then. One writer thread commits for everyone (group commit, see
-//! [`writer`]); `SPOOL.md` has the measurements behind the way it syncs.
+//! `writer.rs`); `SPOOL.md` has the measurements behind the way it syncs.
 //!
 //! At [`Spool::open`] every file is checked: one whose checksums or
 //! lengths do not hold was being written when the process stopped, was
@@ -300,8 +300,11 @@ impl Spool {
     }
 
     /// Removes a message that is done with (every recipient delivered or
-    /// failed). Durable when `done` says so; a removal lost to a crash
-    /// before that brings back a message with nothing left to do.
+    /// failed). Durable when `done` says so. A removal lost to a crash
+    /// before that brings the message back as its records left it, so
+    /// record recipients' final states with [`Spool::update`] first: a
+    /// message brought back then has nothing left to do, where one removed
+    /// with recipients still `Pending` on disk would be delivered again.
     pub fn remove(&self, id: QueueId, done: impl FnOnce(Result<(), StoreError>) + Send + 'static) {
         self.inner.shared.submit(Job::Remove {
             id,
