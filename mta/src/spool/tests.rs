@@ -294,3 +294,12 @@ fn a_panicking_callback_does_not_stop_the_writer() {
     });
     store(&spool, envelope(1), body("y")).unwrap();
 }
+
+#[test]
+fn the_spool_is_shared_across_threads() {
+    fn shared<T: Send + Sync + Clone>() {}
+    shared::<Spool>();
+    fn sent<T: Send + Sync>() {}
+    sent::<StoreError>();
+    sent::<SpoolError>();
+}
