@@ -55,6 +55,9 @@ impl Job {
 pub(crate) struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// Tests set this to make the next batch's sync fail with EIO.
+    #[cfg(test)]
+    pub(crate) fail_next_sync: std::sync::atomic::AtomicBool,
 }
 
 struct Queue {
@@ -70,6 +73,8 @@ impl Shared {
                 closed: false,
             }),
             wake: Condvar::new(),
+            #[cfg(test)]
+            fail_next_sync: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -141,7 +146,6 @@ enum Undo {
     Nothing,
     Unlink(QueueId),
     Truncate(QueueId, Known),
-    Forget(QueueId),
 }
 
 /// A job of the batch being committed.
@@ -182,10 +186,11 @@ impl Writer {
                     }
                     Undo::Truncate(id, known) => {
                         self.truncate(id, known.end);
-                        self.known.insert(id, known);
-                    }
-                    Undo::Forget(id) => {
-                        self.known.remove(&id);
+                        // Unless a later job of the batch removed it: an
+                        // unlink is not taken back.
+                        if let Some(k) = self.known.get_mut(&id) {
+                            *k = known;
+                        }
                     }
                 }
             }
@@ -239,7 +244,9 @@ impl Writer {
             }
             Job::Remove { id, done } => {
                 let r = self.remove(id);
-                entry(done, r.map(|()| (Undo::Forget(id), None, true)))
+                // An unlink cannot be taken back: if the batch fails, the
+                // removal is reported failed but stays done.
+                entry(done, r.map(|()| (Undo::Nothing, None, true)))
             }
         }
     }
@@ -341,9 +348,14 @@ impl Writer {
                 format!("no message {id} in the spool"),
             ));
         }
-        fs::remove_file(self.path(id))?;
-        self.known.remove(&id);
-        Ok(())
+        match fs::remove_file(self.path(id)) {
+            // Already gone (removed by hand): what was asked for.
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => {
+                self.known.remove(&id);
+                Ok(())
+            }
+        }
     }
 
     /// Best effort: a record left past `end` is unreachable to readers (it
@@ -358,6 +370,16 @@ impl Writer {
     fn sync(&self, entries: &mut [Entry]) {
         let written = |e: &&mut Entry| e.result.is_ok();
         if !entries.iter_mut().any(|e| written(&e)) {
+            return;
+        }
+        #[cfg(test)]
+        if self
+            .shared
+            .fail_next_sync
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            let eio = io::Error::from_raw_os_error(libc::EIO);
+            fail_all(entries.iter_mut().filter(|e| e.result.is_ok()), eio);
             return;
         }
         match self.sync {
