@@ -2,11 +2,11 @@
 //!
 //! Every message is one file in `DIR/msg/`, named by its queue id, holding
 //! the envelope, the message as received, and then the recipients' state
-//! changes appended as small records ([`format`] has the layout). A
+//! changes appended as small records (`format.rs` has the layout). A
 //! message is made durable — its data, its size and its directory entry —
 //! before its callback says it is stored, and the listener answers `250`
 //! only then. One writer thread commits for everyone (group commit, see
-//! [`writer`]); `SPOOL.md` has the measurements behind the way it syncs.
+//! `writer.rs`); `SPOOL.md` has the measurements behind the way it syncs.
 //!
 //! At [`Spool::open`] every file is checked: one whose checksums or
 //! lengths do not hold was being written when the process stopped, was
@@ -300,8 +300,11 @@ impl Spool {
     }
 
     /// Removes a message that is done with (every recipient delivered or
-    /// failed). Durable when `done` says so; a removal lost to a crash
-    /// before that brings back a message with nothing left to do.
+    /// failed). Durable when `done` says so. A removal lost to a crash
+    /// before that brings the message back as its records left it, so
+    /// record recipients' final states with [`Spool::update`] first: a
+    /// message brought back then has nothing left to do, where one removed
+    /// with recipients still `Pending` on disk would be delivered again.
     pub fn remove(&self, id: QueueId, done: impl FnOnce(Result<(), StoreError>) + Send + 'static) {
         self.inner.shared.submit(Job::Remove {
             id,
@@ -379,7 +382,13 @@ pub fn list(dir: &Path) -> Result<Vec<StoredMessage>, SpoolError> {
         match read_message(&path, id, false) {
             Ok(Some((m, _))) => messages.push(m),
             Ok(None) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // Removed since listed, or cut short (a failed append taken
+            // back) while being read.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::UnexpectedEof
+                ) => {}
             Err(e) => return Err(SpoolError::Io { path, source: e }),
         }
     }
@@ -392,6 +401,10 @@ fn message_files(msg_dir: &Path) -> Result<Vec<(QueueId, PathBuf)>, SpoolError> 
     let mut files = Vec::new();
     for entry in fs::read_dir(msg_dir).map_err(SpoolError::io(msg_dir))? {
         let entry = entry.map_err(SpoolError::io(msg_dir))?;
+        // Not followed: a symbolic link is not something the spool wrote.
+        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if let Some(id) = parse_id(name) {

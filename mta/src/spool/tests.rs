@@ -284,3 +284,85 @@ fn after_shutdown_jobs_fail_at_once() {
         Err(StoreError::Io(_))
     ));
 }
+
+#[test]
+fn a_panicking_callback_does_not_stop_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    spool.store(spool.new_id(), envelope(1), body("x"), |_| {
+        panic!("a listener bug");
+    });
+    store(&spool, envelope(1), body("y")).unwrap();
+}
+
+#[test]
+fn the_spool_is_shared_across_threads() {
+    fn shared<T: Send + Sync + Clone>() {}
+    shared::<Spool>();
+    fn sent<T: Send + Sync>() {}
+    sent::<StoreError>();
+    sent::<SpoolError>();
+}
+
+#[test]
+fn a_failed_sync_takes_the_batch_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let fail_next_sync = || {
+        spool
+            .inner
+            .shared
+            .fail_next_sync
+            .store(true, Ordering::SeqCst)
+    };
+    let io_error = |r: Result<(), StoreError>| match r {
+        Err(StoreError::Io(e)) => e.raw_os_error() == Some(libc::EIO),
+        _ => false,
+    };
+    let change = |recipient, state| StateChange { recipient, state };
+    let a = store(&spool, envelope(2), body("a")).unwrap();
+    let a_len = fs::metadata(dir.path().join(MSG_DIR).join(a.to_string()))
+        .unwrap()
+        .len();
+
+    // A store: refused, and no file left.
+    fail_next_sync();
+    let b = spool.new_id();
+    assert!(io_error(wait(|d| spool.store(
+        b,
+        envelope(1),
+        body("b"),
+        d
+    ))));
+    assert!(!dir.path().join(MSG_DIR).join(b.to_string()).exists());
+    let e = wait(|d| spool.update(b, vec![], d)).unwrap_err();
+    assert!(matches!(&e, StoreError::Io(e) if e.kind() == io::ErrorKind::NotFound));
+
+    // An update: refused, its record cut off, and the next one lands where
+    // it was.
+    fail_next_sync();
+    assert!(io_error(wait(|d| spool.update(
+        a,
+        vec![change(0, RecipientState::Failed)],
+        d
+    ))));
+    let path = dir.path().join(MSG_DIR).join(a.to_string());
+    assert_eq!(fs::metadata(&path).unwrap().len(), a_len);
+    wait(|d| spool.update(a, vec![change(1, RecipientState::Delivered)], d)).unwrap();
+
+    // A removal cannot be taken back: reported failed, yet done.
+    let c = store(&spool, envelope(1), body("c")).unwrap();
+    fail_next_sync();
+    assert!(io_error(wait(|d| spool.remove(c, d))));
+    let e = wait(|d| spool.remove(c, d)).unwrap_err();
+    assert!(matches!(&e, StoreError::Io(e) if e.kind() == io::ErrorKind::NotFound));
+    drop(spool);
+
+    let (_, recovery) = Spool::open(dir.path()).unwrap();
+    assert_eq!(recovery.discarded, 0);
+    assert_eq!(recovery.messages.len(), 1);
+    assert_eq!(
+        recovery.messages[0].states,
+        [RecipientState::Pending, RecipientState::Delivered]
+    );
+}

@@ -55,6 +55,9 @@ impl Job {
 pub(crate) struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// Tests set this to make the next batch's sync fail with EIO.
+    #[cfg(test)]
+    pub(crate) fail_next_sync: std::sync::atomic::AtomicBool,
 }
 
 struct Queue {
@@ -70,6 +73,8 @@ impl Shared {
                 closed: false,
             }),
             wake: Condvar::new(),
+            #[cfg(test)]
+            fail_next_sync: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -141,7 +146,6 @@ enum Undo {
     Nothing,
     Unlink(QueueId),
     Truncate(QueueId, Known),
-    Forget(QueueId),
 }
 
 /// A job of the batch being committed.
@@ -182,27 +186,35 @@ impl Writer {
                     }
                     Undo::Truncate(id, known) => {
                         self.truncate(id, known.end);
-                        self.known.insert(id, known);
-                    }
-                    Undo::Forget(id) => {
-                        self.known.remove(&id);
+                        // Unless a later job of the batch removed it: an
+                        // unlink is not taken back.
+                        if let Some(k) = self.known.get_mut(&id) {
+                            *k = known;
+                        }
                     }
                 }
             }
         }
         for e in entries {
-            (e.done)(e.result);
+            // A panicking callback is a bug elsewhere; it must not take the
+            // writer down with it, or every later session would wait for
+            // an answer forever.
+            let (done, result) = (e.done, e.result);
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(result)));
         }
     }
 
     /// Writes one job's bytes (not yet durable).
     fn write(&mut self, job: Job) -> Entry {
+        let sync = self.sync;
         let entry = |done, result: io::Result<(Undo, Option<File>, bool)>| match result {
             Ok((undo, file, dir_changed)) => Entry {
                 done,
                 result: Ok(()),
                 undo,
-                file,
+                // syncfs needs no descriptor; closing at once keeps a
+                // large batch from holding one per message.
+                file: file.filter(|_| sync != SyncMethod::Filesystem),
                 dir_changed,
             },
             Err(e) => Entry {
@@ -232,7 +244,9 @@ impl Writer {
             }
             Job::Remove { id, done } => {
                 let r = self.remove(id);
-                entry(done, r.map(|()| (Undo::Forget(id), None, true)))
+                // An unlink cannot be taken back: if the batch fails, the
+                // removal is reported failed but stays done.
+                entry(done, r.map(|()| (Undo::Nothing, None, true)))
             }
         }
     }
@@ -334,9 +348,14 @@ impl Writer {
                 format!("no message {id} in the spool"),
             ));
         }
-        fs::remove_file(self.path(id))?;
-        self.known.remove(&id);
-        Ok(())
+        match fs::remove_file(self.path(id)) {
+            // Already gone (removed by hand): what was asked for.
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => {
+                self.known.remove(&id);
+                Ok(())
+            }
+        }
     }
 
     /// Best effort: a record left past `end` is unreachable to readers (it
@@ -351,6 +370,16 @@ impl Writer {
     fn sync(&self, entries: &mut [Entry]) {
         let written = |e: &&mut Entry| e.result.is_ok();
         if !entries.iter_mut().any(|e| written(&e)) {
+            return;
+        }
+        #[cfg(test)]
+        if self
+            .shared
+            .fail_next_sync
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            let eio = io::Error::from_raw_os_error(libc::EIO);
+            fail_all(entries.iter_mut().filter(|e| e.result.is_ok()), eio);
             return;
         }
         match self.sync {
