@@ -202,7 +202,9 @@ pub fn request(spool_dir: &Path, request: &Request) -> Result<String, ControlErr
         Some((first, _)) => Err(ControlError::Refused(
             first.strip_prefix("error: ").unwrap_or(first).to_owned(),
         )),
-        None => Err(ControlError::Refused(format!("unexpected answer {answer:?}"))),
+        None => Err(ControlError::Refused(format!(
+            "unexpected answer {answer:?}"
+        ))),
     }
 }
 
@@ -212,7 +214,12 @@ mod tests {
 
     #[test]
     fn requests_parse_and_print_alike() {
-        for line in ["summary", "list example.com", "flush example.com", "remove 00AB"] {
+        for line in [
+            "summary",
+            "list example.com",
+            "flush example.com",
+            "remove 00AB",
+        ] {
             let request: Request = line.parse().unwrap();
             assert_eq!(request.to_string(), line);
         }
