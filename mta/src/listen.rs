@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::config::policy::{CertificateSource, InboundPolicy, ListenPolicy, Policies};
 use crate::log::{self, Log};
 use crate::spool::message::{Envelope, QueueId, Recipient};
-use crate::spool::{Spool, StoreError};
+use crate::spool::{RecipientState, Spool, StoreError, StoredMessage};
 
 /// Why the listeners could not be configured.
 #[derive(Debug)]
@@ -158,7 +158,12 @@ pub struct Reception {
     spool: Spool,
     log: Log,
     connections: Shards,
+    /// Told of each message once it is durable (the queue).
+    on_stored: StoredHook,
 }
+
+/// What is told of each message once it is stored.
+pub type StoredHook = Arc<dyn Fn(StoredMessage) + Send + Sync>;
 
 /// Per-connection state, split so that connections on different runtime
 /// threads rarely wait for each other.
@@ -197,14 +202,18 @@ struct Transaction {
 }
 
 impl Reception {
-    /// A handler for `policies`' listeners, storing into `spool`.
-    pub fn new(policies: &Policies, spool: Spool, log: Log) -> Self {
+    /// A handler for `policies`' listeners, storing into `spool`, and
+    /// telling `on_stored` of each message stored.
+    pub fn new(policies: &Policies, spool: Spool, log: Log, on_stored: StoredHook) -> Self {
         Self {
             listeners: policies.listeners.clone(),
-            bound: Mutex::new(Vec::new()),
+            // The configured addresses until the runtime says which ports
+            // it got (they differ only for port 0).
+            bound: Mutex::new(policies.listeners.iter().map(|l| l.addr).collect()),
             spool,
             log,
             connections: Shards::new(),
+            on_stored,
         }
     }
 
@@ -433,11 +442,19 @@ impl Reception {
             "binding": envelope.binding,
             "tls": tls.as_ref().map(|(version, cipher)| json!({ "version": version, "cipher": cipher })),
         });
+        let on_stored = self.on_stored.clone();
+        let queued = StoredMessage {
+            id,
+            states: vec![RecipientState::Pending; envelope.recipients.len()],
+            envelope: envelope.clone(),
+            size: body.iter().map(|piece| piece.len() as u64).sum(),
+        };
         self.spool.store(
             id,
             envelope,
             body,
             Box::new(move |stored: Result<(), StoreError>| {
+                let stored_ok = stored.is_ok();
                 let (reply, event) = match stored {
                     Ok(()) => (
                         Reply::new(
@@ -459,6 +476,9 @@ impl Reception {
                 }
                 decision.respond(reply);
                 log.record(record);
+                if stored_ok {
+                    on_stored(queued);
+                }
             }),
         );
     }

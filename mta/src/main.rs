@@ -8,7 +8,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use petrel::config::policy::Runtime;
 use petrel::config::{self, Loaded};
+use petrel::control::{self, ControlServer, Request};
+use petrel::engine::{Engine, Input};
 use petrel::listen::{self, Reception};
+use petrel::route::Router;
 use petrel::log::Log;
 use petrel::spool::{self, Spool};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -72,10 +75,27 @@ enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 enum QueueCommand {
-    /// Every message in the spool, oldest first.
-    List,
-    /// How many messages the spool holds.
+    /// With a domain: the running petrel's messages to it, with their next
+    /// attempt and last error. Without: every message in the spool, oldest
+    /// first, read from disk (petrel need not run).
+    List {
+        /// The recipients' domain.
+        domain: Option<String>,
+    },
+    /// How many messages the spool holds (read from disk).
     Count,
+    /// The running petrel's queue: counts by binding, domain and state.
+    Summary,
+    /// Makes every message to DOMAIN due now.
+    Flush {
+        /// The recipients' domain.
+        domain: String,
+    },
+    /// Forgets a message (no bounce) and removes it from the spool.
+    Remove {
+        /// Its queue id.
+        id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -153,6 +173,27 @@ fn queue(path: Option<&Path>, command: &QueueCommand) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let dir = &loaded.policies.global.spool_directory;
+    let request = match command {
+        QueueCommand::List { domain: None } | QueueCommand::Count => None,
+        QueueCommand::List {
+            domain: Some(domain),
+        } => Some(Request::List(domain.clone())),
+        QueueCommand::Summary => Some(Request::Summary),
+        QueueCommand::Flush { domain } => Some(Request::Flush(domain.clone())),
+        QueueCommand::Remove { id } => Some(Request::Remove(id.clone())),
+    };
+    if let Some(request) = request {
+        return match control::request(dir, &request) {
+            Ok(answer) => {
+                print!("{answer}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("petrel: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let messages = match spool::list(dir) {
         Ok(messages) => messages,
         Err(error) => {
@@ -160,12 +201,11 @@ fn queue(path: Option<&Path>, command: &QueueCommand) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match command {
-        QueueCommand::Count => println!("{}", messages.len()),
-        QueueCommand::List => {
-            for message in &messages {
-                println!("{}", queue_line(message));
-            }
+    if let QueueCommand::Count = command {
+        println!("{}", messages.len());
+    } else {
+        for message in &messages {
+            println!("{}", queue_line(message));
         }
     }
     ExitCode::SUCCESS
@@ -232,7 +272,35 @@ fn serve(loaded: &Loaded, grace: Duration) -> Result<(), String> {
         format!("log {}: {e}", file.display())
     })?;
     let serve_config = listen::serve_config(policies).map_err(|e| e.to_string())?;
-    let reception = Arc::new(Reception::new(policies, spool.clone(), log.clone()));
+    let router = Router::new(&global.name_servers).map_err(|e| format!("DNS resolver: {e}"))?;
+    let engine = Engine::start(
+        Arc::new(policies.clone()),
+        spool.clone(),
+        recovery.messages,
+        log.clone(),
+        router,
+    )
+    .map_err(|e| format!("queue: {e}"))?;
+    let inputs = engine.inputs();
+    let control = ControlServer::start(dir, move |request| {
+        let (answer, answered) = std::sync::mpsc::channel();
+        inputs
+            .send(Input::Control(request, answer))
+            .map_err(|_| "the queue has stopped".to_owned())?;
+        answered
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| "the queue did not answer".to_owned())?
+    })
+    .map_err(|e| format!("control socket in {}: {e}", dir.display()))?;
+    let stored = engine.inputs();
+    let reception = Arc::new(Reception::new(
+        policies,
+        spool.clone(),
+        log.clone(),
+        Arc::new(move |message| {
+            let _ = stored.send(Input::Stored(message));
+        }),
+    ));
     let handler = reception.clone();
     let mut wait = |addrs: Vec<std::net::SocketAddr>| {
         reception.set_bound(addrs.clone());
@@ -273,8 +341,11 @@ fn serve(loaded: &Loaded, grace: Duration) -> Result<(), String> {
             server.shutdown(grace);
         }
     }
-    // Every session has ended: what they stored is durable already; the
-    // spool finishes its last batch, then the log its last records.
+    // Every session has ended: what they stored is durable already. The
+    // deliveries in flight get the same grace; then the spool finishes its
+    // last batch, and the log its last records.
+    engine.stop(grace);
+    drop(control);
     spool.shutdown();
     log.close();
     eprintln!("petrel: stopped");
