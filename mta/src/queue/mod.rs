@@ -416,7 +416,7 @@ struct Destination {
 struct InFlight {
     dest: DestId,
     /// Each message's recipients that have no outcome yet.
-    unreported: Vec<(QueueId, Vec<usize>)>,
+    unreported: BTreeMap<QueueId, Vec<usize>>,
     /// Transient outcomes reported before the end, applied at the end.
     transient: Vec<(QueueId, usize, Response)>,
 }
@@ -549,8 +549,27 @@ impl Queue {
             return None;
         }
         let dest = self.destinations.get_mut(&dest_id)?;
+        let batch = match dest.schedule.max_deliveries_per_connection {
+            Some(n) => n.max(1),
+            // No limit: rather than one connection carrying the whole
+            // backlog while the others stay unused, each takes its share
+            // of what is due over the free connection slots.
+            None => {
+                let free = dest
+                    .schedule
+                    .connections()
+                    .saturating_sub(dest.connections)
+                    .max(1);
+                let due = dest
+                    .waiting
+                    .iter()
+                    .take_while(|&&(at, _)| at <= now)
+                    .count();
+                due.div_ceil(free).max(1)
+            }
+        };
         let mut taken = Vec::new();
-        while taken.len() < dest.schedule.batch() {
+        while taken.len() < batch {
             match dest.waiting.first() {
                 Some(&(at, id)) if at <= now => {
                     dest.waiting.remove(&(at, id));
@@ -565,7 +584,7 @@ impl Queue {
         let attempt = AttemptId(self.next_attempt);
         self.next_attempt += 1;
         let mut messages = Vec::with_capacity(taken.len());
-        let mut unreported = Vec::with_capacity(taken.len());
+        let mut unreported = BTreeMap::new();
         for id in taken {
             let Some(message) = self.messages.get_mut(&id) else {
                 continue;
@@ -580,7 +599,7 @@ impl Queue {
             delivery.attempts = delivery.attempts.saturating_add(1);
             delivery.last_attempt = Some(now);
             let recipients: Vec<usize> = delivery.recipients.iter().map(|p| p.index).collect();
-            unreported.push((id, recipients.clone()));
+            unreported.insert(id, recipients.clone());
             messages.push(AttemptMessage {
                 id,
                 envelope: message.envelope.clone(),
@@ -682,7 +701,7 @@ impl Queue {
         }
         // Every message of the attempt, even one whose outcomes all came
         // as progress, has its delivery ended or rescheduled.
-        let ids: Vec<QueueId> = flight.unreported.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<QueueId> = flight.unreported.keys().copied().collect();
         for id in ids {
             outcomes.entry(id).or_default();
         }
@@ -852,8 +871,8 @@ impl Queue {
                 continue;
             };
             if let Some(row) = rows.get_mut(&(dest.binding.clone(), dest.domain.clone())) {
-                for (id, _) in &flight.unreported {
-                    let pending = self.pending_of(*id, flight.dest).len();
+                for &id in flight.unreported.keys() {
+                    let pending = self.pending_of(id, flight.dest).len();
                     if pending > 0 {
                         row.in_flight.messages += 1;
                         row.in_flight.recipients += pending;
@@ -1260,11 +1279,11 @@ fn log_event(
 /// Removes `recipient` of `id` from an attempt's unreported ones: true if
 /// it was there (so this is its first outcome).
 fn take_unreported(
-    unreported: &mut [(QueueId, Vec<usize>)],
+    unreported: &mut BTreeMap<QueueId, Vec<usize>>,
     id: QueueId,
     recipient: usize,
 ) -> bool {
-    let Some((_, recipients)) = unreported.iter_mut().find(|(m, _)| *m == id) else {
+    let Some(recipients) = unreported.get_mut(&id) else {
         return false;
     };
     match recipients.iter().position(|&r| r == recipient) {

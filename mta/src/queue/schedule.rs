@@ -111,12 +111,6 @@ impl Schedule {
         self.max_outbound_connections.max(1)
     }
 
-    /// Messages per attempt: at least one.
-    pub fn batch(&self) -> usize {
-        self.max_deliveries_per_connection
-            .map_or(usize::MAX, |n| n.max(1))
-    }
-
     fn base_interval(&self) -> Duration {
         self.retry_interval.max(MIN_RETRY_INTERVAL)
     }
@@ -240,12 +234,9 @@ mod tests {
     fn limits_are_at_least_one() {
         let s = Schedule {
             max_outbound_connections: 0,
-            max_deliveries_per_connection: Some(0),
             ..Schedule::default()
         };
         assert_eq!(s.connections(), 1);
-        assert_eq!(s.batch(), 1);
-        assert_eq!(Schedule::default().batch(), usize::MAX);
         assert_eq!(
             Schedule::default().expires_at(SystemTime::UNIX_EPOCH),
             Some(SystemTime::UNIX_EPOCH + secs(86400))

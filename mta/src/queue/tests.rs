@@ -378,8 +378,34 @@ fn grouping_by_max_deliveries_per_connection() {
         "the envelope comes with the attempt"
     );
 
-    // Unlimited: one connection takes everything due.
+    // Some(0) is taken as 1.
+    let mut q = queue(Schedule {
+        max_deliveries_per_connection: Some(0),
+        ..Schedule::default()
+    });
+    for id in 1..=3 {
+        q.handle_message(t(0), message(id, "s@example.org", &["a@example.com"]));
+    }
+    assert_eq!(sizes(&attempts(&mut q, t(0))), [1, 1, 1]);
+
+    // Unlimited: what is due is shared out over the free connections.
+    let mut q = queue(Schedule {
+        max_outbound_connections: 3,
+        ..Schedule::default()
+    });
+    for id in 1..=10 {
+        q.handle_message(t(0), message(id, "s@example.org", &["a@example.com"]));
+    }
+    assert_eq!(sizes(&attempts(&mut q, t(0))), [4, 3, 3]);
     let mut q = queue(Schedule::default());
+    for id in 1..=5 {
+        q.handle_message(t(0), message(id, "s@example.org", &["a@example.com"]));
+    }
+    assert_eq!(sizes(&attempts(&mut q, t(0))), [1, 1, 1, 1, 1]);
+    let mut q = queue(Schedule {
+        max_outbound_connections: 1,
+        ..Schedule::default()
+    });
     for id in 1..=5 {
         q.handle_message(t(0), message(id, "s@example.org", &["a@example.com"]));
     }
@@ -541,7 +567,10 @@ fn recipients_without_a_result_are_deferred() {
 
 #[test]
 fn progress_is_recorded_before_the_attempt_ends() {
-    let mut q = queue(Schedule::default());
+    let mut q = queue(Schedule {
+        max_deliveries_per_connection: Some(10),
+        ..Schedule::default()
+    });
     q.handle_message(t(0), message(1, "s@example.org", &["a@example.com"]));
     q.handle_message(
         t(0),
