@@ -387,7 +387,9 @@ struct Delivery {
     last_attempt: Option<SystemTime>,
     last_error: Option<Response>,
     expires_at: Option<SystemTime>,
-    in_flight: bool,
+    /// The attempt carrying it, if one is: outcomes of any other attempt
+    /// are not its own.
+    in_flight: Option<AttemptId>,
 }
 
 #[derive(Debug)]
@@ -519,7 +521,7 @@ impl Queue {
                     last_attempt: None,
                     last_error: None,
                     expires_at,
-                    in_flight: false,
+                    in_flight: None,
                 },
             );
         }
@@ -573,10 +575,25 @@ impl Queue {
             match dest.waiting.first() {
                 Some(&(at, id)) if at <= now => {
                     dest.waiting.remove(&(at, id));
-                    taken.push(id);
+                    // Only a delivery that is there and waiting: an entry
+                    // left behind by a bug must not become an attempt.
+                    let waiting = self
+                        .messages
+                        .get(&id)
+                        .and_then(|m| m.deliveries.get(&dest_id))
+                        .is_some_and(|d| d.in_flight.is_none() && !d.recipients.is_empty());
+                    if waiting {
+                        taken.push(id);
+                    }
                 }
                 _ => break,
             }
+        }
+        if taken.is_empty() {
+            // Cannot be while `ready` is kept up to date; if it were not,
+            // an empty attempt would hold a connection slot for nothing.
+            self.reindex(dest_id);
+            return None;
         }
         dest.connections += 1;
         let binding = dest.binding.clone();
@@ -595,7 +612,7 @@ impl Queue {
             if let Some(expires_at) = delivery.expires_at {
                 self.expiries.remove(&(expires_at, id, dest_id));
             }
-            delivery.in_flight = true;
+            delivery.in_flight = Some(attempt);
             delivery.attempts = delivery.attempts.saturating_add(1);
             delivery.last_attempt = Some(now);
             let recipients: Vec<usize> = delivery.recipients.iter().map(|p| p.index).collect();
@@ -657,7 +674,7 @@ impl Queue {
         }
         for (id, outcomes) in finals {
             let mut out = Outcomes::default();
-            self.apply_finals(id, dest_id, outcomes, &mut out);
+            self.apply_finals(attempt, id, dest_id, outcomes, &mut out);
             self.finish(id, out);
         }
         true
@@ -714,8 +731,8 @@ impl Queue {
             let (finals, transients): (Vec<_>, Vec<_>) = results
                 .into_iter()
                 .partition(|(_, outcome)| !matches!(outcome, Outcome::Transient(_)));
-            self.apply_finals(id, dest_id, finals, &mut out);
-            self.end_attempt(now, id, dest_id, transients, &mut out);
+            self.apply_finals(attempt, id, dest_id, finals, &mut out);
+            self.end_attempt(now, attempt, id, dest_id, transients, &mut out);
             self.finish(id, out);
         }
         self.reindex(dest_id);
@@ -793,7 +810,7 @@ impl Queue {
             return false;
         };
         for (dest_id, delivery) in message.deliveries {
-            if !delivery.in_flight {
+            if delivery.in_flight.is_none() {
                 self.unpark(id, dest_id, &delivery);
                 self.reindex(dest_id);
             }
@@ -896,7 +913,7 @@ impl Queue {
                 let Some(delivery) = message.deliveries.get(&dest_id) else {
                     continue;
                 };
-                let state = if delivery.in_flight {
+                let state = if delivery.in_flight.is_some() {
                     DeliveryState::InFlight
                 } else if delivery.next_attempt <= now {
                     DeliveryState::Ready
@@ -916,7 +933,10 @@ impl Queue {
                         .collect(),
                     state,
                     attempts: delivery.attempts,
-                    next_attempt: (!delivery.in_flight).then_some(delivery.next_attempt),
+                    next_attempt: delivery
+                        .in_flight
+                        .is_none()
+                        .then_some(delivery.next_attempt),
                     last_error: delivery.last_error.as_ref().map(|r| r.reply.clone()),
                     received_at: message.envelope.received_at,
                     expires_at: delivery.expires_at,
@@ -1022,6 +1042,7 @@ impl Queue {
     /// in flight.
     fn apply_finals(
         &mut self,
+        attempt: AttemptId,
         id: QueueId,
         dest_id: DestId,
         outcomes: Vec<(usize, Outcome)>,
@@ -1036,6 +1057,9 @@ impl Queue {
         let Some(delivery) = message.deliveries.get_mut(&dest_id) else {
             return;
         };
+        if delivery.in_flight != Some(attempt) {
+            return;
+        }
         for (recipient, outcome) in outcomes {
             let Some(at) = delivery
                 .recipients
@@ -1086,19 +1110,27 @@ impl Queue {
     fn end_attempt(
         &mut self,
         now: SystemTime,
+        attempt: AttemptId,
         id: QueueId,
         dest_id: DestId,
         transients: Vec<(usize, Outcome)>,
         out: &mut Outcomes,
     ) {
+        let ours = self
+            .messages
+            .get(&id)
+            .and_then(|m| m.deliveries.get(&dest_id))
+            .is_some_and(|d| d.in_flight == Some(attempt));
+        let Some(schedule) = self.destinations.get(&dest_id).map(|d| d.schedule) else {
+            return;
+        };
+        if !ours {
+            return;
+        }
         let Some(mut delivery) = self.take_delivery(id, dest_id) else {
             return;
         };
-        let Some(dest) = self.destinations.get(&dest_id) else {
-            return;
-        };
-        let schedule = dest.schedule;
-        delivery.in_flight = false;
+        delivery.in_flight = None;
         for (recipient, outcome) in transients {
             if let Some(p) = delivery
                 .recipients
@@ -1119,7 +1151,9 @@ impl Queue {
         let out_of_time = delivery.expires_at.is_some_and(|at| at <= now);
         let retry_at = (!out_of_retries && !out_of_time)
             .then(|| later(now, schedule.retry_delay(delivery.attempts)));
-        if let Some(message) = self.messages.get(&id) {
+        if let (Some(message), Some(dest)) =
+            (self.messages.get(&id), self.destinations.get(&dest_id))
+        {
             for p in &delivery.recipients {
                 let response = p.last.clone().unwrap_or_else(|| Response::new(NO_RESULT));
                 out.logs.push(log_event(

@@ -943,6 +943,8 @@ enum Op {
     },
     /// Flush a domain.
     Flush(u8),
+    /// Remove a message (`petrel queue remove`).
+    Remove(u8),
 }
 
 #[derive(Debug, Clone)]
@@ -972,7 +974,7 @@ impl Arbitrary for Run {
         };
         let n = usize::arbitrary(g) % 60;
         let ops = (0..n)
-            .map(|_| match u8::arbitrary(g) % 5 {
+            .map(|_| match u8::arbitrary(g) % 6 {
                 0 => Op::Add {
                     recipients: (0..u8::arbitrary(g) % 4 + 1)
                         .map(|_| (u8::arbitrary(g) % 3, u8::arbitrary(g) % 5))
@@ -986,7 +988,8 @@ impl Arbitrary for Run {
                     outcomes: (0..8).map(|_| u8::arbitrary(g) % 4).collect(),
                     progress: bool::arbitrary(g),
                 },
-                _ => Op::Flush(u8::arbitrary(g) % 3),
+                4 => Op::Flush(u8::arbitrary(g) % 3),
+                _ => Op::Remove(u8::arbitrary(g)),
             })
             .collect();
         Run { schedule, ops }
@@ -1001,13 +1004,21 @@ struct Model {
     /// Recipients in an open attempt.
     in_flight: HashSet<(QueueId, usize)>,
     removed: HashSet<QueueId>,
+    /// Messages removed by the operator: their recipients end nowhere.
+    forgotten: HashSet<QueueId>,
     /// Recipients finished (delivered or failed) by the queue.
     finished: HashMap<(QueueId, usize), usize>,
 }
 
 impl Model {
     fn attempt(&mut self, a: &Attempt) -> Result<(), String> {
+        if a.messages.is_empty() || a.messages.iter().any(|m| m.recipients.is_empty()) {
+            return Err(format!("an empty attempt: {a:?}"));
+        }
         for m in &a.messages {
+            if self.removed.contains(&m.id) {
+                return Err(format!("{} attempted after its removal", m.id));
+            }
             for &r in &m.recipients {
                 let state = self.states.get(&(m.id, r));
                 if state != Some(&RecipientState::Pending) {
@@ -1047,7 +1058,7 @@ impl Model {
                         .states
                         .iter()
                         .any(|((m, _), s)| *m == id && *s == RecipientState::Pending);
-                    if pending {
+                    if pending && !self.forgotten.contains(&id) {
                         return Err(format!("{id} removed with recipients pending"));
                     }
                 }
@@ -1164,6 +1175,18 @@ fn run(run: Run) -> Result<(), String> {
             Op::Flush(d) => {
                 q.handle_flush(now, domains[usize::from(d)]);
             }
+            Op::Remove(which) => {
+                if next_id > 0 {
+                    let id = QueueId(u64::from(which) % next_id + 1);
+                    let known = !model.removed.contains(&id);
+                    if known {
+                        model.forgotten.insert(id);
+                    }
+                    if q.handle_remove(id) != known {
+                        return Err(format!("remove {id}: the queue disagrees"));
+                    }
+                }
+            }
         }
         model.events(&mut q)?;
     }
@@ -1192,7 +1215,7 @@ fn run(run: Run) -> Result<(), String> {
         return Err(format!("not drained: {q:?}"));
     }
     for ((id, r), state) in &model.states {
-        if *state == RecipientState::Pending {
+        if *state == RecipientState::Pending && !model.forgotten.contains(id) {
             return Err(format!("{id}/{r} still pending"));
         }
     }
