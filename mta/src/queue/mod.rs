@@ -749,6 +749,16 @@ impl Queue {
             }
             self.expiries.remove(&(at, id, dest_id));
             let out = expired.entry(id).or_default();
+            // Only waiting deliveries are in `expiries`; one in flight
+            // (were it left there) ends with its attempt instead.
+            let waiting = self
+                .messages
+                .get(&id)
+                .and_then(|m| m.deliveries.get(&dest_id))
+                .is_some_and(|d| d.in_flight.is_none());
+            if !waiting {
+                continue;
+            }
             if let Some(delivery) = self.take_delivery(id, dest_id) {
                 if let Some(dest) = self.destinations.get_mut(&dest_id) {
                     dest.waiting.remove(&(delivery.next_attempt, id));
