@@ -7,8 +7,10 @@
 //! to the [`spool`], which makes it durable before the client hears `250`;
 //! [`log`] writes one JSON line per reception or refusal.
 
+pub mod bounce;
 pub mod config;
 pub mod control;
 pub mod listen;
 pub mod log;
+pub mod queue;
 pub mod spool;
