@@ -10,4 +10,5 @@
 pub mod config;
 pub mod listen;
 pub mod log;
+pub mod route;
 pub mod spool;
