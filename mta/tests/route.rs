@@ -378,3 +378,17 @@ async fn a_gateway_name_is_resolved_to_its_addresses_not_its_mx() {
     assert!(!error.is_permanent(), "{error:?}");
     assert!(error.to_string().contains("gone.test"), "{error}");
 }
+
+#[tokio::test]
+async fn localhost_needs_no_name_server() {
+    // End-to-end tests name their sinks "localhost"; it must resolve
+    // without asking DNS (RFC 6761), whatever the name servers.
+    let dns = DnsServer::start();
+    let targets = route(&dns, "Gateway = \"localhost:2525\"\n", "three.test")
+        .await
+        .unwrap();
+    assert_eq!(hosts(&targets), ["localhost"]);
+    assert!(targets[0].addrs.contains(&ip("127.0.0.1")), "{targets:?}");
+    assert_eq!(targets[0].port, 2525);
+    assert_eq!(dns.questions(), []);
+}

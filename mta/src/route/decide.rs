@@ -263,21 +263,11 @@ pub fn order_by_preference<T>(
     mut random_below: impl FnMut(usize) -> usize,
 ) -> Vec<(u16, T)> {
     items.sort_by_key(|(preference, _)| *preference);
-    let mut start = 0;
-    while start < items.len() {
-        let preference = items.get(start).map(|(p, _)| *p);
-        let end = items
-            .iter()
-            .skip(start)
-            .position(|(p, _)| Some(*p) != preference)
-            .map_or(items.len(), |n| start + n);
-        if let Some(run) = items.get_mut(start..end) {
-            for i in (1..run.len()).rev() {
-                let j = random_below(i + 1) % (i + 1);
-                run.swap(i, j);
-            }
+    for run in items.chunk_by_mut(|a, b| a.0 == b.0) {
+        for i in (1..run.len()).rev() {
+            let j = random_below(i + 1) % (i + 1);
+            run.swap(i, j);
         }
-        start = end;
     }
     items
 }
