@@ -21,15 +21,19 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use petrel_core::client::tls_policy::{TlsAction, TlsMode, TlsOutcome};
-use petrel_core::client::{ClientConfig, Delivery, Envelope as WireEnvelope, Recipient as WireRecipient};
+use petrel_core::client::{
+    ClientConfig, Delivery, Envelope as WireEnvelope, Recipient as WireRecipient,
+};
 use petrel_core::tls::{ClientTls, ClientTlsConfig, TlsEngine};
 use petrel_core::wire::command::{
     parse_command, Command, MailParams, Notify, Orcpt, RcptParams, Ret, ReversePath,
 };
-use petrel_runtime_common::client::{BytesBody, DeliverOptions, DeliveryReport, Outbound, TlsFailed};
+use petrel_runtime_common::client::{
+    BytesBody, DeliverOptions, DeliveryReport, Outbound, TlsFailed,
+};
 
 use crate::config::policy::{OutboundPolicy, Policies, Runtime};
-use crate::route::{Router, Target};
+use crate::route::{RouteError, Router, Target};
 use crate::spool::message::{Envelope, QueueId};
 use crate::spool::Spool;
 
@@ -153,11 +157,14 @@ impl Deliverer {
         let targets = match self.router.route(&job.domain, &policy).await {
             Ok(targets) => targets,
             Err(error) => {
-                let (verdict, reply) = if error.is_permanent() {
-                    (Verdict::Permanent, format!("550 5.1.2 [internal] {error}"))
-                } else {
-                    (Verdict::Transient, format!("451 4.4.3 [internal] {error}"))
+                let status = error.enhanced_status();
+                let (verdict, code) = match error {
+                    // RFC 7505 §4.2's reply for a domain that takes no mail.
+                    RouteError::NullMx => (Verdict::Permanent, 556),
+                    _ if error.is_permanent() => (Verdict::Permanent, 550),
+                    _ => (Verdict::Transient, 451),
                 };
+                let reply = format!("{code} {status} [internal] {error}");
                 return everyone(&job, verdict, &reply, None);
             }
         };
@@ -168,7 +175,9 @@ impl Deliverer {
             None,
         );
         for (host, ip, port) in addresses(&targets) {
-            let results = self.attempt(&job, &policy, &host, SocketAddr::new(ip, port)).await;
+            let results = self
+                .attempt(&job, &policy, &host, SocketAddr::new(ip, port))
+                .await;
             // A connection that moved nobody forward is the host's problem
             // (unreachable, 4xx greeting, TLS refused under `required`):
             // the next address may do better.
@@ -195,7 +204,12 @@ impl Deliverer {
         let config = match client_config(policy, known_broken) {
             Ok(config) => Arc::new(config),
             Err(why) => {
-                return everyone(job, Verdict::Transient, &format!("451 4.3.5 [internal] {why}"), None)
+                return everyone(
+                    job,
+                    Verdict::Transient,
+                    &format!("451 4.3.5 [internal] {why}"),
+                    None,
+                )
             }
         };
         // A message unreadable now is left out, and so stays transient
@@ -211,7 +225,11 @@ impl Deliverer {
             ..DeliverOptions::default()
         };
         let report = self.deliver(addr, host, config, outbound, options).await;
-        if report.tls_failures.iter().any(|f| is_handshake_failure(&f.outcome)) {
+        if report
+            .tls_failures
+            .iter()
+            .any(|f| is_handshake_failure(&f.outcome))
+        {
             self.broken_tls.remember(host, addr.ip(), Instant::now());
         }
         let decision = if known_broken {
@@ -257,7 +275,9 @@ impl Deliverer {
             }
             Runtime::Smol => {
                 let run = move || {
-                    smol::block_on(petrel_smol::deliver(addr, &host, config, messages, &options))
+                    smol::block_on(petrel_smol::deliver(
+                        addr, &host, config, messages, &options,
+                    ))
                 };
                 tokio::task::spawn_blocking(run).await.unwrap_or_default()
             }
@@ -291,7 +311,9 @@ fn tls_decision(failures: &[TlsFailed]) -> Option<String> {
         .iter()
         .map(|failed| {
             let what = match &failed.outcome {
-                TlsOutcome::Refused(reply) => format!("STARTTLS refused: {}", one_line(&reply.to_bytes())),
+                TlsOutcome::Refused(reply) => {
+                    format!("STARTTLS refused: {}", one_line(&reply.to_bytes()))
+                }
                 TlsOutcome::HandshakeFailed(why) => format!("TLS handshake failed: {why}"),
                 TlsOutcome::CertificateRejected(why) => format!("certificate rejected: {why}"),
                 TlsOutcome::HandshakeTimedOut => "TLS handshake timed out".to_owned(),
@@ -299,11 +321,12 @@ fn tls_decision(failures: &[TlsFailed]) -> Option<String> {
             };
             let action = match &failed.action {
                 TlsAction::ReconnectPlaintext => {
-                    "delivered over a new plaintext connection (TLS_Ifavailable_Fallback)".to_owned()
+                    "delivered over a new plaintext connection (TLS_Ifavailable_Fallback)"
+                        .to_owned()
                 }
                 TlsAction::Defer(reply) => format!("deferred: {}", one_line(&reply.to_bytes())),
                 TlsAction::ContinuePlaintext => "plaintext".to_owned(),
-                TlsAction::ProceedTls => "TLS".to_owned(),
+                other => format!("{other:?}"),
             };
             format!("{what}; {action}")
         })
@@ -329,7 +352,8 @@ fn client_config(policy: &OutboundPolicy, plaintext: bool) -> Result<ClientConfi
         let mut tls = ClientTlsConfig::new(policy.tls_engine);
         tls.verify = policy.tls_verify;
         if let Some(ca) = &policy.tls_ca {
-            tls.ca_pem = Some(std::fs::read(ca).map_err(|e| format!("TLS_CA {}: {e}", ca.display()))?);
+            tls.ca_pem =
+                Some(std::fs::read(ca).map_err(|e| format!("TLS_CA {}: {e}", ca.display()))?);
         }
         if let Some((certificate, key)) = &policy.client_certificate {
             let read = |path: &std::path::Path| {
@@ -337,7 +361,10 @@ fn client_config(policy: &OutboundPolicy, plaintext: bool) -> Result<ClientConfi
             };
             tls.client_cert = Some((read(certificate)?, read(key)?));
         }
-        config.tls = Some(ClientTls::new(&tls).map_err(|e| format!("TLS ({}): {e}", engine_name(policy.tls_engine)))?);
+        config.tls = Some(
+            ClientTls::new(&tls)
+                .map_err(|e| format!("TLS ({}): {e}", engine_name(policy.tls_engine)))?,
+        );
     }
     Ok(config)
 }
@@ -357,7 +384,12 @@ fn wire_envelope(
     } else {
         match parse_command(format!("MAIL FROM:<{}>", envelope.sender).as_bytes(), true) {
             Ok(Command::Mail { reverse_path, .. }) => reverse_path,
-            _ => return Err(format!("stored sender {:?} does not parse", envelope.sender)),
+            _ => {
+                return Err(format!(
+                    "stored sender {:?} does not parse",
+                    envelope.sender
+                ))
+            }
         }
     };
     let mut wire = Vec::with_capacity(recipients.len());
@@ -370,7 +402,12 @@ fn wire_envelope(
         smtputf8 |= !stored.address.is_ascii();
         let path = match parse_command(format!("RCPT TO:<{}>", stored.address).as_bytes(), true) {
             Ok(Command::Rcpt { forward_path, .. }) => forward_path,
-            _ => return Err(format!("stored recipient {:?} does not parse", stored.address)),
+            _ => {
+                return Err(format!(
+                    "stored recipient {:?} does not parse",
+                    stored.address
+                ))
+            }
         };
         wire.push(WireRecipient {
             path,
@@ -424,17 +461,25 @@ fn one_line(bytes: &[u8]) -> String {
 }
 
 /// One result per recipient of `job`, all alike.
-fn everyone(job: &Job, verdict: Verdict, reply: &str, remote: Option<&Remote>) -> Vec<RecipientResult> {
+fn everyone(
+    job: &Job,
+    verdict: Verdict,
+    reply: &str,
+    remote: Option<&Remote>,
+) -> Vec<RecipientResult> {
     job.messages
         .iter()
         .flat_map(|message| {
-            message.recipients.iter().map(move |&recipient| RecipientResult {
-                id: message.id,
-                recipient,
-                verdict,
-                reply: reply.to_owned(),
-                remote: remote.cloned(),
-            })
+            message
+                .recipients
+                .iter()
+                .map(move |&recipient| RecipientResult {
+                    id: message.id,
+                    recipient,
+                    verdict,
+                    reply: reply.to_owned(),
+                    remote: remote.cloned(),
+                })
         })
         .collect()
 }

@@ -85,9 +85,8 @@ impl Engine {
             spool.clone(),
         ));
         let schedules = policies.clone();
-        let queue = Queue::new(move |binding, domain| {
-            Schedule::from(&schedules.outbound(binding, domain))
-        });
+        let queue =
+            Queue::new(move |binding, domain| Schedule::from(&schedules.outbound(binding, domain)));
         let mut state = State {
             queue,
             spool,
@@ -188,7 +187,7 @@ impl State {
                 self.queue.handle_message(now, message);
             }
             Input::Finished { attempt, results } => {
-                let results = results
+                let results: Vec<RecipientResult> = results
                     .into_iter()
                     .map(|result| {
                         let response = match &result.remote {
@@ -282,7 +281,10 @@ impl State {
         };
         let remote = self.remotes.get(&(record.id, record.recipient));
         let (host, ip) = match &record.response.remote {
-            Some(remote) => (Some(remote.host.clone()), remote.ip.map(|ip| ip.to_string())),
+            Some(remote) => (
+                Some(remote.host.clone()),
+                remote.ip.map(|ip| ip.to_string()),
+            ),
             None => (None, None),
         };
         self.log.record(json!({
@@ -377,7 +379,10 @@ impl State {
         let mut out = String::new();
         match request {
             Request::Summary => {
-                let _ = writeln!(out, "binding\tdomain\tconnections\tin-flight\tready\tdeferred");
+                let _ = writeln!(
+                    out,
+                    "binding\tdomain\tconnections\tin-flight\tready\tdeferred"
+                );
                 for line in self.queue.summary(now) {
                     let _ = writeln!(
                         out,

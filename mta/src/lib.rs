@@ -10,7 +10,10 @@
 pub mod bounce;
 pub mod config;
 pub mod control;
+pub mod deliver;
+pub mod engine;
 pub mod listen;
 pub mod log;
 pub mod queue;
+pub mod route;
 pub mod spool;

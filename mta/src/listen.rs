@@ -149,7 +149,6 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, SetupError> {
 
 /// The listeners' handler: one per process, shared by every connection of
 /// every listener.
-#[derive(Debug)]
 pub struct Reception {
     listeners: Vec<ListenPolicy>,
     /// The addresses actually bound, in the order of `listeners` (port 0
@@ -164,6 +163,14 @@ pub struct Reception {
 
 /// What is told of each message once it is stored.
 pub type StoredHook = Arc<dyn Fn(StoredMessage) + Send + Sync>;
+
+impl std::fmt::Debug for Reception {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reception")
+            .field("listeners", &self.listeners.len())
+            .finish_non_exhaustive()
+    }
+}
 
 /// Per-connection state, split so that connections on different runtime
 /// threads rarely wait for each other.

@@ -224,6 +224,7 @@ fn sample_value(kind: Kind, name: &str) -> &'static str {
         Kind::MaxRetries => "\"none\"",
         Kind::HostPort => "\"[fe80::a00]:1\"",
         Kind::Routes => "( \"smtp://relay.example.com?pref=1\" \"__mx__\" )",
+        Kind::NameServers => "( \"127.0.0.1:5353\" \"[::1]\" )",
     }
 }
 
@@ -493,6 +494,20 @@ fn the_embedded_default_loads_cleanly() {
     let outbound = p.outbound("default", "example.com");
     assert_eq!(outbound.tls, TlsMode::IfAvailable);
     assert_eq!(outbound.ehlo_hostname, p.global.hostname);
+}
+
+#[test]
+fn name_servers_resolve_into_global() {
+    let loaded = load_text("Name_Servers = ( \"127.0.0.1:5353\" \"[::1]\" 192.0.2.53 )\n").unwrap();
+    let expected: Vec<std::net::SocketAddr> = ["127.0.0.1:5353", "[::1]:53", "192.0.2.53:53"]
+        .map(|a| a.parse().unwrap())
+        .into();
+    assert_eq!(loaded.policies.global.name_servers, expected);
+    // Unset: the system's.
+    let loaded = load_str("<default>", DEFAULT_CONFIG, Path::new("")).unwrap();
+    assert!(loaded.policies.global.name_servers.is_empty());
+    assert!(errors("Name_Servers = ( \"ns1.example.com\" )\n")[0]
+        .contains("name servers are given by address"));
 }
 
 #[test]

@@ -58,6 +58,9 @@ pub struct Global {
     /// The TLS library of listeners and deliveries (`TLS_Engine`;
     /// Petrel's default rustls).
     pub tls_engine: TlsEngine,
+    /// The DNS servers routing asks (`Name_Servers`, Petrel's own); empty:
+    /// the system's (`/etc/resolv.conf`).
+    pub name_servers: Vec<SocketAddr>,
 }
 
 /// One `Listen` address of the `ESMTP_Listener`, with what its peers get.

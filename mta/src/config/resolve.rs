@@ -324,6 +324,10 @@ pub fn policies(model: Arc<Model>, diagnostics: &mut Vec<Diagnostic>) -> Policie
             Some(OptionValue::Engine(e)) => *e,
             _ => TlsEngine::Rustls,
         },
+        name_servers: match model.value(&global_chain, "Name_Servers") {
+            Some(OptionValue::NameServers(list)) => list.iter().map(|(_, a)| *a).collect(),
+            _ => Vec::new(),
+        },
     };
     let mut listeners = Vec::new();
     let mut max_sessions = 1000;

@@ -6,7 +6,7 @@
 //! so that nothing in a configuration is silently ignored.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 use petrel_core::client::tls_policy::TlsMode;
@@ -232,6 +232,9 @@ pub enum Kind {
     HostPort,
     /// A list of routes: `smtp://host[:port][?pref=N]` or `__mx__`.
     Routes,
+    /// A list of name server addresses: `address`, `address:port`,
+    /// `[IPv6]:port`; port 53 when none is given.
+    NameServers,
 }
 
 /// Where an option comes from.
@@ -424,6 +427,8 @@ pub static OPTIONS: &[OptionSpec] = &[
         "where the JSON-lines log goes"),
     option!("Hostname", GLOBAL, Kind::Text, Unset("the system's host name"), Momentum,
         "this host's name, for the banner, Received: and EHLO"),
+    option!("Name_Servers", GLOBAL, Kind::NameServers, Unset("the system's (/etc/resolv.conf)"), Petrel,
+        "DNS servers for MX and address lookups: address, address:port or [IPv6]:port (port 53 by default)"),
 ];
 
 /// The option `name` names (case-insensitive, aliases included).
@@ -664,6 +669,8 @@ pub enum OptionValue {
     HostPort(String, HostPort),
     /// `Routes`, each as written.
     Routes(Vec<(String, Route)>),
+    /// `Name_Servers`, each as written.
+    NameServers(Vec<(String, SocketAddr)>),
 }
 
 /// Writes `text` as a Momentum string.
@@ -730,6 +737,7 @@ impl fmt::Display for OptionValue {
             OptionValue::Networks(list) => quoted_list(f, list.iter().map(|(s, _)| s.as_str())),
             OptionValue::Domains(list) => quoted_list(f, list.iter().map(|(s, _)| s.as_str())),
             OptionValue::Routes(list) => quoted_list(f, list.iter().map(|(s, _)| s.as_str())),
+            OptionValue::NameServers(list) => quoted_list(f, list.iter().map(|(s, _)| s.as_str())),
             OptionValue::Ip(ip) => quoted(f, &ip.to_string()),
             OptionValue::MaxRetries(MaxRetries::Count(n)) => write!(f, "{n}"),
             OptionValue::MaxRetries(MaxRetries::Auto) => quoted(f, "auto"),
@@ -825,7 +833,7 @@ fn list_items(value: &Value) -> Vec<&Value> {
 
 fn convert_value(kind: Kind, value: &Value) -> (Option<OptionValue>, Vec<Problem>) {
     match kind {
-        Kind::Extensions | Kind::Networks | Kind::Domains | Kind::Routes => {
+        Kind::Extensions | Kind::Networks | Kind::Domains | Kind::Routes | Kind::NameServers => {
             convert_list(kind, value)
         }
         _ => match scalar(value, "a single value").and_then(|text| convert_scalar(kind, &text)) {
@@ -976,7 +984,7 @@ fn convert_scalar(kind: Kind, text: &str) -> Result<(OptionValue, Vec<String>), 
         Kind::HostPort => parse_host_port(text)
             .map(|hp| (OptionValue::HostPort(text.to_owned(), hp), Vec::new()))
             .map_err(refuse),
-        Kind::Extensions | Kind::Networks | Kind::Domains | Kind::Routes => {
+        Kind::Extensions | Kind::Networks | Kind::Domains | Kind::Routes | Kind::NameServers => {
             Err(refuse("expected a list"))
         }
     }
@@ -1091,6 +1099,19 @@ pub fn parse_host_port(text: &str) -> Result<HostPort, String> {
     })
 }
 
+/// A name server: an IP address with an optional port (53 by default).
+/// Names are refused: a resolver cannot look up its own name servers.
+fn parse_name_server(text: &str) -> Result<SocketAddr, String> {
+    let hp = parse_host_port(text)?;
+    let ip: IpAddr = hp.host.parse().map_err(|_| {
+        format!(
+            "expected an IP address, address:port or [IPv6]:port, found {text:?} \
+             (name servers are given by address)"
+        )
+    })?;
+    Ok(SocketAddr::new(ip, hp.port.unwrap_or(53)))
+}
+
 /// A route: `__mx__` or `smtp://host[:port][?pref=N]`.
 fn parse_route(text: &str) -> Result<Route, String> {
     if text.eq_ignore_ascii_case("__mx__") {
@@ -1136,6 +1157,7 @@ fn convert_list(kind: Kind, value: &Value) -> (Option<OptionValue>, Vec<Problem>
     let mut networks = Vec::new();
     let mut domains = Vec::new();
     let mut routes = Vec::new();
+    let mut name_servers = Vec::new();
     for (i, item) in list_items(value).into_iter().enumerate() {
         let at = |message: String| Problem {
             fatal: true,
@@ -1167,6 +1189,10 @@ fn convert_list(kind: Kind, value: &Value) -> (Option<OptionValue>, Vec<Problem>
                 Some(d) => domains.push((text.to_owned(), d)),
                 None => problems.push(at(format!("expected a domain or *.domain, found {text:?}"))),
             },
+            Kind::NameServers => match parse_name_server(text) {
+                Ok(addr) => name_servers.push((text.to_owned(), addr)),
+                Err(e) => problems.push(at(e)),
+            },
             _ => match parse_route(text) {
                 Ok(r) => routes.push((text.to_owned(), r)),
                 Err(e) => problems.push(at(e)),
@@ -1180,6 +1206,7 @@ fn convert_list(kind: Kind, value: &Value) -> (Option<OptionValue>, Vec<Problem>
         Kind::Extensions => OptionValue::Extensions(extensions),
         Kind::Networks => OptionValue::Networks(networks),
         Kind::Domains => OptionValue::Domains(domains),
+        Kind::NameServers => OptionValue::NameServers(name_servers),
         _ => OptionValue::Routes(routes),
     };
     (Some(value), problems)
@@ -1309,5 +1336,30 @@ mod tests {
             })
         );
         assert_eq!(parse_route("__mx__"), Ok(Route::Mx));
+    }
+
+    #[test]
+    fn name_servers_are_addresses_with_port_53_by_default() {
+        assert_eq!(
+            check(
+                Kind::NameServers,
+                "( \"127.0.0.1:5353\" \"[::1]:53\" 192.0.2.1 ::1 )"
+            ),
+            Ok("( \"127.0.0.1:5353\" \"[::1]:53\" \"192.0.2.1\" \"::1\" )".into())
+        );
+        assert_eq!(
+            parse_name_server("192.0.2.1"),
+            Ok("192.0.2.1:53".parse().unwrap())
+        );
+        assert_eq!(
+            parse_name_server("[2001:db8::1]:5353"),
+            Ok("[2001:db8::1]:5353".parse().unwrap())
+        );
+        assert_eq!(parse_name_server("::1"), Ok("[::1]:53".parse().unwrap()));
+        assert!(parse_name_server("ns.example.com")
+            .unwrap_err()
+            .contains("given by address"));
+        assert!(parse_name_server("127.0.0.1:0").is_err());
+        assert_eq!(check(Kind::NameServers, "( )"), Ok("( )".into()));
     }
 }
