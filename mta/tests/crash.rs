@@ -94,6 +94,9 @@ fn kill_during_load(rt: petrel_tests::Runtime) {
         r#"Runtime = "{}"
 spoolbase = "{{dir}}/spool"
 Log_File = "{{dir}}/log.jsonl"
+# Nothing listens on port 1: every delivery is deferred for 20 minutes, so
+# what was received stays in the spool to be counted.
+Domain "example.com" {{ Gateway = "127.0.0.1:1" }}
 ESMTP_Listener {{
   Relay_Hosts = ( "127.0.0.0/8" )
   Listen "127.0.0.1:0" {{ }}

@@ -44,6 +44,9 @@ fn full_disk(rt: Runtime) {
         r#"Runtime = "{}"
 spoolbase = "{{dir}}/disk/spool"
 Log_File = "{{dir}}/log.jsonl"
+# Nothing listens on port 1: deliveries are deferred, and what was
+# received stays in the spool to be looked at.
+Gateway = "127.0.0.1:1"
 ESMTP_Listener {{
   Relay_Hosts = ( "127.0.0.1" )
   Listen "127.0.0.1:0" {{ }}

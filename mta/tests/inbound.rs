@@ -22,6 +22,9 @@ Runtime = "{runtime}"
 spoolbase = "{{dir}}/spool"
 Log_File = "{{dir}}/log.jsonl"
 Hostname = "mx.petrel.test"
+# Nothing listens on port 1: deliveries are deferred, and what was
+# received stays in the spool to be looked at.
+Gateway = "127.0.0.1:1"
 Relay_Domains = ( "local.test" )
 ESMTP_Listener {{
   Relay_Hosts = ( "127.0.0.1" )
@@ -258,10 +261,18 @@ fn embedded_default_runs() {
         out.contains("petrel: listening on 127.0.0.1:2525")
     });
     let addr = "127.0.0.1:2525".parse().unwrap();
-    let out = swaks_ok(addr, &["--tls"], CLIENT_TIMEOUT);
+    // An address literal on loopback: the delivery petrel then tries asks
+    // no DNS server and stays on this machine (nothing listens on port 25
+    // here, or if something does, it is local).
+    let to = ["--to", "rcpt@[127.0.0.1]"];
+    let out = swaks_ok(addr, &[&to[..], &["--tls"]].concat(), CLIENT_TIMEOUT);
     assert!(out.contains("queued as"), "{out}");
     // Relaying is for loopback clients only: 127.0.0.2 is loopback too.
-    swaks_ok(addr, &["--local-interface", "127.0.0.2"], CLIENT_TIMEOUT);
+    swaks_ok(
+        addr,
+        &[&to[..], &["--local-interface", "127.0.0.2"]].concat(),
+        CLIENT_TIMEOUT,
+    );
     proc.signal("TERM");
     let finished = proc.finish(STOP_TIMEOUT);
     assert!(finished.status.success(), "{}", finished.output);
