@@ -101,6 +101,8 @@ pub struct Remote {
     /// What the TLS policy decided when STARTTLS failed or was skipped
     /// (`None` when TLS went as asked): Momentum's reason texts.
     pub tls_decision: Option<String>,
+    /// How long the connection took, from connect to close.
+    pub elapsed: Duration,
 }
 
 /// Hosts whose STARTTLS failed recently.
@@ -224,7 +226,9 @@ impl Deliverer {
             source: policy.bind_address,
             ..DeliverOptions::default()
         };
+        let started = Instant::now();
         let report = self.deliver(addr, host, config, outbound, options).await;
+        let elapsed = started.elapsed();
         if report
             .tls_failures
             .iter()
@@ -240,7 +244,18 @@ impl Deliverer {
         } else {
             tls_decision(&report.tls_failures)
         };
-        results(job, host, addr.ip(), &report, decision)
+        let remote = Remote {
+            host: host.to_owned(),
+            ip: addr.ip(),
+            tls: report
+                .finished
+                .iter()
+                .find_map(|m| m.tls.as_ref())
+                .map(|info| (info.version.to_string(), info.cipher.clone())),
+            tls_decision: decision,
+            elapsed,
+        };
+        results(job, &remote, &report)
     }
 
     /// The message as the runtime's client takes it, with its body read
@@ -488,24 +503,7 @@ fn everyone(
 /// recipients by tag (the message's index in the job). A message that
 /// could not be given to the runtime (its body unreadable), or a recipient
 /// the report misses, stays transient: nobody is ever lost.
-fn results(
-    job: &Job,
-    host: &str,
-    ip: IpAddr,
-    report: &DeliveryReport,
-    tls_decision: Option<String>,
-) -> Vec<RecipientResult> {
-    let tls = report
-        .finished
-        .iter()
-        .find_map(|m| m.tls.as_ref())
-        .map(|info| (info.version.to_string(), info.cipher.clone()));
-    let remote = Remote {
-        host: host.to_owned(),
-        ip,
-        tls,
-        tls_decision,
-    };
+fn results(job: &Job, remote: &Remote, report: &DeliveryReport) -> Vec<RecipientResult> {
     let mut all = Vec::new();
     for (index, message) in job.messages.iter().enumerate() {
         let outcome = report
@@ -543,6 +541,115 @@ fn results(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::message::Recipient;
+    use petrel_core::client::RecipientOutcome;
+    use petrel_core::wire::reply::Reply;
+    use petrel_runtime_common::client::MessageOutcome;
+
+    fn stored(recipients: &[&str]) -> Envelope {
+        Envelope {
+            sender: "a@example.org".into(),
+            recipients: recipients
+                .iter()
+                .map(|address| Recipient {
+                    address: (*address).into(),
+                    notify: Some("SUCCESS,FAILURE".into()),
+                    orcpt: Some("rfc822;orig@example.net".into()),
+                })
+                .collect(),
+            ret: Some("HDRS".into()),
+            envid: Some("env-1".into()),
+            received_at: std::time::SystemTime::UNIX_EPOCH,
+            client: "127.0.0.1:1".parse().unwrap(),
+            binding: "default".into(),
+        }
+    }
+
+    #[test]
+    fn the_wire_envelope_keeps_the_dsn_parameters_of_the_chosen_recipients() {
+        let envelope = stored(&["x@a.test", "y@b.test", "\"q u\"@b.test"]);
+        let wire = wire_envelope(&envelope, &[1, 2], 10).unwrap();
+        let addresses: Vec<String> = wire
+            .recipients
+            .iter()
+            .map(|r| match &r.path {
+                petrel_core::wire::command::ForwardPath::Mailbox(m) => m.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(addresses, ["y@b.test", "\"q u\"@b.test"]);
+        assert_eq!(
+            wire.recipients[0].params.notify,
+            Some(Notify::Some {
+                success: true,
+                failure: true,
+                delay: false
+            })
+        );
+        assert_eq!(
+            wire.recipients[0].params.orcpt.as_ref().unwrap().address,
+            "orig@example.net"
+        );
+        assert_eq!(wire.params.ret, Some(Ret::Hdrs));
+        assert_eq!(wire.params.envid.as_deref(), Some("env-1"));
+        assert_eq!(wire.params.size, Some(10));
+        assert!(matches!(wire_envelope(&envelope, &[7], 10), Err(_)));
+    }
+
+    #[test]
+    fn results_follow_the_tags_not_the_order_nor_the_envelopes() {
+        // Two messages with the same envelope: finished in reverse order,
+        // one delivered and one deferred; a third never given to the
+        // runtime (its body unreadable).
+        let envelope = stored(&["x@a.test"]);
+        let job = Job {
+            binding: "default".into(),
+            domain: "a.test".into(),
+            messages: (0..3)
+                .map(|n| JobMessage {
+                    id: QueueId(n),
+                    envelope: envelope.clone(),
+                    recipients: vec![0],
+                })
+                .collect(),
+        };
+        let wire = wire_envelope(&envelope, &[0], 1).unwrap();
+        let outcome = |tag, code: u16, delivery| MessageOutcome {
+            tag,
+            envelope: wire.clone(),
+            outcomes: vec![RecipientOutcome {
+                recipient: 0,
+                delivery,
+                reply: Reply::new(code, None, "text"),
+            }],
+            tls: None,
+        };
+        let report = DeliveryReport {
+            finished: vec![
+                outcome(1, 451, Delivery::Transient),
+                outcome(0, 250, Delivery::Delivered),
+            ],
+            ..DeliveryReport::default()
+        };
+        let remote = Remote {
+            host: "mx.a.test".into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            tls: None,
+            tls_decision: None,
+            elapsed: Duration::ZERO,
+        };
+        let results = results(&job, &remote, &report);
+        let verdicts: Vec<_> = results.iter().map(|r| (r.id.0, r.verdict)).collect();
+        assert_eq!(
+            verdicts,
+            [
+                (0, Verdict::Delivered),
+                (1, Verdict::Transient),
+                (2, Verdict::Transient)
+            ]
+        );
+        assert_eq!(results[0].reply, "250 text");
+    }
 
     #[test]
     fn broken_tls_is_remembered_for_an_hour_per_host_and_address() {

@@ -300,6 +300,7 @@ impl State {
                 json!({ "version": version, "cipher": cipher })
             }),
             "tls_decision": remote.and_then(|r| r.tls_decision.clone()),
+            "connection_ms": remote.map(|r| r.elapsed.as_millis()),
             "attempt": record.attempt,
             "retry_at": record.retry_at.map(rfc3339),
         }));
