@@ -593,7 +593,7 @@ mod tests {
         assert_eq!(wire.params.ret, Some(Ret::Hdrs));
         assert_eq!(wire.params.envid.as_deref(), Some("env-1"));
         assert_eq!(wire.params.size, Some(10));
-        assert!(matches!(wire_envelope(&envelope, &[7], 10), Err(_)));
+        assert!(wire_envelope(&envelope, &[7], 10).is_err());
     }
 
     #[test]
