@@ -313,6 +313,7 @@ fn tls_decision(failures: &[TlsFailed]) -> Option<String> {
         .iter()
         .map(|failed| {
             let what = match &failed.outcome {
+                TlsOutcome::NotOffered => "STARTTLS not advertised".to_owned(),
                 TlsOutcome::Refused(reply) => {
                     format!("STARTTLS refused: {}", one_line(&reply.to_bytes()))
                 }

@@ -560,6 +560,11 @@ Binding "strict" {{
         "{record:#}"
     );
     assert!(record["tls"].is_null(), "{record:#}");
+    assert_eq!(
+        record["tls_decision"],
+        "STARTTLS not advertised; deferred: 451 4.7.6 [internal] STARTTLS required but not advertised",
+        "{record:#}"
+    );
     let commands = no_tls.commands();
     assert!(
         commands.iter().any(|c| c.starts_with("EHLO ")),
@@ -712,6 +717,13 @@ Binding "strict" {{
     assert_eq!(
         strict["reply"],
         "451 4.7.6 [internal] STARTTLS required but not advertised"
+    );
+    assert!(
+        strict["tls_decision"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("STARTTLS not advertised; deferred"),
+        "{strict:#}"
     );
     let loose = one(&log, "delivery", "g@x.test");
     assert_eq!(loose["binding"], "default", "{loose:#}");
