@@ -8,8 +8,8 @@
 //!   a transient outcome (no connection, a `4xx` greeting, a STARTTLS that
 //!   failed or was refused under `required`, a closed connection), the same
 //!   messages go to the next address, then the next MX host;
-//! - broken TLS: a host whose STARTTLS failed is remembered (per MX host
-//!   and address) for [`BROKEN_TLS_MEMORY`]; while remembered, `ifavailable`
+//! - broken TLS: a host whose STARTTLS failed is remembered (per MX host,
+//!   address and port) for [`BROKEN_TLS_MEMORY`]; while remembered, `ifavailable`
 //!   with fallback `true` goes straight to plaintext instead of failing a
 //!   handshake on every connection. `required`, and fallback `false`, try
 //!   TLS every time: they must never deliver in plaintext.
@@ -105,28 +105,30 @@ pub struct Remote {
     pub elapsed: Duration,
 }
 
-/// Hosts whose STARTTLS failed recently.
+/// Hosts whose STARTTLS failed recently: by name, address and port, since
+/// two servers on one address (a `Gateway` or `Routes` naming ports) are
+/// two TLS setups, and the failure of one says nothing of the other.
 #[derive(Debug, Default)]
 pub struct BrokenTls {
-    until: Mutex<HashMap<(String, IpAddr), Instant>>,
+    until: Mutex<HashMap<(String, SocketAddr), Instant>>,
 }
 
 impl BrokenTls {
-    /// Remembers that `host` at `ip` failed a STARTTLS at `now`.
-    pub fn remember(&self, host: &str, ip: IpAddr, now: Instant) {
+    /// Remembers that `host` at `addr` failed a STARTTLS at `now`.
+    pub fn remember(&self, host: &str, addr: SocketAddr, now: Instant) {
         let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
         // Expired entries go whenever another is added: the map stays as
         // small as the set of hosts that failed within the last hour.
         until.retain(|_, expiry| *expiry > now);
-        until.insert((host.to_ascii_lowercase(), ip), now + BROKEN_TLS_MEMORY);
+        until.insert((host.to_ascii_lowercase(), addr), now + BROKEN_TLS_MEMORY);
     }
 
-    /// Whether `host` at `ip` is remembered as broken at `now`.
-    pub fn is_broken(&self, host: &str, ip: IpAddr, now: Instant) -> bool {
+    /// Whether `host` at `addr` is remembered as broken at `now`.
+    pub fn is_broken(&self, host: &str, addr: SocketAddr, now: Instant) -> bool {
         self.until
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&(host.to_ascii_lowercase(), ip))
+            .get(&(host.to_ascii_lowercase(), addr))
             .is_some_and(|expiry| *expiry > now)
     }
 }
@@ -202,7 +204,7 @@ impl Deliverer {
         let now = Instant::now();
         let known_broken = policy.tls == TlsMode::IfAvailable
             && policy.tls_ifavailable_fallback
-            && self.broken_tls.is_broken(host, addr.ip(), now);
+            && self.broken_tls.is_broken(host, addr, now);
         let config = match client_config(policy, known_broken) {
             Ok(config) => Arc::new(config),
             Err(why) => {
@@ -234,7 +236,7 @@ impl Deliverer {
             .iter()
             .any(|f| is_handshake_failure(&f.outcome))
         {
-            self.broken_tls.remember(host, addr.ip(), Instant::now());
+            self.broken_tls.remember(host, addr, Instant::now());
         }
         let decision = if known_broken {
             Some(format!(
@@ -326,6 +328,7 @@ fn tls_decision(failures: &[TlsFailed]) -> Option<String> {
         .iter()
         .map(|failed| {
             let what = match &failed.outcome {
+                TlsOutcome::NotOffered => "STARTTLS not advertised".to_owned(),
                 TlsOutcome::Refused(reply) => {
                     format!("STARTTLS refused: {}", one_line(&reply.to_bytes()))
                 }
@@ -652,16 +655,18 @@ mod tests {
     }
 
     #[test]
-    fn broken_tls_is_remembered_for_an_hour_per_host_and_address() {
+    fn broken_tls_is_remembered_for_an_hour_per_host_address_and_port() {
         let memory = BrokenTls::default();
         let now = Instant::now();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let other: IpAddr = "192.0.2.2".parse().unwrap();
-        assert!(!memory.is_broken("mx.example", ip, now));
-        memory.remember("MX.example", ip, now);
-        assert!(memory.is_broken("mx.example", ip, now + Duration::from_secs(3599)));
+        let addr: SocketAddr = "192.0.2.1:25".parse().unwrap();
+        let other: SocketAddr = "192.0.2.2:25".parse().unwrap();
+        let other_port: SocketAddr = "192.0.2.1:2525".parse().unwrap();
+        assert!(!memory.is_broken("mx.example", addr, now));
+        memory.remember("MX.example", addr, now);
+        assert!(memory.is_broken("mx.example", addr, now + Duration::from_secs(3599)));
         assert!(!memory.is_broken("mx.example", other, now));
-        assert!(!memory.is_broken("mx2.example", ip, now));
-        assert!(!memory.is_broken("mx.example", ip, now + BROKEN_TLS_MEMORY));
+        assert!(!memory.is_broken("mx.example", other_port, now));
+        assert!(!memory.is_broken("mx2.example", addr, now));
+        assert!(!memory.is_broken("mx.example", addr, now + BROKEN_TLS_MEMORY));
     }
 }

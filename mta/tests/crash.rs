@@ -10,63 +10,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use common::Instance;
+use common::{random_below, recording_proxy, Instance};
 use petrel_tests::{require_tool, Proc, BULK_TIMEOUT};
-
-/// Accepts connections and relays each to `upstream`, recording queue ids
-/// from the server's replies. Runs until the process ends (a test binary).
-fn recording_proxy(upstream: SocketAddr, accepted: Arc<Mutex<Vec<String>>>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(client) = client else { continue };
-            let Ok(server) = TcpStream::connect(upstream) else {
-                continue;
-            };
-            let accepted = accepted.clone();
-            let (mut client_read, mut server_write) =
-                (client.try_clone().unwrap(), server.try_clone().unwrap());
-            thread::spawn(move || {
-                let _ = std::io::copy(&mut client_read, &mut server_write);
-                let _ = server_write.shutdown(Shutdown::Write);
-            });
-            thread::spawn(move || relay_replies(server, client, &accepted));
-        }
-    });
-    addr
-}
-
-fn relay_replies(mut server: TcpStream, mut client: TcpStream, accepted: &Mutex<Vec<String>>) {
-    let mut partial = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        let n = match server.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        partial.extend_from_slice(&buf[..n]);
-        while let Some(end) = partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = partial.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line);
-            if let Some(id) = line.strip_prefix("250 2.0.0 Ok: queued as ") {
-                accepted.lock().unwrap().push(id.trim().to_owned());
-            }
-        }
-        // Recorded first, then the client may see it.
-        if client.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = client.shutdown(Shutdown::Write);
-}
 
 fn queue_ids(instance: &Instance) -> BTreeSet<String> {
     let list = instance.command(&["queue", "list"]);
@@ -76,16 +26,6 @@ fn queue_ids(instance: &Instance) -> BTreeSet<String> {
         .filter_map(|line| line.split_whitespace().next())
         .map(str::to_owned)
         .collect()
-}
-
-/// A pseudo-random number below `n`, from the clock: the moments of the
-/// kills are meant to differ between runs.
-fn random_below(n: u64) -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    u64::from(nanos.wrapping_mul(2_654_435_761)) % n
 }
 
 fn kill_during_load(rt: petrel_tests::Runtime) {

@@ -1,47 +1,19 @@
 #![cfg(test)]
 //! Routing through hickory's resolver against a DNS server of the test's
-//! own on 127.0.0.1 (a small UDP responder over hickory-proto), named to
-//! the router by `Name_Servers` as an operator would. Each test has its
-//! own server and its own router, so that no cached answer of one test
-//! hides the behaviour another checks.
+//! own on 127.0.0.1 (`common::dns`), named to the router by `Name_Servers`
+//! as an operator would. Each test has its own server and its own router,
+//! so that no cached answer of one test hides the behaviour another
+//! checks.
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+mod common;
+
+use std::net::IpAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, MX};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use common::dns::{a, aaaa, answer, mx, DnsServer, Reply};
+use hickory_proto::rr::RecordType;
 use petrel::config::policy::Policies;
 use petrel::route::{RouteError, Router, Target};
-
-/// What the zone answers.
-enum Reply {
-    Records(Vec<RData>),
-    /// The name exists, without records of the type asked.
-    NoData,
-    NxDomain,
-    ServFail,
-}
-
-fn name(text: &str) -> Name {
-    Name::from_ascii(text).unwrap()
-}
-
-fn mx(preference: u16, exchange: &str) -> RData {
-    RData::MX(MX::new(preference, name(exchange)))
-}
-
-fn a(text: &str) -> RData {
-    RData::A(A(text.parse().unwrap()))
-}
-
-fn aaaa(text: &str) -> RData {
-    RData::AAAA(AAAA(text.parse().unwrap()))
-}
 
 /// The test zone, under the reserved `.test`.
 fn zone(owner: &str, kind: RecordType) -> Reply {
@@ -68,7 +40,7 @@ fn zone(owner: &str, kind: RecordType) -> Reply {
         ("broken.test", _) => return Reply::ServFail,
         _ => Vec::new(),
     };
-    let exists = [
+    let existing = [
         "three.test",
         "mx-a.three.test",
         "mx-b.three.test",
@@ -77,114 +49,20 @@ fn zone(owner: &str, kind: RecordType) -> Reply {
         "nullmx.test",
         "ghost.test",
         "partial.test",
-    ]
-    .contains(&owner);
-    match (records.is_empty(), exists) {
-        (false, _) => Reply::Records(records),
-        (true, true) => Reply::NoData,
-        (true, false) => Reply::NxDomain,
-    }
+    ];
+    answer(records, owner, &existing)
 }
 
-/// A DNS server on 127.0.0.1 (a port the kernel chose), answering from
-/// [`zone`] and noting every question. It stops when dropped, and on its
-/// own after a minute whatever happens.
-struct DnsServer {
-    addr: SocketAddr,
-    questions: Arc<Mutex<Vec<(String, RecordType)>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+fn start_dns() -> DnsServer {
+    DnsServer::start(zone)
 }
 
-impl DnsServer {
-    fn start() -> DnsServer {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let addr = socket.local_addr().unwrap();
-        let questions = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::spawn({
-            let questions = Arc::clone(&questions);
-            let stop = Arc::clone(&stop);
-            move || serve(&socket, &questions, &stop)
-        });
-        DnsServer {
-            addr,
-            questions,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn questions(&self) -> Vec<(String, RecordType)> {
-        self.questions.lock().unwrap().clone()
-    }
-
-    /// The configuration an operator would write to use this server.
-    fn policies(&self, rest: &str) -> Policies {
-        let text = format!("Name_Servers = ( \"{}\" )\n{rest}", self.addr);
-        petrel::config::load_str("route.conf", &text, Path::new("/"))
-            .unwrap_or_else(|e| panic!("{e:?}"))
-            .policies
-    }
-}
-
-impl Drop for DnsServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn serve(socket: &UdpSocket, questions: &Mutex<Vec<(String, RecordType)>>, stop: &AtomicBool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut buf = [0u8; 4096];
-    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-        let Ok((n, peer)) = socket.recv_from(&mut buf) else {
-            continue;
-        };
-        let Ok(request) = Message::from_vec(&buf[..n]) else {
-            continue;
-        };
-        let Some(query) = request.queries.first().cloned() else {
-            continue;
-        };
-        let owner = query
-            .name()
-            .to_ascii()
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
-        questions
-            .lock()
-            .unwrap()
-            .push((owner.clone(), query.query_type()));
-        let mut response = Message::new(
-            request.metadata.id,
-            MessageType::Response,
-            request.metadata.op_code,
-        );
-        response.metadata.recursion_desired = request.metadata.recursion_desired;
-        response.metadata.recursion_available = true;
-        response.metadata.authoritative = true;
-        response.add_query(query.clone());
-        match zone(&owner, query.query_type()) {
-            Reply::Records(records) => {
-                for data in records {
-                    response.add_answer(Record::from_rdata(query.name().clone(), 60, data));
-                }
-            }
-            Reply::NoData => {}
-            Reply::NxDomain => response.metadata.response_code = ResponseCode::NXDomain,
-            Reply::ServFail => response.metadata.response_code = ResponseCode::ServFail,
-        }
-        if let Ok(bytes) = response.to_vec() {
-            let _ = socket.send_to(&bytes, peer);
-        }
-    }
+/// The configuration an operator would write to use `dns`.
+fn policies(dns: &DnsServer, rest: &str) -> Policies {
+    let text = format!("Name_Servers = ( \"{}\" )\n{rest}", dns.addr);
+    petrel::config::load_str("route.conf", &text, Path::new("/"))
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .policies
 }
 
 fn ip(text: &str) -> IpAddr {
@@ -197,7 +75,7 @@ fn hosts(targets: &[Target]) -> Vec<&str> {
 
 /// Routes `domain` with a fresh router, as the configuration says.
 async fn route(dns: &DnsServer, config: &str, domain: &str) -> Result<Vec<Target>, RouteError> {
-    let policies = dns.policies(config);
+    let policies = policies(dns, config);
     let router = Router::new(&policies.global.name_servers).unwrap();
     router
         .route(domain, &policies.outbound("default", domain))
@@ -206,8 +84,8 @@ async fn route(dns: &DnsServer, config: &str, domain: &str) -> Result<Vec<Target
 
 #[tokio::test]
 async fn mx_hosts_by_preference_in_both_orders_within_one() {
-    let dns = DnsServer::start();
-    let policies = dns.policies("");
+    let dns = start_dns();
+    let policies = policies(&dns, "");
     let router = Router::new(&policies.global.name_servers).unwrap();
     let policy = policies.outbound("default", "three.test");
     let mut orders = std::collections::HashSet::new();
@@ -246,7 +124,7 @@ async fn mx_hosts_by_preference_in_both_orders_within_one() {
 
 #[tokio::test]
 async fn no_mx_falls_back_to_the_domains_address() {
-    let dns = DnsServer::start();
+    let dns = start_dns();
     let targets = route(&dns, "Remote_SMTP_Port = 2525\n", "NoMX.test.")
         .await
         .unwrap();
@@ -262,7 +140,7 @@ async fn no_mx_falls_back_to_the_domains_address() {
 
 #[tokio::test]
 async fn null_mx_fails_permanently() {
-    let dns = DnsServer::start();
+    let dns = start_dns();
     let error = route(&dns, "", "nullmx.test").await.unwrap_err();
     assert_eq!(error, RouteError::NullMx);
     assert!(error.is_permanent());
@@ -273,7 +151,7 @@ async fn null_mx_fails_permanently() {
 
 #[tokio::test]
 async fn a_domain_that_does_not_exist_fails_permanently() {
-    let dns = DnsServer::start();
+    let dns = start_dns();
     let error = route(&dns, "", "gone.test").await.unwrap_err();
     assert_eq!(error, RouteError::NoSuchDomain);
     assert!(error.is_permanent());
@@ -281,7 +159,7 @@ async fn a_domain_that_does_not_exist_fails_permanently() {
 
 #[tokio::test]
 async fn mx_hosts_without_addresses() {
-    let dns = DnsServer::start();
+    let dns = start_dns();
     // The only one: temporary.
     let error = route(&dns, "", "ghost.test").await.unwrap_err();
     assert_eq!(error, RouteError::NoAddress);
@@ -293,7 +171,7 @@ async fn mx_hosts_without_addresses() {
 
 #[tokio::test]
 async fn a_failing_name_server_fails_temporarily() {
-    let dns = DnsServer::start();
+    let dns = start_dns();
     let error = route(&dns, "", "broken.test").await.unwrap_err();
     assert!(matches!(error, RouteError::Temporary(_)), "{error:?}");
     assert!(
@@ -305,7 +183,7 @@ async fn a_failing_name_server_fails_temporarily() {
 
 #[tokio::test]
 async fn addresses_need_no_lookup() {
-    let dns = DnsServer::start();
+    let dns = start_dns();
     let config = "Remote_SMTP_Port = 2600\n\
         Domain \"gw.test\" { Gateway = \"127.0.0.1:2525\" }\n\
         Domain \"routes.test\" { Routes = ( \"smtp://[::1]:2526?pref=2\" \"smtp://127.0.0.1?pref=1\" ) }\n";
@@ -335,7 +213,7 @@ async fn addresses_need_no_lookup() {
 
 #[tokio::test]
 async fn routes_put_a_relay_before_the_mx() {
-    let dns = DnsServer::start();
+    let dns = start_dns();
     let config = "Routes = ( \"smtp://127.0.0.1:2525?pref=1\" \"__mx__\" )\n";
     let targets = route(&dns, config, "three.test").await.unwrap();
     assert_eq!(targets[0].host, "127.0.0.1");
@@ -350,7 +228,7 @@ async fn routes_put_a_relay_before_the_mx() {
 
 #[tokio::test]
 async fn a_gateway_name_is_resolved_to_its_addresses_not_its_mx() {
-    let dns = DnsServer::start();
+    let dns = start_dns();
     let targets = route(
         &dns,
         "Gateway = \"mx-c.three.test:2527\"\n",
@@ -383,7 +261,7 @@ async fn a_gateway_name_is_resolved_to_its_addresses_not_its_mx() {
 async fn localhost_needs_no_name_server() {
     // End-to-end tests name their sinks "localhost"; it must resolve
     // without asking DNS (RFC 6761), whatever the name servers.
-    let dns = DnsServer::start();
+    let dns = start_dns();
     let targets = route(&dns, "Gateway = \"localhost:2525\"\n", "three.test")
         .await
         .unwrap();

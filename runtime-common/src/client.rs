@@ -172,8 +172,9 @@ pub struct DeliveryReport {
     /// The TLS policy asked for a plaintext reconnection, and it was made.
     pub reconnected_plaintext: bool,
     /// Every STARTTLS attempt that failed, in order, with the policy's
-    /// decision: for the delivery log, and for an MTA that remembers
-    /// which hosts cannot do TLS.
+    /// decision — and a STARTTLS the policy required that the server did
+    /// not offer (`NotOffered`, deferred): for the delivery log, and for an
+    /// MTA that remembers which hosts cannot do TLS.
     pub tls_failures: Vec<TlsFailed>,
 }
 
@@ -182,7 +183,7 @@ pub struct DeliveryReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFailed {
     /// What happened (refused, handshake failed, certificate rejected,
-    /// timed out).
+    /// timed out; not offered, when TLS was required).
     pub outcome: TlsOutcome,
     /// What the session did about it.
     pub action: TlsAction,
@@ -434,7 +435,15 @@ impl Messages {
             Event::TlsEstablished(info) => self.tls = Some(info),
             Event::TlsDecision { outcome, action } => {
                 self.reconnecting |= action == TlsAction::ReconnectPlaintext;
-                if !matches!(outcome, TlsOutcome::Established | TlsOutcome::NotOffered) {
+                // A server that offers no STARTTLS is no failure, unless
+                // the policy needed TLS and defers for it: then the
+                // delivery log must say why.
+                let failed = match outcome {
+                    TlsOutcome::Established => false,
+                    TlsOutcome::NotOffered => matches!(action, TlsAction::Defer(_)),
+                    _ => true,
+                };
+                if failed {
                     self.tls_failures.push(TlsFailed { outcome, action });
                 }
             }

@@ -1299,15 +1299,47 @@ pub struct AiosmtpdCounts {
     pub plaintext: u64,
 }
 
+/// How to start aiosmtpd (see `tests/peers/aiosmtpd_server.py`).
+#[derive(Clone, Debug, Default)]
+pub struct AiosmtpdOptions {
+    /// Offer STARTTLS with this certificate and key.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Listen on this port of 127.0.0.1 (to come back on the port of a
+    /// server that was stopped); a free one otherwise.
+    pub port: Option<u16>,
+    /// Write each message to `NNNN.eml` (as received) in this directory,
+    /// with its envelope in `NNNN.json`.
+    pub save: Option<PathBuf>,
+    /// Answer every RCPT with this reply (e.g. `451 4.3.0 try later`).
+    pub rcpt_reply: Option<String>,
+}
+
 impl Aiosmtpd {
     /// Starts aiosmtpd, offering STARTTLS with `cert`/`key` when given.
     pub fn start(tls: Option<(&Path, &Path)>) -> Aiosmtpd {
+        Self::start_with(&AiosmtpdOptions {
+            tls: tls.map(|(cert, key)| (cert.to_owned(), key.to_owned())),
+            ..AiosmtpdOptions::default()
+        })
+    }
+
+    /// Starts aiosmtpd as `options` say.
+    pub fn start_with(options: &AiosmtpdOptions) -> Aiosmtpd {
         let python = require_python(true);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/aiosmtpd_server.py");
         let mut command = Command::new(python);
         command.arg(&script);
-        if let Some((cert, key)) = tls {
+        if let Some((cert, key)) = &options.tls {
             command.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        if let Some(port) = options.port {
+            command.args(["--port", &port.to_string()]);
+        }
+        if let Some(dir) = &options.save {
+            command.arg("--save").arg(dir);
+        }
+        if let Some(reply) = &options.rcpt_reply {
+            command.args(["--rcpt-reply", reply]);
         }
         let mut proc = Proc::spawn("aiosmtpd", &mut command);
         let output = proc.wait_for_stdout("`ready PORT`", START_TIMEOUT, |out| {
@@ -1318,6 +1350,26 @@ impl Aiosmtpd {
             proc,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
         }
+    }
+
+    /// Everything aiosmtpd printed so far.
+    pub fn output(&self) -> String {
+        self.proc.output()
+    }
+
+    /// What aiosmtpd has received so far (from its `message N tls|plaintext`
+    /// lines).
+    pub fn counts(&self) -> AiosmtpdCounts {
+        message_counts(&self.proc.stdout())
+    }
+
+    /// Waits (bounded) until aiosmtpd has received `messages` messages, and
+    /// returns its counts then (or at the timeout: the caller asserts).
+    pub fn wait_for_messages(&mut self, messages: u64, timeout: Duration) -> AiosmtpdCounts {
+        self.proc.wait_or_exit(Source::Stdout, timeout, |out| {
+            message_counts(out).messages >= messages
+        });
+        self.counts()
     }
 
     /// Stops aiosmtpd and returns what it received.
@@ -1337,6 +1389,28 @@ impl Aiosmtpd {
             plaintext: counts["plaintext"],
         }
     }
+}
+
+/// The counts of aiosmtpd's `message N tls|plaintext` lines.
+fn message_counts(output: &str) -> AiosmtpdCounts {
+    let mut counts = AiosmtpdCounts {
+        messages: 0,
+        tls: 0,
+        plaintext: 0,
+    };
+    for line in output.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("message") || words.next().is_none() {
+            continue;
+        }
+        match words.next() {
+            Some("tls") => counts.tls += 1,
+            Some("plaintext") => counts.plaintext += 1,
+            _ => continue,
+        }
+        counts.messages += 1;
+    }
+    counts
 }
 
 fn ready_port(output: &str) -> Option<u16> {
@@ -1387,6 +1461,24 @@ impl PostfixSink {
             last_output = proc.output();
         }
         panic!("smtp-sink did not start listening; its last output:\n{last_output}");
+    }
+
+    /// Starts smtp-sink dumping every transaction it completes to a file
+    /// of its own in `dir` (`-d`; a transaction cut off before its final
+    /// `.` leaves no file). `dir` is made writable by everyone: as root,
+    /// smtp-sink runs as `nobody`; so its parent must let `nobody` through
+    /// (a [`temp_dir`] does: it is in the system's temporary directory).
+    pub fn start_dumping(dir: &Path) -> PostfixSink {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
+            .unwrap_or_else(|e| panic!("chmod 777 {}: {e}", dir.display()));
+        let template = format!("{}/%H%M%S.", path_str(dir));
+        Self::start_with(&["-d", &template])
+    }
+
+    /// Everything smtp-sink printed so far.
+    pub fn output(&self) -> String {
+        self.proc.output()
     }
 
     /// Waits (bounded) until smtp-sink has counted `messages` messages, and
@@ -1527,6 +1619,20 @@ mod tests {
             Some(SocketAddr::from(([127, 0, 0, 1], 40123)))
         );
         assert_eq!(listening_addr("listening on soon"), None);
+    }
+
+    #[test]
+    fn aiosmtpd_message_lines_count() {
+        let output = "ready 4000\nmessage 1 tls\nmessage 2 plaintext\nmessage 3 tls\n\
+                      messages=3 tls=2 plaintext=1\n";
+        assert_eq!(
+            message_counts(output),
+            AiosmtpdCounts {
+                messages: 3,
+                tls: 2,
+                plaintext: 1
+            }
+        );
     }
 
     #[test]
