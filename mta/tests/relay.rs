@@ -204,6 +204,8 @@ fn control(instance: &Instance, args: &[&str]) -> String {
 /// happens.
 struct FakeServer {
     addr: SocketAddr,
+    /// Offers STARTTLS and never answers it: a middlebox that stalls.
+    stalls: bool,
     commands: Arc<Mutex<Vec<String>>>,
     messages: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -212,6 +214,15 @@ struct FakeServer {
 
 impl FakeServer {
     fn start() -> FakeServer {
+        Self::start_with(false)
+    }
+
+    /// A server that offers STARTTLS and never answers it.
+    fn stalling() -> FakeServer {
+        Self::start_with(true)
+    }
+
+    fn start_with(stalls: bool) -> FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -227,7 +238,7 @@ impl FakeServer {
                         Ok((stream, _)) => {
                             let (commands, messages) = (commands.clone(), messages.clone());
                             thread::spawn(move || {
-                                let _ = fake_session(stream, &commands, &messages);
+                                let _ = fake_session(stream, &commands, &messages, stalls);
                             });
                         }
                         Err(_) => thread::sleep(Duration::from_millis(20)),
@@ -237,6 +248,7 @@ impl FakeServer {
         });
         FakeServer {
             addr,
+            stalls,
             commands,
             messages,
             stop,
@@ -268,6 +280,7 @@ fn fake_session(
     stream: TcpStream,
     commands: &Mutex<Vec<String>>,
     messages: &AtomicUsize,
+    stalls: bool,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -288,7 +301,14 @@ fn fake_session(
             .unwrap_or_default()
             .to_ascii_uppercase();
         let reply: &[u8] = match verb.as_str() {
+            "EHLO" if stalls => b"250-fake.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n",
             "EHLO" => b"250-fake.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n",
+            // No reply, ever: the client's timeout must end it. Reading on
+            // sees the client close (or the read timeout).
+            "STARTTLS" if stalls => {
+                while lines.read_line(&mut line)? > 0 {}
+                return Ok(());
+            }
             "HELO" | "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 2.0.0 Ok\r\n",
             "DATA" => {
                 out.write_all(b"354 go ahead\r\n")?;
@@ -1059,7 +1079,69 @@ Domain "example.com" {{ Gateway = "{sink}" }}"#,
 
 // The TLS policy's fallbacks (a new plaintext connection, a deferral) are
 // carried out by each runtime's delivery client: all three.
-petrel_tests::per_runtime!(end_to_end, tls_policy, crash_under_load);
+/// A STARTTLS that stalls (no reply, ever) is a failed attempt under the
+/// policy once `Delivery_Response_Timeout` passes, like a handshake that
+/// fails: `ifavailable` with fallback delivers over a new plaintext
+/// connection; `required` defers, once per attempt, never looping. The
+/// operator then sees the deferral in `queue summary` and removes it.
+fn stalled_starttls(rt: Runtime) {
+    let stall = FakeServer::stalling();
+    assert!(stall.stalls);
+    let gateway = stall.addr;
+    let instance = Instance::new(&config(
+        rt,
+        "",
+        &format!(
+            r#"Domain "stall.test" {{ Gateway = "{gateway}" Delivery_Response_Timeout = 2 }}
+Domain "stallreq.test" {{ Gateway = "{gateway}" Delivery_Response_Timeout = 2 TLS = "required" }}
+"#
+        ),
+    ));
+    let petrel = instance.start(&[]);
+    send(&petrel, &["--to", "a@stall.test"]);
+    let records = wait_for_log(&instance, &petrel, "the delivery after the stall", |log| {
+        has(log, "delivery", "a@stall.test")
+    });
+    let delivered = one(&records, "delivery", "a@stall.test");
+    let decision = delivered["tls_decision"].as_str().unwrap_or_default();
+    assert!(decision.contains("timed out"), "{delivered}");
+    assert!(decision.contains("new plaintext connection"), "{delivered}");
+    assert!(delivered["tls"].is_null(), "{delivered}");
+    assert_eq!(stall.messages(), 1);
+
+    let id = send(&petrel, &["--to", "b@stallreq.test"]);
+    let records = wait_for_log(&instance, &petrel, "the deferral after the stall", |log| {
+        has(log, "transient_failure", "b@stallreq.test")
+    });
+    let deferred = one(&records, "transient_failure", "b@stallreq.test");
+    assert!(
+        deferred["reply"].as_str().unwrap().starts_with("451 4.7.5"),
+        "{deferred}"
+    );
+    assert!(
+        deferred["tls_decision"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("timed out"),
+        "{deferred}"
+    );
+    // Under `required` nothing goes in plaintext: one MAIL in all, the
+    // first message's.
+    let mails = stall
+        .commands()
+        .iter()
+        .filter(|c| c.starts_with("MAIL"))
+        .count();
+    assert_eq!(mails, 1, "{:?}", stall.commands());
+    let summary = control(&instance, &["summary"]);
+    assert!(summary.contains("stallreq.test"), "{summary}");
+    let removed = control(&instance, &["remove", &id]);
+    assert!(removed.contains(&id), "{removed}");
+    wait_for_empty_spool(&instance, &petrel, CLIENT_TIMEOUT);
+    petrel.stop();
+}
+
+petrel_tests::per_runtime!(end_to_end, tls_policy, crash_under_load, stalled_starttls);
 
 // Routing and the retry schedule are the same code whatever the runtime
 // of the connections: tokio.
