@@ -184,11 +184,6 @@ impl Shared {
         }
     }
 
-    /// The syncer's report, if it has finished.
-    fn poll_synced(&self) -> Option<Vec<Undo>> {
-        self.lock().synced.take()
-    }
-
     /// Waits for the syncer to finish the group it has.
     fn wait_synced(&self) -> Vec<Undo> {
         let mut q = self.lock();
@@ -288,31 +283,31 @@ impl Writer {
     pub(crate) fn run(mut self) {
         let mut p = Pipeline::default();
         loop {
-            self.hand_over_if_free(&mut p);
-            // With nothing at the syncer, nothing is left written either
-            // (just handed over), so a closed, drained queue is the end.
             let wake = self.shared.wait(p.at_syncer.is_some());
             if let Some(undos) = wake.synced {
                 self.synced(undos, &mut p);
             }
+            // The syncer is free: hand it what is written, before writing
+            // more, so that it syncs again at once.
+            self.hand_over_if_free(&mut p);
             if wake.jobs.is_empty() {
+                // Nothing at the syncer means nothing is left written
+                // either (just handed over): a closed, drained queue is
+                // the end.
                 if wake.closed && p.at_syncer.is_none() && p.writing.is_none() {
                     return;
                 }
                 continue;
             }
+            // Every job taken, then the group to the syncer if it is free
+            // (else it goes on growing while the syncer works). Handing it
+            // over after each job instead kept the syncer busier with
+            // smaller groups: 3.5 times as many syncfs calls, each slower,
+            // for no more messages per second (SPOOL.md).
             for job in wake.jobs {
                 self.write_job(job, &mut p);
-                // The syncer may have finished while this job was written:
-                // hand over now rather than after the whole round, so the
-                // disk never waits for the writer.
-                if p.at_syncer.is_some() {
-                    if let Some(undos) = self.shared.poll_synced() {
-                        self.synced(undos, &mut p);
-                    }
-                }
-                self.hand_over_if_free(&mut p);
             }
+            self.hand_over_if_free(&mut p);
         }
     }
 
