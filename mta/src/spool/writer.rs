@@ -303,7 +303,7 @@ impl Writer {
             // (else it goes on growing while the syncer works). Handing it
             // over after each job instead kept the syncer busier with
             // smaller groups: 3.5 times as many syncfs calls, each slower,
-            // for no more messages per second (SPOOL.md).
+            // for no more messages per second (BENCH.md).
             for job in wake.jobs {
                 self.write_job(job, &mut p);
             }
