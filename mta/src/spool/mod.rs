@@ -5,8 +5,10 @@
 //! changes appended as small records (`format.rs` has the layout). A
 //! message is made durable — its data, its size and its directory entry —
 //! before its callback says it is stored, and the listener answers `250`
-//! only then. One writer thread commits for everyone (group commit, see
-//! `writer.rs`); `SPOOL.md` has the measurements behind the way it syncs.
+//! only then. One writer thread writes for everyone and one syncer thread
+//! makes the writes durable, the next group being written while the last
+//! is synced (group commit, pipelined: see `writer.rs`); `SPOOL.md` has
+//! the measurements behind the way it syncs.
 //!
 //! At [`Spool::open`] every file is checked: one whose checksums or
 //! lengths do not hold was being written when the process stopped, was
@@ -33,7 +35,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use self::message::{Envelope, QueueId};
-use self::writer::{Job, Known, Shared, Writer};
+use self::writer::{Job, Known, Shared, Syncer, Writer};
 
 /// Where a recipient of a stored message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -191,7 +193,8 @@ struct Inner {
     msg_dir: PathBuf,
     next_id: AtomicU64,
     shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The writer's, then the syncer's.
+    threads: Mutex<Vec<JoinHandle<()>>>,
     /// Holds the spool's lock (`flock` on `DIR/lock`) while open.
     _lock: File,
 }
@@ -225,16 +228,28 @@ impl Spool {
         let (recovery, known) = recover(&msg_dir)?;
         let epoch = next_epoch(dir, &recovery)?;
 
-        let dir_file = File::open(&msg_dir).map_err(SpoolError::io(&msg_dir))?;
         let shared = Arc::new(Shared::new());
+        let (to_syncer, groups) = std::sync::mpsc::channel();
+        let syncer = Syncer {
+            msg_dir: msg_dir.clone(),
+            sync,
+            shared: shared.clone(),
+            groups,
+        };
         let writer = Writer {
             msg_dir: msg_dir.clone(),
-            dir: dir_file,
             known,
             sync,
             shared: shared.clone(),
+            syncer: to_syncer,
         };
-        let thread = std::thread::Builder::new()
+        // The syncer stops once the writer has (its sender dropped), so a
+        // failed spawn of the writer stops it too.
+        let syncer = std::thread::Builder::new()
+            .name("petrel-spool-sync".into())
+            .spawn(move || syncer.run())
+            .map_err(SpoolError::io(dir))?;
+        let writer = std::thread::Builder::new()
             .name("petrel-spool".into())
             .spawn(move || writer.run())
             .map_err(SpoolError::io(dir))?;
@@ -244,7 +259,7 @@ impl Spool {
                 msg_dir,
                 next_id: AtomicU64::new(epoch << 32),
                 shared,
-                thread: Mutex::new(Some(thread)),
+                threads: Mutex::new(vec![writer, syncer]),
                 _lock: lock,
             }),
         };
@@ -265,8 +280,8 @@ impl Spool {
 
     /// Stores a message: `body` is the message as received, in order (the
     /// listener's `Received:` header first). `done` is called, on the
-    /// writer thread, once the message is durable or has failed; it must
-    /// be quick, since the writer completes the whole batch before the next.
+    /// spool's sync thread, once the message is durable or has failed; it
+    /// must be quick, since the next sync waits for the last callback.
     pub fn store(
         &self,
         id: QueueId,
@@ -343,15 +358,15 @@ impl Spool {
 impl Inner {
     fn shutdown(&self) {
         self.shared.close();
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(thread) = thread {
-            // A callback may drop the last clone on the writer thread,
-            // which cannot wait for itself; it stops once it returns.
-            if thread.thread().id() != std::thread::current().id() {
+        let threads =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        // A callback may drop the last clone on the syncer thread, which
+        // cannot wait for itself, nor for the writer (which waits for the
+        // syncer's last group); both stop once the callback returns.
+        let me = std::thread::current().id();
+        if threads.iter().all(|t| t.thread().id() != me) {
+            // The writer first: the syncer stops after it.
+            for thread in threads {
                 let _ = thread.join();
             }
         }

@@ -366,3 +366,137 @@ fn a_failed_sync_takes_the_batch_back() {
         [RecipientState::Pending, RecipientState::Delivered]
     );
 }
+
+/// Makes the next sync wait for `release`, then fail with EIO, and counts
+/// every sync that begins (the forced one included) in `begun`.
+struct HeldSync {
+    entered: mpsc::Receiver<()>,
+    release: mpsc::Sender<()>,
+    begun: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn hold_next_sync(spool: &Spool) -> HeldSync {
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let begun = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = begun.clone();
+    let mut first = true;
+    *spool.inner.shared.sync_hook.lock().unwrap() = Some(Box::new(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        if !std::mem::take(&mut first) {
+            return None;
+        }
+        let _ = entered_tx.send(());
+        let _ = release_rx.recv_timeout(Duration::from_secs(30));
+        Some(io::Error::from_raw_os_error(libc::EIO))
+    }));
+    HeldSync {
+        entered,
+        release,
+        begun,
+    }
+}
+
+/// A job's outcome, and how many syncs had begun when it was reported.
+type Outcome = (Result<(), StoreError>, usize);
+
+fn submit(
+    begun: &Arc<std::sync::atomic::AtomicUsize>,
+    f: impl FnOnce(Box<dyn FnOnce(Result<(), StoreError>) + Send>),
+) -> mpsc::Receiver<Outcome> {
+    let (tx, rx) = mpsc::channel();
+    let begun = begun.clone();
+    f(Box::new(move |r| {
+        let _ = tx.send((r, begun.load(Ordering::SeqCst)));
+    }));
+    rx
+}
+
+fn outcome(rx: &mpsc::Receiver<Outcome>) -> Outcome {
+    rx.recv_timeout(Duration::from_secs(30)).unwrap()
+}
+
+fn is_eio(r: &Result<(), StoreError>) -> bool {
+    matches!(r, Err(StoreError::Io(e)) if e.raw_os_error() == Some(libc::EIO))
+}
+
+#[test]
+fn a_failed_sync_fails_its_group_and_not_the_next_one_written_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let path = |id: QueueId| dir.path().join(MSG_DIR).join(id.to_string());
+    let change = |recipient, state| StateChange { recipient, state };
+
+    // Group N: a store, whose sync is held, then fails.
+    let held = hold_next_sync(&spool);
+    let a = spool.new_id();
+    let a_done = submit(&held.begun, |d| spool.store(a, envelope(1), body("a"), d));
+    held.entered.recv_timeout(Duration::from_secs(30)).unwrap();
+    // Group N+1, while N is at the syncer: a store, written at once, and an
+    // update of N's message, which must wait for N's outcome.
+    let b = spool.new_id();
+    let b_done = submit(&held.begun, |d| spool.store(b, envelope(1), body("b"), d));
+    let a_update = submit(&held.begun, |d| {
+        spool.update(a, vec![change(0, RecipientState::Delivered)], d)
+    });
+    let start = std::time::Instant::now();
+    while !path(b).exists() {
+        assert!(start.elapsed() < Duration::from_secs(30), "b never written");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Written, but not acknowledged: its own sync has not even begun.
+    assert!(b_done.try_recv().is_err());
+    held.release.send(()).unwrap();
+
+    let (r, _) = outcome(&a_done);
+    assert!(is_eio(&r), "{r:?}");
+    assert!(!path(a).exists());
+    // Acknowledged after a second sync, its own, began (and succeeded).
+    let (r, begun) = outcome(&b_done);
+    assert!(r.is_ok(), "{r:?}");
+    assert!(begun >= 2, "b acknowledged after {begun} sync(s)");
+    // The store it followed was taken back: nothing to update.
+    let (r, _) = outcome(&a_update);
+    assert!(
+        matches!(&r, Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound),
+        "{r:?}"
+    );
+
+    // Two updates of one message, the first's group failing while the
+    // second waits: the second lands where the first was cut off.
+    let c = store(&spool, envelope(2), body("c")).unwrap();
+    let c_len = fs::metadata(path(c)).unwrap().len();
+    let held = hold_next_sync(&spool);
+    let first = submit(&held.begun, |d| {
+        spool.update(c, vec![change(0, RecipientState::Failed)], d)
+    });
+    held.entered.recv_timeout(Duration::from_secs(30)).unwrap();
+    let second = submit(&held.begun, |d| {
+        spool.update(c, vec![change(1, RecipientState::Delivered)], d)
+    });
+    // Give the writer time to take the second update while the first's
+    // group is at the syncer (the outcome must be the same either way).
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(second.try_recv().is_err());
+    held.release.send(()).unwrap();
+    let (r, _) = outcome(&first);
+    assert!(is_eio(&r), "{r:?}");
+    let (r, begun) = outcome(&second);
+    assert!(r.is_ok(), "{r:?}");
+    assert!(begun >= 2);
+    let record_len = fs::metadata(path(c)).unwrap().len() - c_len;
+    assert_eq!(
+        record_len,
+        format::encode_states_record(&[(1, RecipientState::Delivered)]).len() as u64
+    );
+    drop(spool);
+
+    let (_, recovery) = Spool::open(dir.path()).unwrap();
+    assert_eq!(recovery.discarded, 0);
+    let ids: Vec<_> = recovery.messages.iter().map(|m| m.id).collect();
+    assert_eq!(ids, [b, c]);
+    assert_eq!(
+        recovery.messages[1].states,
+        [RecipientState::Pending, RecipientState::Delivered]
+    );
+}
