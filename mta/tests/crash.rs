@@ -10,13 +10,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
 
-use common::{random_below, recording_proxy, Instance};
-use petrel_tests::{require_tool, Proc, BULK_TIMEOUT};
+use common::{load_then_kill, Instance};
 
 fn queue_ids(instance: &Instance) -> BTreeSet<String> {
     let list = instance.command(&["queue", "list"]);
@@ -29,7 +25,6 @@ fn queue_ids(instance: &Instance) -> BTreeSet<String> {
 }
 
 fn kill_during_load(rt: petrel_tests::Runtime) {
-    let smtp_source = require_tool("smtp-source");
     let instance = Instance::new(&format!(
         r#"Runtime = "{}"
 spoolbase = "{{dir}}/spool"
@@ -47,41 +42,9 @@ ESMTP_Listener {{
     let accepted = Arc::new(Mutex::new(Vec::new()));
     const ROUNDS: usize = 3;
     for round in 0..ROUNDS {
-        let petrel = instance.start(&[]);
-        let proxy = recording_proxy(petrel.addr(), accepted.clone());
-        let before = accepted.lock().unwrap().len();
-        let mut source = Proc::spawn(
-            "smtp-source",
-            Command::new(&smtp_source)
-                .args([
-                    "-s",
-                    "20",
-                    "-m",
-                    "100000",
-                    "-l",
-                    "1000",
-                    "-f",
-                    "a@example.org",
-                ])
-                .args(["-t", "b@example.com"])
-                .arg(proxy.to_string()),
-        );
-        // Hundreds of messages in, then a moment up to a second later.
-        let deadline = Instant::now() + BULK_TIMEOUT;
-        while accepted.lock().unwrap().len() < before + 300 {
-            assert!(
-                Instant::now() < deadline && !source.has_exited(),
-                "round {round}: no 300 messages accepted; smtp-source:\n{}\npetrel:\n{}",
-                source.output(),
-                petrel.proc.output()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-        thread::sleep(Duration::from_millis(random_below(1000)));
-        petrel.proc.signal("KILL");
-        let killed = petrel.proc.finish(BULK_TIMEOUT);
-        assert!(!killed.status.success());
-        drop(source);
+        load_then_kill(instance.start(&[]), &accepted, round, |petrel| {
+            format!("petrel:\n{}", petrel.proc.output())
+        });
 
         // Offline, then through a restart's recovery: every acknowledged
         // message is there.

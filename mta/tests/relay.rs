@@ -24,11 +24,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::dns::{a, answer, mx, DnsServer, Reply};
-use common::{random_below, recording_proxy, Instance, Running};
+use common::{load_then_kill, Instance, Running};
 use hickory_proto::rr::RecordType;
 use petrel_tests::{
-    path_str, require_python, require_tool, swaks_ok, temp_dir, Aiosmtpd, AiosmtpdOptions, Pki,
-    PostfixSink, Proc, Runtime, BULK_TIMEOUT, CLIENT_TIMEOUT,
+    path_str, require_python, swaks_ok, temp_dir, Aiosmtpd, AiosmtpdOptions, Pki, PostfixSink,
+    Runtime, BULK_TIMEOUT, CLIENT_TIMEOUT,
 };
 use serde_json::Value;
 
@@ -1003,7 +1003,6 @@ fn delivered_ids(dir: &Path) -> BTreeMap<String, usize> {
 /// between the sink's `250` and the spool's record of it is made again),
 /// losses are not.
 fn crash_under_load(rt: Runtime) {
-    let smtp_source = require_tool("smtp-source");
     let dump = temp_dir();
     let sink = PostfixSink::start_dumping(dump.path());
     let instance = Instance::new(&config(
@@ -1022,33 +1021,10 @@ Domain "example.com" {{ Gateway = "{sink}" }}"#,
     ));
     let accepted = Arc::new(Mutex::new(Vec::new()));
     for round in 0..ROUNDS {
-        let petrel = instance.start(&[]);
-        let proxy = recording_proxy(petrel.addr(), accepted.clone());
-        let before = accepted.lock().unwrap().len();
-        let mut source = Proc::spawn(
-            "smtp-source",
-            Command::new(&smtp_source)
-                .args(["-s", "20", "-m", "100000", "-l", "1000"])
-                .args(["-f", "a@example.org", "-t", "b@example.com"])
-                .arg(proxy.to_string()),
-        );
-        // Hundreds of messages in (and deliveries under way), then a
-        // moment up to a second later.
-        let deadline = Instant::now() + BULK_TIMEOUT;
-        while accepted.lock().unwrap().len() < before + 300 {
-            assert!(
-                Instant::now() < deadline && !source.has_exited(),
-                "round {round}: no 300 messages accepted; smtp-source:\n{}\n{}",
-                source.output(),
-                context(&instance, &petrel)
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-        thread::sleep(Duration::from_millis(random_below(1000)));
-        petrel.proc.signal("KILL");
-        let killed = petrel.proc.finish(BULK_TIMEOUT);
-        assert!(!killed.status.success());
-        drop(source);
+        // Deliveries are under way too when the kill comes.
+        load_then_kill(instance.start(&[]), &accepted, round, |petrel| {
+            context(&instance, petrel)
+        });
     }
     // The last restart drains the queue.
     let petrel = instance.start(&[]);

@@ -193,6 +193,42 @@ fn relay_replies(mut server: TcpStream, mut client: TcpStream, accepted: &Mutex<
     let _ = client.shutdown(Shutdown::Write);
 }
 
+/// One round of load and a crash: petrel (just started) gets Postfix's
+/// smtp-source through a [`recording_proxy`] until 300 more messages were
+/// acknowledged, then, a moment up to a second later, SIGKILL. `context`
+/// says what petrel was doing, should the load not get going.
+pub fn load_then_kill(
+    petrel: Running,
+    accepted: &Arc<Mutex<Vec<String>>>,
+    round: usize,
+    context: impl Fn(&Running) -> String,
+) {
+    let smtp_source = petrel_tests::require_tool("smtp-source");
+    let proxy = recording_proxy(petrel.addr(), accepted.clone());
+    let before = accepted.lock().unwrap().len();
+    let mut source = Proc::spawn(
+        "smtp-source",
+        Command::new(&smtp_source)
+            .args(["-s", "20", "-m", "100000", "-l", "1000"])
+            .args(["-f", "a@example.org", "-t", "b@example.com"])
+            .arg(proxy.to_string()),
+    );
+    let deadline = std::time::Instant::now() + petrel_tests::BULK_TIMEOUT;
+    while accepted.lock().unwrap().len() < before + 300 {
+        assert!(
+            std::time::Instant::now() < deadline && !source.has_exited(),
+            "round {round}: no 300 messages accepted; smtp-source:\n{}\n{}",
+            source.output(),
+            context(&petrel)
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    thread::sleep(Duration::from_millis(random_below(1000)));
+    petrel.proc.signal("KILL");
+    let killed = petrel.proc.finish(petrel_tests::BULK_TIMEOUT);
+    assert!(!killed.status.success());
+}
+
 /// A pseudo-random number below `n`, from the clock: the moments of the
 /// kills are meant to differ between runs.
 pub fn random_below(n: u64) -> u64 {
