@@ -67,6 +67,7 @@ pub fn serve_config(policies: &Policies) -> Result<ServeConfig, SetupError> {
     Ok(ServeConfig {
         listeners,
         max_connections: policies.max_sessions,
+        threads: None,
     })
 }
 

@@ -5,6 +5,7 @@
 use std::fs;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -110,6 +111,9 @@ pub struct SinkArgs {
     /// `--advertise-limits true|false`: announce `LIMITS RCPTMAX` (default
     /// true; false makes clients find the limit by its 452s).
     pub advertise_limits: bool,
+    /// `--threads N`: the threads serving connections (default: one per
+    /// core); for tokio-sink, the runtime's workers.
+    pub threads: Option<NonZeroUsize>,
 }
 
 impl SinkArgs {
@@ -118,7 +122,7 @@ impl SinkArgs {
         "--listen ADDR [--tls-engine rustls|openssl|none] [--cert FILE --key FILE] \
 [--allow-renegotiation true|false] [--max-renegotiations N] [--injection-policy reject|ignore] \
 [--require-tls] [--max-connections N] [--max-connections-per-ip N] [--backlog N] [--maildir DIR] \
-[--max-recipients N] [--advertise-limits true|false]";
+[--max-recipients N] [--advertise-limits true|false] [--threads N]";
 
     /// Parses the process's arguments (without the program name).
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
@@ -138,6 +142,7 @@ impl SinkArgs {
                 "--maildir",
                 "--max-recipients",
                 "--advertise-limits",
+                "--threads",
             ],
             &["--require-tls"],
         )?;
@@ -183,6 +188,7 @@ impl SinkArgs {
                 flags.values("--advertise-limits").pop(),
                 true,
             )?,
+            threads: flags.value("--threads")?,
         })
     }
 
@@ -216,6 +222,7 @@ impl SinkArgs {
         listener.backlog = self.backlog;
         let mut serve = ServeConfig::single(listener);
         serve.max_connections = self.max_connections;
+        serve.threads = self.threads;
         Ok(serve)
     }
 }

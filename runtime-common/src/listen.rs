@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -223,15 +224,27 @@ pub struct ServeConfig {
     /// Connections served at once, over all listeners; one more is told
     /// `421 4.3.2` and closed.
     pub max_connections: usize,
+    /// The threads serving connections, where the runtime owns them (mio's
+    /// event loops, smol's executors); `None`: one per core. A tokio server
+    /// runs on the runtime that calls it, with that runtime's workers.
+    pub threads: Option<NonZeroUsize>,
 }
 
 impl ServeConfig {
-    /// One listener; at most 1000 connections at once.
+    /// One listener; at most 1000 connections at once; one thread per core.
     pub fn single(listener: ListenerConfig) -> Self {
         Self {
             listeners: vec![listener],
             max_connections: 1000,
+            threads: None,
         }
+    }
+
+    /// How many threads serve: [`threads`](Self::threads), or one per core.
+    pub fn serving_threads(&self) -> usize {
+        self.threads
+            .or_else(|| std::thread::available_parallelism().ok())
+            .map_or(1, NonZeroUsize::get)
     }
 }
 

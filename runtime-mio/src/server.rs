@@ -5,7 +5,6 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::num::NonZeroUsize;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -202,12 +201,13 @@ struct Shared {
     loops: Vec<Arc<LoopChannel>>,
 }
 
-/// Binds every listener and starts one event-loop thread per core
-/// (`std::thread::available_parallelism`), each accepting on every listener
+/// Binds every listener and starts one event-loop thread per core (or as
+/// many as [`ServeConfig::threads`] says), each accepting on every listener
 /// and serving its share of the connections.
 pub fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Server> {
     // The loops see their connections end themselves: nothing to notify.
     let limit = ConnectionLimit::new(config.max_connections, Box::new(|| {}));
+    let threads = config.serving_threads();
     let mut bound = Vec::new();
     for listener in config.listeners {
         // std's listener is what can be duplicated for each loop.
@@ -218,7 +218,6 @@ pub fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Serve
         .iter()
         .map(|(socket, _)| socket.local_addr())
         .collect::<io::Result<Vec<_>>>()?;
-    let threads = thread::available_parallelism().map_or(1, NonZeroUsize::get);
     let mut loops = Vec::with_capacity(threads);
     for _ in 0..threads {
         let poll = Poll::new()?;

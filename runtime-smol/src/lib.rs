@@ -4,8 +4,7 @@
 //! `petrel-runtime-common` (and the protocol itself in `petrel-core`); this
 //! crate is the loop around them, on `async-io` sockets and timers.
 //!
-//! [`serve`] runs its connections on an executor of its own, with one thread
-//! per core, so the caller's executor (often a plain `smol::block_on`) does
+//! [`serve`] runs its connections on threads of its own, one per core, so the caller's executor (often a plain `smol::block_on`) does
 //! not carry the server; [`deliver`] runs wherever it is awaited.
 //!
 //! Serving, with an application that accepts every message:
@@ -44,6 +43,7 @@ use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::rc::{self, Rc};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Poll, Waker};
@@ -56,12 +56,14 @@ use petrel_runtime_common::client::{start_connect, ClientConn, DeliveryPlan};
 use petrel_runtime_common::close::{CloseStep, LingeringClose};
 use petrel_runtime_common::listen::{Admission, ConnectionLimit, Gate, Permit};
 use petrel_runtime_common::server::ServerConn;
-use petrel_runtime_common::{poll_receive, receive, Received, ACCEPT_BACKOFF, CLOSE_FLUSH};
+use petrel_runtime_common::{
+    poll_receive, receive, Received, ACCEPT_BACKOFF, CLOSE_FLUSH, READ_BUFFER,
+};
 use smol::channel::{Receiver, Sender};
 use smol::future::{self, FutureExt as _};
 use smol::io::{AsyncRead, AsyncWriteExt as _};
 use smol::stream::StreamExt as _;
-use smol::{Async, Executor, Timer};
+use smol::{Async, LocalExecutor, Timer};
 
 pub use petrel_runtime_common::client::{
     BodySource, DeliverOptions, DeliveryReport, MessageOutcome, Outbound, TlsFailed,
@@ -69,8 +71,8 @@ pub use petrel_runtime_common::client::{
 pub use petrel_runtime_common::listen::{ListenerConfig, Network, PeerConfig, ServeConfig};
 pub use petrel_runtime_common::server::{Answer, ConnectionInfo, Decision, Handler};
 
-/// A running server: all listeners bound, connections served on an
-/// executor with one thread per core.
+/// A running server: all listeners bound, connections served on one thread
+/// per core.
 ///
 /// Dropping it without [`shutdown`](Self::shutdown) stops it at once:
 /// listeners close and open connections are dropped, in the background.
@@ -84,7 +86,7 @@ pub struct Server {
     /// Nothing is ever sent: every accept loop and connection holds a
     /// sender, so `recv` fails exactly when all of them are gone.
     alive: Receiver<()>,
-    /// The executor's threads; they end when `alive` does.
+    /// The serving threads; they end when `alive` does.
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -131,40 +133,39 @@ impl Drop for Server {
     }
 }
 
-/// Binds every listener and starts serving on an executor with one thread
-/// per core, owned by the returned [`Server`].
+/// Binds every listener and starts serving on one thread per core (or as
+/// many as [`ServeConfig::threads`] says), each with an executor of its
+/// own, owned by the returned [`Server`].
+///
+/// Every thread accepts on every listener and serves the connections it
+/// accepted: a connection's task never moves between threads, and no
+/// executor queue is shared. async-io has one reactor per process, though,
+/// polled by whichever thread is idle: an event for a connection of another
+/// thread, parked, is handed over with a futex wake. Under a
+/// connection-per-message load on 2 cores that costs about a tenth more CPU
+/// than a single thread (`scripts/bench-receive`, "smol:1"); where
+/// connections are cheap and cores few, [`ServeConfig::threads`] of 1 is
+/// the faster choice.
 pub async fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result<Server> {
     // Shutdown waits on `alive`, not on the count: nothing to notify.
     let limit = ConnectionLimit::new(config.max_connections, Box::new(|| {}));
+    let threads = config.serving_threads();
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
     for listener_config in config.listeners {
         let (gate, listener) = Gate::bind(listener_config, limit.clone())?;
         addrs.push(gate.config().addr);
-        listeners.push((Async::new(listener)?, gate));
+        listeners.push((listener, gate));
     }
     let (stop_accepting, accepting) = smol::channel::bounded(1);
     let (stop_serving, serving) = smol::channel::bounded(1);
     let (alive_sender, alive) = smol::channel::bounded(1);
-    let executor = Arc::new(Executor::new());
     let shared = Arc::new(Shared {
         handler,
         ids: AtomicU64::new(0),
         serving,
         _alive: alive_sender,
     });
-    for (listener, gate) in listeners {
-        let accept = Accept {
-            listener,
-            gate,
-            shared: shared.clone(),
-            executor: Arc::downgrade(&executor),
-        };
-        executor.spawn(accept.run(accepting.clone())).detach();
-    }
-    // From here on only the tasks hold `Shared`: `alive` closes when the
-    // last of them ends.
-    drop(shared);
     let mut server = Server {
         addrs,
         stop_accepting,
@@ -172,14 +173,32 @@ pub async fn serve(config: ServeConfig, handler: Arc<dyn Handler>) -> io::Result
         alive,
         threads: Vec::new(),
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     for n in 0..threads {
-        let (executor, alive) = (executor.clone(), server.alive.clone());
+        // Each thread's own descriptor of each listener, registered with the
+        // reactor here so that an error is the caller's.
+        let mut own = Vec::new();
+        for (listener, gate) in &listeners {
+            own.push((Async::new(listener.try_clone()?)?, gate.clone()));
+        }
+        let (shared, accepting, alive) = (shared.clone(), accepting.clone(), server.alive.clone());
         // On error, dropping `server` stops the tasks, and the threads
         // already started end with them.
         let thread = std::thread::Builder::new()
             .name(format!("petrel-smol-{n}"))
             .spawn(move || {
+                let executor = Rc::new(LocalExecutor::new());
+                for (listener, gate) in own {
+                    let accept = Accept {
+                        listener,
+                        gate,
+                        shared: shared.clone(),
+                        executor: Rc::downgrade(&executor),
+                    };
+                    executor.spawn(accept.run(accepting.clone())).detach();
+                }
+                // From here on only the tasks hold `Shared`: `alive` closes
+                // when the last of them, on every thread, ends.
+                drop(shared);
                 smol::block_on(executor.run(async {
                     let _ = alive.recv().await;
                 }))
@@ -206,8 +225,9 @@ struct Accept {
     /// Which connections are served, and how.
     gate: Arc<Gate>,
     shared: Arc<Shared>,
-    /// Weak, so that a task of the executor does not keep it alive.
-    executor: std::sync::Weak<Executor<'static>>,
+    /// This thread's executor; weak, so that a task of the executor does
+    /// not keep it alive.
+    executor: rc::Weak<LocalExecutor<'static>>,
 }
 
 impl Accept {
@@ -402,9 +422,30 @@ impl Wakeup {
 
 /// One read, into the thread's buffer (see [`poll_receive`]): what came,
 /// empty at the end of input.
-async fn read_chunk(stream: &Async<TcpStream>) -> io::Result<Vec<u8>> {
+///
+/// async-io tries the read before it waits for readiness, so without help
+/// a connection would pay a `recv` that finds nothing before every wait,
+/// and again each time its loop comes round for another reason (a reply
+/// written, a decision answered). `drained` says the socket is taken to be
+/// empty: after a read that found nothing, or one that did not fill the
+/// buffer (as tokio does, an SMTP client has sent all it had). Then the
+/// poll only looks at async-io's readiness, which a level-triggered re-arm
+/// makes report data already there, and reads once it is ready.
+async fn read_chunk(stream: &Async<TcpStream>, drained: &mut bool) -> io::Result<Vec<u8>> {
     let mut reader = stream;
-    std::future::poll_fn(|cx| poll_receive(|buf| Pin::new(&mut reader).poll_read(cx, buf))).await
+    std::future::poll_fn(|cx| {
+        if *drained {
+            std::task::ready!(stream.poll_readable(cx))?;
+        }
+        let received = poll_receive(|buf| Pin::new(&mut reader).poll_read(cx, buf));
+        *drained = match &received {
+            Poll::Ready(Ok(data)) => !data.is_empty() && data.len() < READ_BUFFER,
+            Poll::Ready(Err(_)) => false,
+            Poll::Pending => true,
+        };
+        received
+    })
+    .await
 }
 
 /// A read of what the socket has now, without waiting.
@@ -504,6 +545,7 @@ async fn run_server(
     // Pinned: a receiver keeps its listener in place between polls.
     let mut stop = std::pin::pin!(serving.clone());
     let mut eof = false;
+    let mut drained = false;
     let mut deadline = Deadline::new();
     let mut steps = 0u32;
     loop {
@@ -532,7 +574,7 @@ async fn run_server(
             };
             let read = async {
                 if reading {
-                    Step::Read(read_chunk(stream).await)
+                    Step::Read(read_chunk(stream, &mut drained).await)
                 } else {
                     future::pending().await
                 }
@@ -627,6 +669,7 @@ pub async fn deliver(
 /// side can block the other with a full socket.
 async fn run_client(stream: &Async<TcpStream>, conn: &mut ClientConn) {
     let mut eof = false;
+    let mut drained = false;
     let mut closing: Option<Instant> = None;
     let mut deadline = Deadline::new();
     let mut steps = 0u32;
@@ -659,7 +702,7 @@ async fn run_client(stream: &Async<TcpStream>, conn: &mut ClientConn) {
                 if eof {
                     future::pending().await
                 } else {
-                    Step::Read(read_chunk(stream).await)
+                    Step::Read(read_chunk(stream, &mut drained).await)
                 }
             };
             // Reading first: replies (or a refusal in the middle of a

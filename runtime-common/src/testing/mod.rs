@@ -64,6 +64,7 @@ macro_rules! runtime_suite {
             plaintext_delivery_reuses_one_connection,
             an_unreachable_server_makes_every_message_transient,
             decisions_from_other_threads_reach_their_connection,
+            one_serving_thread_serves_sessions_side_by_side,
             over_the_connection_limit_is_told_421,
             a_refusal_over_the_limit_survives_pipelined_input,
             a_closed_session_holds_no_place_while_lingering,

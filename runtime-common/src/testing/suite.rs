@@ -349,6 +349,23 @@ pub fn decisions_from_other_threads_reach_their_connection<R: TestRuntime>() {
     R::shutdown(server, GRACE);
 }
 
+/// A server on one thread (`--threads 1`; tokio serves on the caller's
+/// runtime) serves sessions side by side, with decisions answered from
+/// other threads.
+pub fn one_serving_thread_serves_sessions_side_by_side<R: TestRuntime>() {
+    let config = sink("--tls-engine none --threads 1");
+    assert_eq!(config.serving_threads(), 1);
+    let (server, addr) = serve::<R>(config, Arc::new(AcceptLater));
+    let mut idle = Wire::connect(addr);
+    idle.greeted();
+    idle.command("EHLO client.example", "250-");
+    let report = deliver::<R>(addr, "--tls no", 3);
+    all_delivered(&report, 3);
+    idle.command("QUIT", "221 ");
+    idle.expect_clean_close("the 221");
+    R::shutdown(server, GRACE);
+}
+
 // ---------------------------------------------------------------------------
 // Limits
 
@@ -556,6 +573,7 @@ pub fn the_listen_backlog_is_the_one_configured<R: TestRuntime>() {
     let config = ServeConfig {
         listeners: vec![listener(None), listener(Some(7)), listener(Some(u32::MAX))],
         max_connections: 10,
+        threads: None,
     };
     let server = R::serve(config, Arc::new(SinkHandler::default())).unwrap();
     let addrs = R::local_addrs(&server);
