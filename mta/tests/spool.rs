@@ -98,11 +98,19 @@ impl Drop for Mount {
     }
 }
 
+/// Every file in the spool's `msg/` and its subdirectories, by name.
 fn files(spool_dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(spool_dir.join("msg"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(spool_dir.join("msg")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            for file in std::fs::read_dir(entry.path()).unwrap() {
+                names.push(file.unwrap().file_name().into_string().unwrap());
+            }
+        } else {
+            names.push(entry.file_name().into_string().unwrap());
+        }
+    }
     names.sort();
     names
 }

@@ -35,7 +35,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use self::message::{Envelope, QueueId};
-use self::writer::{Job, Known, Shared, Syncer, Writer};
+use self::writer::{Job, Known, Shared, Store, Syncer, Writer};
 
 /// Where a recipient of a stored message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -208,6 +208,26 @@ impl fmt::Debug for Inner {
 }
 
 const MSG_DIR: &str = "msg";
+/// `msg/` is split into this many subdirectories, `0` to `F`, by the last
+/// hex digit of the queue id, so that consecutive messages go to different
+/// directories: ext4 locks a directory for each file created in it (about
+/// a millisecond each on a disk after many deletes), and the writer creates
+/// files in several directories at once (see `writer.rs`).
+const SHARDS: u64 = 16;
+
+/// Where message `id` is stored: `MSG_DIR/X/ID`.
+fn message_path(msg_dir: &Path, id: QueueId) -> PathBuf {
+    msg_dir.join(shard_name(shard_of(id))).join(id.to_string())
+}
+
+/// The subdirectory message `id` is stored in.
+fn shard_of(id: QueueId) -> u64 {
+    id.0 % SHARDS
+}
+
+fn shard_name(shard: u64) -> String {
+    format!("{shard:X}")
+}
 const LOCK_FILE: &str = "lock";
 const EPOCH_FILE: &str = "epoch";
 
@@ -223,6 +243,9 @@ impl Spool {
         let msg_dir = dir.join(MSG_DIR);
         create_dir(dir)?;
         create_dir(&msg_dir)?;
+        for shard in 0..SHARDS {
+            create_dir(&msg_dir.join(shard_name(shard)))?;
+        }
         let lock = lock(dir)?;
 
         let (recovery, known) = recover(&msg_dir)?;
@@ -240,6 +263,11 @@ impl Spool {
             msg_dir: msg_dir.clone(),
             known,
             sync,
+            // Two at least: creating is mostly waiting on the directory's
+            // lock and the disk, not the CPU (SPOOL.md).
+            creators: std::thread::available_parallelism()
+                .map_or(2, |n| n.get().max(2))
+                .min(usize::try_from(SHARDS).unwrap_or(2)),
             shared: shared.clone(),
             syncer: to_syncer,
         };
@@ -289,12 +317,12 @@ impl Spool {
         body: Vec<Bytes>,
         done: impl FnOnce(Result<(), StoreError>) + Send + 'static,
     ) {
-        self.inner.shared.submit(Job::Store {
+        self.inner.shared.submit(Job::Store(Store {
             id,
             envelope,
             body,
             done: Box::new(done),
-        });
+        }));
     }
 
     /// Records recipients' new states durably; `done` as for
@@ -329,8 +357,7 @@ impl Spool {
 
     /// Reads a stored message's body, checking it against its checksum.
     pub fn read_body(&self, id: QueueId) -> io::Result<Vec<u8>> {
-        let path = self.inner.msg_dir.join(id.to_string());
-        let file = File::open(&path)?;
+        let file = File::open(message_path(&self.inner.msg_dir, id))?;
         let len = file.metadata()?.len();
         let head = read_head(&file, len)?.ok_or_else(|| damaged(id))?;
         if head.id != id {
@@ -408,21 +435,45 @@ pub fn list(dir: &Path) -> Result<Vec<StoredMessage>, SpoolError> {
         }
     }
     messages.sort_by_key(|m| m.id);
+    // Seen twice if moved into its subdirectory (see `recover`) meanwhile.
+    messages.dedup_by_key(|m| m.id);
     Ok(messages)
 }
 
-/// The files of `msg_dir` that are named as queue ids, in no order.
+/// The files of `msg_dir`'s subdirectories that are named as queue ids and
+/// stored where [`message_path`] puts them, in no order; and those directly
+/// in `msg_dir`, where spools made before the subdirectories kept every
+/// message (see [`recover`]).
 fn message_files(msg_dir: &Path) -> Result<Vec<(QueueId, PathBuf)>, SpoolError> {
+    let mut files = id_files(msg_dir, |_| true)?;
+    for shard in 0..SHARDS {
+        let dir = msg_dir.join(shard_name(shard));
+        match id_files(&dir, |id| shard_of(id) == shard) {
+            Ok(found) => files.extend(found),
+            // Listed offline in a spool not yet opened by this version.
+            Err(SpoolError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(files)
+}
+
+/// The regular files of `dir` named as queue ids that `mine` accepts: a
+/// file elsewhere is not something the spool wrote there.
+fn id_files(
+    dir: &Path,
+    mine: impl Fn(QueueId) -> bool,
+) -> Result<Vec<(QueueId, PathBuf)>, SpoolError> {
     let mut files = Vec::new();
-    for entry in fs::read_dir(msg_dir).map_err(SpoolError::io(msg_dir))? {
-        let entry = entry.map_err(SpoolError::io(msg_dir))?;
+    for entry in fs::read_dir(dir).map_err(SpoolError::io(dir))? {
+        let entry = entry.map_err(SpoolError::io(dir))?;
         // Not followed: a symbolic link is not something the spool wrote.
         if !entry.file_type().is_ok_and(|t| t.is_file()) {
             continue;
         }
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(id) = parse_id(name) {
+        if let Some(id) = parse_id(name).filter(|&id| mine(id)) {
             files.push((id, entry.path()));
         }
     }
@@ -514,7 +565,17 @@ fn recover(msg_dir: &Path) -> Result<(Recovery, HashMap<QueueId, Known>), SpoolE
     let mut messages = Vec::new();
     let mut known = HashMap::new();
     let mut discarded = 0;
-    for (id, path) in message_files(msg_dir)? {
+    let mut moved = false;
+    for (id, mut path) in message_files(msg_dir)? {
+        // A message of a spool made before the subdirectories: moved where
+        // it belongs now, durably (the directories are synced below, before
+        // the writer starts), as it is: whatever it holds is checked next.
+        let stored = message_path(msg_dir, id);
+        if path != stored {
+            fs::rename(&path, &stored).map_err(SpoolError::io(&path))?;
+            path = stored;
+            moved = true;
+        }
         let found = read_message(&path, id, true).map_err(SpoolError::io(&path))?;
         match found {
             Some((message, end)) => {
@@ -541,8 +602,11 @@ fn recover(msg_dir: &Path) -> Result<(Recovery, HashMap<QueueId, Known>), SpoolE
             }
         }
     }
-    if discarded > 0 {
+    if discarded > 0 || moved {
         sync_dir(msg_dir)?;
+        for shard in 0..SHARDS {
+            sync_dir(&msg_dir.join(shard_name(shard)))?;
+        }
     }
     messages.sort_by_key(|m| m.id);
     Ok((

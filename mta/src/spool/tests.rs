@@ -82,7 +82,10 @@ fn modes_are_owner_only() {
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&root), 0o700);
     assert_eq!(mode(&root.join(MSG_DIR)), 0o700);
-    assert_eq!(mode(&root.join(MSG_DIR).join(id.to_string())), 0o600);
+    for shard in 0..SHARDS {
+        assert_eq!(mode(&root.join(MSG_DIR).join(shard_name(shard))), 0o700);
+    }
+    assert_eq!(mode(&message_path(&root.join(MSG_DIR), id)), 0o600);
 }
 
 #[test]
@@ -179,7 +182,7 @@ fn half_written_files_are_discarded_and_torn_records_cut() {
     wait(|d| spool.update(torn, vec![change(1)], d)).unwrap();
     drop(spool);
 
-    let path = |id: QueueId| dir.path().join(MSG_DIR).join(id.to_string());
+    let path = |id: QueueId| message_path(&dir.path().join(MSG_DIR), id);
     let f = OpenOptions::new().write(true).open(path(cut)).unwrap();
     let len = f.metadata().unwrap().len();
     f.set_len(len - 3).unwrap();
@@ -321,7 +324,7 @@ fn a_failed_sync_takes_the_batch_back() {
     };
     let change = |recipient, state| StateChange { recipient, state };
     let a = store(&spool, envelope(2), body("a")).unwrap();
-    let a_len = fs::metadata(dir.path().join(MSG_DIR).join(a.to_string()))
+    let a_len = fs::metadata(message_path(&dir.path().join(MSG_DIR), a))
         .unwrap()
         .len();
 
@@ -334,7 +337,7 @@ fn a_failed_sync_takes_the_batch_back() {
         body("b"),
         d
     ))));
-    assert!(!dir.path().join(MSG_DIR).join(b.to_string()).exists());
+    assert!(!message_path(&dir.path().join(MSG_DIR), b).exists());
     let e = wait(|d| spool.update(b, vec![], d)).unwrap_err();
     assert!(matches!(&e, StoreError::Io(e) if e.kind() == io::ErrorKind::NotFound));
 
@@ -346,7 +349,7 @@ fn a_failed_sync_takes_the_batch_back() {
         vec![change(0, RecipientState::Failed)],
         d
     ))));
-    let path = dir.path().join(MSG_DIR).join(a.to_string());
+    let path = message_path(&dir.path().join(MSG_DIR), a);
     assert_eq!(fs::metadata(&path).unwrap().len(), a_len);
     wait(|d| spool.update(a, vec![change(1, RecipientState::Delivered)], d)).unwrap();
 
@@ -424,7 +427,7 @@ fn is_eio(r: &Result<(), StoreError>) -> bool {
 fn a_failed_sync_fails_its_group_and_not_the_next_one_written_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path()).unwrap();
-    let path = |id: QueueId| dir.path().join(MSG_DIR).join(id.to_string());
+    let path = |id: QueueId| message_path(&dir.path().join(MSG_DIR), id);
     let change = |recipient, state| StateChange { recipient, state };
 
     // Group N: a store, whose sync is held, then fails.
@@ -499,4 +502,78 @@ fn a_failed_sync_fails_its_group_and_not_the_next_one_written_meanwhile() {
         recovery.messages[1].states,
         [RecipientState::Pending, RecipientState::Delivered]
     );
+}
+
+/// Stores submitted together are created from several threads, each file
+/// in the subdirectory its id names; an id twice in one batch is stored
+/// once and refused once.
+#[test]
+fn a_batch_of_stores_lands_in_its_subdirectories() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let ids: Vec<QueueId> = (0..40).map(|_| spool.new_id()).collect();
+    for (n, &id) in ids.iter().enumerate() {
+        let tx = tx.clone();
+        let text = format!("message {n}");
+        spool.store(id, envelope(1), body(&text), move |r| tx.send((id, r)).unwrap());
+    }
+    let twice = ids[7];
+    let tx2 = tx.clone();
+    spool.store(twice, envelope(1), body("again"), move |r| tx2.send((twice, r)).unwrap());
+    drop(tx);
+    let results: Vec<_> = rx.iter().collect();
+    assert_eq!(results.len(), 41);
+    let refused = results.iter().filter(|(_, r)| r.is_err()).count();
+    assert_eq!(refused, 1, "{results:?}");
+    let msg_dir = dir.path().join(MSG_DIR);
+    let shards: std::collections::HashSet<u64> = ids.iter().map(|&id| shard_of(id)).collect();
+    assert_eq!(shards.len(), 16, "consecutive ids spread over every subdirectory");
+    for (n, &id) in ids.iter().enumerate() {
+        assert!(message_path(&msg_dir, id).is_file(), "{id}");
+        assert_eq!(spool.read_body(id).unwrap(), flat(&body(&format!("message {n}"))));
+    }
+    drop(spool);
+    let (_spool, recovery) = Spool::open(dir.path()).unwrap();
+    assert_eq!(recovery.messages.len(), 40);
+}
+
+/// A spool written before the subdirectories (every file in `msg/`) is
+/// listed as it is, and moved into them when opened, states and all.
+#[test]
+fn a_spool_of_the_flat_layout_moves_into_subdirectories() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let ids: Vec<QueueId> = (0..3)
+        .map(|n| store(&spool, envelope(2), body(&format!("flat {n}"))).unwrap())
+        .collect();
+    let delivered = StateChange {
+        recipient: 1,
+        state: RecipientState::Delivered,
+    };
+    wait(|d| spool.update(ids[1], vec![delivered], d)).unwrap();
+    drop(spool);
+    let msg_dir = dir.path().join(MSG_DIR);
+    for &id in &ids {
+        fs::rename(message_path(&msg_dir, id), msg_dir.join(id.to_string())).unwrap();
+    }
+    let listed: Vec<_> = list(dir.path()).unwrap().iter().map(|m| m.id).collect();
+    assert_eq!(listed, ids);
+
+    let (spool, recovery) = Spool::open(dir.path()).unwrap();
+    assert_eq!(recovery.discarded, 0);
+    let recovered: Vec<_> = recovery.messages.iter().map(|m| m.id).collect();
+    assert_eq!(recovered, ids);
+    assert_eq!(
+        recovery.messages[1].states,
+        [RecipientState::Pending, RecipientState::Delivered]
+    );
+    for (n, &id) in ids.iter().enumerate() {
+        assert!(!msg_dir.join(id.to_string()).exists());
+        assert_eq!(spool.read_body(id).unwrap(), flat(&body(&format!("flat {n}"))));
+    }
+    // And the writer knows where they are now.
+    wait(|d| spool.update(ids[0], vec![delivered], d)).unwrap();
+    wait(|d| spool.remove(ids[2], d)).unwrap();
+    assert!(!message_path(&msg_dir, ids[2]).exists());
 }

@@ -5,7 +5,10 @@
 //!
 //! - the **writer** (`petrel-spool`) takes every job queued, creates and
 //!   writes the files (or appends the records, or unlinks), and gathers
-//!   what it wrote into a *group*;
+//!   what it wrote into a *group*. New files it creates from several
+//!   threads at once, each in its own subdirectories of `msg/` (creating
+//!   a file locks its directory: one thread per directory does not wait
+//!   on another's lock);
 //! - the **syncer** (`petrel-spool-sync`) makes one group at a time durable
 //!   (one `syncfs` by default, see [`SyncMethod`]), takes a failed group
 //!   back, and only then completes the group's callbacks.
@@ -44,7 +47,7 @@
 //!    callback, so an update cannot follow a store in flight; two updates
 //!    of one message can, and so can a removal after an update.)
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -56,7 +59,7 @@ use bytes::Bytes;
 
 use super::format;
 use super::message::{Envelope, QueueId};
-use super::{StateChange, StoreError, SyncMethod};
+use super::{message_path, shard_name, shard_of, StateChange, StoreError, SyncMethod};
 
 /// Completes a job: the session's answer waits on it.
 pub(crate) type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -67,12 +70,7 @@ pub(crate) type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 pub(crate) type SyncHook = Box<dyn FnMut() -> Option<io::Error> + Send>;
 
 pub(crate) enum Job {
-    Store {
-        id: QueueId,
-        envelope: Envelope,
-        body: Vec<Bytes>,
-        done: Done,
-    },
+    Store(Store),
     Update {
         id: QueueId,
         changes: Vec<StateChange>,
@@ -84,18 +82,26 @@ pub(crate) enum Job {
     },
 }
 
+/// A new message to store.
+pub(crate) struct Store {
+    pub id: QueueId,
+    pub envelope: Envelope,
+    pub body: Vec<Bytes>,
+    pub done: Done,
+}
+
 impl Job {
     fn id(&self) -> QueueId {
         match self {
-            Job::Store { id, .. } | Job::Update { id, .. } | Job::Remove { id, .. } => *id,
+            Job::Store(Store { id, .. }) | Job::Update { id, .. } | Job::Remove { id, .. } => *id,
         }
     }
 
     fn fail(self, error: StoreError) {
         match self {
-            Job::Store { done, .. } | Job::Update { done, .. } | Job::Remove { done, .. } => {
-                done(Err(error))
-            }
+            Job::Store(Store { done, .. })
+            | Job::Update { done, .. }
+            | Job::Remove { done, .. } => done(Err(error)),
         }
     }
 }
@@ -230,6 +236,8 @@ pub(crate) struct Writer {
     /// reach it as [`Undo`]s (rule 3).
     pub known: HashMap<QueueId, Known>,
     pub sync: SyncMethod,
+    /// Threads creating new files at once (at least 1).
+    pub creators: usize,
     pub shared: Arc<Shared>,
     pub syncer: mpsc::Sender<Group>,
 }
@@ -245,8 +253,7 @@ pub(crate) struct Syncer {
 /// Jobs written, to be made durable by one sync.
 pub(crate) struct Group {
     /// The message directory, opened before the group's first write: its
-    /// `syncfs` reports every writeback error since then (rule 2). Also
-    /// what `EachFile` and `Parallel` fsync for the directory entries.
+    /// `syncfs` reports every writeback error since then (rule 2).
     dir: File,
     entries: Vec<Entry>,
 }
@@ -266,8 +273,9 @@ struct Entry {
     undo: Undo,
     /// What to sync: the file written, if any.
     file: Option<File>,
-    /// Whether the job created or removed a directory entry.
-    dir_changed: bool,
+    /// The subdirectory (see `message_path`) in which the job created or
+    /// removed an entry, if it did.
+    dir_changed: Option<u64>,
 }
 
 /// Where the writer's groups are.
@@ -304,47 +312,117 @@ impl Writer {
             // over after each job instead kept the syncer busier with
             // smaller groups: 3.5 times as many syncfs calls, each slower,
             // for no more messages per second (BENCH.md).
-            for job in wake.jobs {
-                self.write_job(job, &mut p);
-            }
+            self.write_jobs(wake.jobs, &mut p);
             self.hand_over_if_free(&mut p);
         }
     }
 
     fn path(&self, id: QueueId) -> PathBuf {
-        self.msg_dir.join(id.to_string())
+        message_path(&self.msg_dir, id)
     }
 
-    /// Writes one job into the group being written.
-    fn write_job(&mut self, job: Job, p: &mut Pipeline) {
-        let id = job.id();
-        // Rule 3: a job on a message of the group at the syncer waits for
-        // that group's outcome. Were it written now, the take-back of a
-        // failed group would cut off its record (or unlink its message)
-        // after it was synced and acknowledged, and `known` would point
-        // past the end of the file.
-        if p.at_syncer.as_ref().is_some_and(|ids| ids.contains(&id)) {
+    /// Writes jobs in the order given; each run of stores at once, from
+    /// several threads (see [`create_all`]).
+    fn write_jobs(&mut self, jobs: Vec<Job>, p: &mut Pipeline) {
+        let mut stores = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Store(store) => stores.push(store),
+                job => {
+                    self.write_stores(std::mem::take(&mut stores), p);
+                    self.write_job(job, p);
+                }
+            }
+        }
+        self.write_stores(stores, p);
+    }
+
+    /// Rule 3: a job on a message of the group at the syncer waits for
+    /// that group's outcome. Were it written now, the take-back of a
+    /// failed group would cut off its record (or unlink its message) after
+    /// it was synced and acknowledged, and `known` would point past the
+    /// end of the file.
+    fn wait_if_at_syncer(&mut self, mut ids: impl Iterator<Item = QueueId>, p: &mut Pipeline) {
+        if p
+            .at_syncer
+            .as_ref()
+            .is_some_and(|at_syncer| ids.any(|id| at_syncer.contains(&id)))
+        {
             let undos = self.shared.wait_synced();
             self.synced(undos, p);
         }
-        let (group, ids) = match &mut p.writing {
-            Some(writing) => writing,
-            // Rule 2: the group's descriptor is opened before its first
-            // write, so its sync reports any writeback error after it.
-            None => match File::open(&self.msg_dir) {
-                Ok(dir) => p.writing.insert((
-                    Group {
-                        dir,
-                        entries: Vec::new(),
-                    },
-                    HashSet::new(),
-                )),
-                Err(e) => return job.fail(StoreError::from_io(e)),
-            },
+    }
+
+    /// Writes one update or removal into the group being written.
+    fn write_job(&mut self, job: Job, p: &mut Pipeline) {
+        let id = job.id();
+        self.wait_if_at_syncer(std::iter::once(id), p);
+        let (group, ids) = match writing_group(&self.msg_dir, p) {
+            Ok(writing) => writing,
+            Err(e) => return job.fail(e),
         };
         ids.insert(id);
         let entry = self.write(job);
         group.entries.push(entry);
+    }
+
+    /// Creates and writes new messages' files into the group being
+    /// written.
+    fn write_stores(&mut self, stores: Vec<Store>, p: &mut Pipeline) {
+        if stores.is_empty() {
+            return;
+        }
+        // Only an id stored twice can be at the syncer; it fails below.
+        self.wait_if_at_syncer(stores.iter().map(|s| s.id), p);
+        let (group, ids) = match writing_group(&self.msg_dir, p) {
+            Ok(writing) => writing,
+            Err(e) => {
+                for store in stores {
+                    (store.done)(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        // An id is never reused: one already stored (or twice in this run)
+        // is refused before anything is created.
+        let mut fresh = Vec::with_capacity(stores.len());
+        for store in stores {
+            if self.known.contains_key(&store.id) || fresh.iter().any(|f: &Store| f.id == store.id)
+            {
+                let error = io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("message {} is already stored", store.id),
+                );
+                group.entries.push(failed(store.done, error));
+            } else {
+                fresh.push(store);
+            }
+        }
+        let created = create_all(&self.msg_dir, &fresh, self.creators);
+        for (store, result) in fresh.into_iter().zip(created) {
+            ids.insert(store.id);
+            let entry = match result {
+                Ok((file, end)) => {
+                    let recipients = store.envelope.recipients.len();
+                    self.known.insert(store.id, Known { end, recipients });
+                    Entry {
+                        done: store.done,
+                        result: Ok(()),
+                        undo: Undo::Unlink(store.id),
+                        file: self.keep_for_sync(file),
+                        dir_changed: Some(shard_of(store.id)),
+                    }
+                }
+                Err(e) => failed(store.done, e),
+            };
+            group.entries.push(entry);
+        }
+    }
+
+    /// syncfs needs no descriptor; closing at once keeps a large group
+    /// from holding one per message.
+    fn keep_for_sync(&self, file: File) -> Option<File> {
+        (self.sync != SyncMethod::Filesystem).then_some(file)
     }
 
     /// Hands the group written to the syncer, if it is free.
@@ -397,98 +475,32 @@ impl Writer {
         }
     }
 
-    /// Writes one job's bytes (not yet durable).
+    /// Writes one update's or removal's bytes (not yet durable).
     fn write(&mut self, job: Job) -> Entry {
-        let sync = self.sync;
-        let entry = |done, result: io::Result<(Undo, Option<File>, bool)>| match result {
-            Ok((undo, file, dir_changed)) => Entry {
-                done,
-                result: Ok(()),
-                undo,
-                // syncfs needs no descriptor; closing at once keeps a
-                // large group from holding one per message.
-                file: file.filter(|_| sync != SyncMethod::Filesystem),
-                dir_changed,
-            },
-            Err(e) => Entry {
-                done,
-                result: Err(StoreError::from_io(e)),
-                undo: Undo::Nothing,
-                file: None,
-                dir_changed: false,
-            },
-        };
-        match job {
-            Job::Store {
-                id,
-                envelope,
-                body,
-                done,
-            } => {
-                let r = self.write_message(id, &envelope, &body);
-                entry(done, r.map(|f| (Undo::Unlink(id), Some(f), true)))
-            }
+        let (done, result) = match job {
+            // Written by `write_stores`.
+            Job::Store(store) => (store.done, Err(io::Error::other("not an update"))),
             Job::Update { id, changes, done } => {
                 let r = self.write_update(id, &changes);
-                entry(
-                    done,
-                    r.map(|(f, old)| (Undo::Truncate(id, old), Some(f), false)),
-                )
+                (done, r.map(|(f, old)| (Undo::Truncate(id, old), Some(f), None)))
             }
             Job::Remove { id, done } => {
                 let r = self.remove(id);
                 // An unlink cannot be taken back: if the group fails, the
                 // removal is reported failed but stays done.
-                entry(done, r.map(|()| (Undo::Nothing, None, true)))
+                (done, r.map(|()| (Undo::Nothing, None, Some(shard_of(id)))))
             }
-        }
-    }
-
-    fn write_message(
-        &mut self,
-        id: QueueId,
-        envelope: &Envelope,
-        body: &[Bytes],
-    ) -> io::Result<File> {
-        if self.known.contains_key(&id) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("message {id} is already stored"),
-            ));
-        }
-        let body_len: u64 = body.iter().map(|b| b.len() as u64).sum();
-        let head = format::encode_head(id, body_len, envelope);
-        let mut crc = crc32fast::Hasher::new();
-        for piece in body {
-            crc.update(piece);
-        }
-        let seal = crc.finalize().to_le_bytes();
-        let path = self.path(id);
-        // create_new: an id is never reused, so an existing file is someone
-        // else's and must not be overwritten (nor removed on failure).
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
-        let mut slices = Vec::with_capacity(body.len() + 2);
-        slices.push(IoSlice::new(&head));
-        slices.extend(body.iter().map(|b| IoSlice::new(b)));
-        slices.push(IoSlice::new(&seal));
-        if let Err(e) = write_all_vectored(&mut file, &mut slices) {
-            drop(file);
-            let _ = fs::remove_file(&path);
-            return Err(e);
-        }
-        let end = head.len() as u64 + body_len + 4;
-        self.known.insert(
-            id,
-            Known {
-                end,
-                recipients: envelope.recipients.len(),
+        };
+        match result {
+            Ok((undo, file, dir_changed)) => Entry {
+                done,
+                result: Ok(()),
+                undo,
+                file: file.and_then(|f| self.keep_for_sync(f)),
+                dir_changed,
             },
-        );
-        Ok(file)
+            Err(e) => failed(done, e),
+        }
     }
 
     fn write_update(&mut self, id: QueueId, changes: &[StateChange]) -> io::Result<(File, Known)> {
@@ -614,7 +626,7 @@ impl Syncer {
                         }
                     }
                 }
-                sync_dir(&group.dir, entries);
+                sync_dirs(&self.msg_dir, entries);
             }
             SyncMethod::Parallel(threads) => {
                 let mut pending: Vec<&mut Entry> = entries
@@ -635,22 +647,30 @@ impl Syncer {
                         });
                     }
                 });
-                sync_dir(&group.dir, entries);
+                sync_dirs(&self.msg_dir, entries);
             }
         }
     }
 }
 
 /// The directory entries created or removed by the group: a file's
-/// fdatasync does not promise that its name survives. Through the group's
-/// descriptor, opened before its first write, as for syncfs.
-fn sync_dir(dir: &File, entries: &mut [Entry]) {
-    if entries.iter().any(|e| e.result.is_ok() && e.dir_changed) {
-        if let Err(err) = dir.sync_all() {
+/// fdatasync does not promise that its name survives. Each subdirectory
+/// changed is opened now: an fsync reports a writeback error of the
+/// directory that nobody has seen yet even through a descriptor opened
+/// after it.
+fn sync_dirs(msg_dir: &Path, entries: &mut [Entry]) {
+    let changed: BTreeSet<u64> = entries
+        .iter()
+        .filter(|e| e.result.is_ok())
+        .filter_map(|e| e.dir_changed)
+        .collect();
+    for shard in changed {
+        let dir = msg_dir.join(shard_name(shard));
+        if let Err(err) = File::open(dir).and_then(|d| d.sync_all()) {
             fail_all(
                 entries
                     .iter_mut()
-                    .filter(|e| e.result.is_ok() && e.dir_changed),
+                    .filter(|e| e.result.is_ok() && e.dir_changed == Some(shard)),
                 err,
             );
         }
@@ -669,9 +689,9 @@ fn take_back(msg_dir: &Path, entries: &mut [Entry]) -> Vec<Undo> {
             match &undo {
                 Undo::Nothing => continue,
                 Undo::Unlink(id) => {
-                    let _ = fs::remove_file(msg_dir.join(id.to_string()));
+                    let _ = fs::remove_file(message_path(msg_dir, *id));
                 }
-                Undo::Truncate(id, known) => truncate(&msg_dir.join(id.to_string()), known.end),
+                Undo::Truncate(id, known) => truncate(&message_path(msg_dir, *id), known.end),
             }
             undos.push(undo);
         }
@@ -728,4 +748,123 @@ fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> io::Re
         }
     }
     Ok(())
+}
+
+/// A job that failed before anything of it was written.
+fn failed(done: Done, error: io::Error) -> Entry {
+    Entry {
+        done,
+        result: Err(StoreError::from_io(error)),
+        undo: Undo::Nothing,
+        file: None,
+        dir_changed: None,
+    }
+}
+
+/// The group being written, opened if need be. Rule 2: the group's
+/// descriptor is opened before its first write, so its sync reports any
+/// writeback error after it.
+fn writing_group<'p>(
+    msg_dir: &Path,
+    p: &'p mut Pipeline,
+) -> Result<&'p mut (Group, HashSet<QueueId>), StoreError> {
+    let writing = match p.writing.take() {
+        Some(writing) => writing,
+        None => {
+            let dir = File::open(msg_dir).map_err(StoreError::from_io)?;
+            let entries = Vec::new();
+            (Group { dir, entries }, HashSet::new())
+        }
+    };
+    Ok(p.writing.insert(writing))
+}
+
+/// A new message's file, created and written (not yet durable), and where
+/// its records will start, for each of `stores` in order; written from up
+/// to `threads` threads, each taking the subdirectories `shard % threads`,
+/// so that no two threads create files in one directory at once (they
+/// would only queue on its lock).
+fn create_all(msg_dir: &Path, stores: &[Store], threads: usize) -> Vec<io::Result<(File, u64)>> {
+    /// What a creating thread needs of a store (its callback stays here).
+    type ToCreate<'a> = (usize, QueueId, &'a Envelope, &'a [Bytes]);
+    let threads = threads.max(1);
+    let mut parts: Vec<Vec<ToCreate>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, s) in stores.iter().enumerate() {
+        let part = usize::try_from(shard_of(s.id)).unwrap_or(0) % threads;
+        if let Some(part) = parts.get_mut(part) {
+            part.push((i, s.id, &s.envelope, &s.body));
+        }
+    }
+    parts.retain(|part| !part.is_empty());
+    let create = |part: &[ToCreate]| -> Vec<(usize, io::Result<(File, u64)>)> {
+        part.iter()
+            .map(|&(i, id, envelope, body)| (i, create_message(msg_dir, id, envelope, body)))
+            .collect()
+    };
+    let mut created = match parts.split_first() {
+        None => Vec::new(),
+        Some((first, [])) => create(first),
+        Some((first, rest)) => std::thread::scope(|scope| {
+            let helpers: Vec<_> = rest
+                .iter()
+                .map(|part| {
+                    let spawned = std::thread::Builder::new()
+                        .name("petrel-spool-create".into())
+                        .spawn_scoped(scope, || create(part));
+                    (part, spawned)
+                })
+                .collect();
+            let mut created = create(first);
+            for (part, spawned) in helpers {
+                match spawned.map(|helper| helper.join()) {
+                    Ok(Ok(done)) => created.extend(done),
+                    // No thread to be had: this one does that part too.
+                    Err(_) => created.extend(create(part)),
+                    // A panic in there is a bug; its messages fail, their
+                    // files (if any) are found unsealed at the next start.
+                    Ok(Err(_)) => created.extend(part.iter().map(|&(i, ..)| {
+                        (i, Err(io::Error::other("the spool's create thread panicked")))
+                    })),
+                }
+            }
+            created
+        }),
+    };
+    created.sort_by_key(|&(i, _)| i);
+    created.into_iter().map(|(_, result)| result).collect()
+}
+
+/// Creates and writes one new message's file; returns it and where its
+/// records will start. Removes what it created if the write fails.
+fn create_message(
+    msg_dir: &Path,
+    id: QueueId,
+    envelope: &Envelope,
+    body: &[Bytes],
+) -> io::Result<(File, u64)> {
+    let body_len: u64 = body.iter().map(|b| b.len() as u64).sum();
+    let head = format::encode_head(id, body_len, envelope);
+    let mut crc = crc32fast::Hasher::new();
+    for piece in body {
+        crc.update(piece);
+    }
+    let seal = crc.finalize().to_le_bytes();
+    let path = message_path(msg_dir, id);
+    // create_new: an id is never reused, so an existing file is someone
+    // else's and must not be overwritten (nor removed on failure).
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    let mut slices = Vec::with_capacity(body.len() + 2);
+    slices.push(IoSlice::new(&head));
+    slices.extend(body.iter().map(|b| IoSlice::new(b)));
+    slices.push(IoSlice::new(&seal));
+    if let Err(e) = write_all_vectored(&mut file, &mut slices) {
+        drop(file);
+        let _ = fs::remove_file(&path);
+        return Err(e);
+    }
+    Ok((file, head.len() as u64 + body_len + 4))
 }
