@@ -516,11 +516,15 @@ fn a_batch_of_stores_lands_in_its_subdirectories() {
     for (n, &id) in ids.iter().enumerate() {
         let tx = tx.clone();
         let text = format!("message {n}");
-        spool.store(id, envelope(1), body(&text), move |r| tx.send((id, r)).unwrap());
+        spool.store(id, envelope(1), body(&text), move |r| {
+            tx.send((id, r)).unwrap()
+        });
     }
     let twice = ids[7];
     let tx2 = tx.clone();
-    spool.store(twice, envelope(1), body("again"), move |r| tx2.send((twice, r)).unwrap());
+    spool.store(twice, envelope(1), body("again"), move |r| {
+        tx2.send((twice, r)).unwrap()
+    });
     drop(tx);
     let results: Vec<_> = rx.iter().collect();
     assert_eq!(results.len(), 41);
@@ -528,10 +532,17 @@ fn a_batch_of_stores_lands_in_its_subdirectories() {
     assert_eq!(refused, 1, "{results:?}");
     let msg_dir = dir.path().join(MSG_DIR);
     let shards: std::collections::HashSet<u64> = ids.iter().map(|&id| shard_of(id)).collect();
-    assert_eq!(shards.len(), 16, "consecutive ids spread over every subdirectory");
+    assert_eq!(
+        shards.len(),
+        16,
+        "consecutive ids spread over every subdirectory"
+    );
     for (n, &id) in ids.iter().enumerate() {
         assert!(message_path(&msg_dir, id).is_file(), "{id}");
-        assert_eq!(spool.read_body(id).unwrap(), flat(&body(&format!("message {n}"))));
+        assert_eq!(
+            spool.read_body(id).unwrap(),
+            flat(&body(&format!("message {n}")))
+        );
     }
     drop(spool);
     let (_spool, recovery) = Spool::open(dir.path()).unwrap();
@@ -570,7 +581,10 @@ fn a_spool_of_the_flat_layout_moves_into_subdirectories() {
     );
     for (n, &id) in ids.iter().enumerate() {
         assert!(!msg_dir.join(id.to_string()).exists());
-        assert_eq!(spool.read_body(id).unwrap(), flat(&body(&format!("flat {n}"))));
+        assert_eq!(
+            spool.read_body(id).unwrap(),
+            flat(&body(&format!("flat {n}")))
+        );
     }
     // And the writer knows where they are now.
     wait(|d| spool.update(ids[0], vec![delivered], d)).unwrap();

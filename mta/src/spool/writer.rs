@@ -343,8 +343,7 @@ impl Writer {
     /// it was synced and acknowledged, and `known` would point past the
     /// end of the file.
     fn wait_if_at_syncer(&mut self, mut ids: impl Iterator<Item = QueueId>, p: &mut Pipeline) {
-        if p
-            .at_syncer
+        if p.at_syncer
             .as_ref()
             .is_some_and(|at_syncer| ids.any(|id| at_syncer.contains(&id)))
         {
@@ -482,7 +481,10 @@ impl Writer {
             Job::Store(store) => (store.done, Err(io::Error::other("not an update"))),
             Job::Update { id, changes, done } => {
                 let r = self.write_update(id, &changes);
-                (done, r.map(|(f, old)| (Undo::Truncate(id, old), Some(f), None)))
+                (
+                    done,
+                    r.map(|(f, old)| (Undo::Truncate(id, old), Some(f), None)),
+                )
             }
             Job::Remove { id, done } => {
                 let r = self.remove(id);
@@ -823,7 +825,10 @@ fn create_all(msg_dir: &Path, stores: &[Store], threads: usize) -> Vec<io::Resul
                     // A panic in there is a bug; its messages fail, their
                     // files (if any) are found unsealed at the next start.
                     Ok(Err(_)) => created.extend(part.iter().map(|&(i, ..)| {
-                        (i, Err(io::Error::other("the spool's create thread panicked")))
+                        (
+                            i,
+                            Err(io::Error::other("the spool's create thread panicked")),
+                        )
                     })),
                 }
             }
