@@ -47,13 +47,27 @@ impl DotStuffer {
     /// same output.
     pub fn stuff(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         out.reserve(chunk.len());
-        for &b in chunk {
-            if self.at_line_start && b == b'.' {
+        // Only a period right after an LF can need doubling: the text in
+        // between is copied as it is.
+        let after_crlf = |lf: usize| match lf.checked_sub(1) {
+            Some(cr) => chunk.get(cr) == Some(&b'\r'),
+            None => self.after_cr,
+        };
+        if self.at_line_start && chunk.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        let mut copied = 0;
+        for lf in memchr::memchr_iter(b'\n', chunk) {
+            if chunk.get(lf + 1) == Some(&b'.') && after_crlf(lf) {
+                out.extend_from_slice(chunk.get(copied..=lf).unwrap_or_default());
                 out.push(b'.');
+                copied = lf + 1;
             }
-            out.push(b);
-            self.at_line_start = self.after_cr && b == b'\n';
-            self.after_cr = b == b'\r';
+        }
+        out.extend_from_slice(chunk.get(copied..).unwrap_or_default());
+        if let Some(&last) = chunk.last() {
+            self.at_line_start = last == b'\n' && after_crlf(chunk.len() - 1);
+            self.after_cr = last == b'\r';
         }
     }
 
@@ -153,15 +167,10 @@ impl DotUnstuffer {
     pub fn unstuff(&mut self, input: &[u8], out: &mut Vec<u8>) -> Unstuffed {
         let mut rest = input;
         while self.state != State::Done {
-            if self.state == State::Text {
-                // Fast path: copy the run of ordinary octets in one go.
-                let run = rest
-                    .iter()
-                    .position(|&b| b == b'\r' || b == b'\n')
-                    .unwrap_or(rest.len());
-                let (text, tail) = rest.split_at_checked(run).unwrap_or((rest, &[]));
-                self.emit(text, out);
-                rest = tail;
+            if self.state == State::Text
+                || (self.state == State::LineStart && rest.first().is_some_and(|&b| b != b'.'))
+            {
+                rest = self.lines(rest, out);
             }
             let Some((&b, tail)) = rest.split_first() else {
                 break;
@@ -204,6 +213,50 @@ impl DotUnstuffer {
                 self.state = if b == b'\r' { State::Cr } else { State::Text };
             }
         }
+    }
+
+    /// The fast path, from inside a line or the start of one that does not
+    /// start with a period: copies whole lines in one go, up to the first
+    /// octet that needs [`step`](Self::step) (a period starting a line, a
+    /// CR or LF that is not a CRLF, a CR at the end of `input`) or the end
+    /// of `input`; returns the rest. What it copies is exactly what
+    /// stepping through it octet by octet would emit, with the same flaws
+    /// and state.
+    fn lines<'a>(&mut self, input: &'a [u8], out: &mut Vec<u8>) -> &'a [u8] {
+        let mut line_start = 0;
+        let mut at = 0;
+        let stop = loop {
+            let Some(found) = memchr::memchr2(b'\r', b'\n', input.get(at..).unwrap_or_default())
+            else {
+                break input.len();
+            };
+            let eol = at + found;
+            if input.get(eol..eol + 2) != Some(b"\r\n") {
+                break eol;
+            }
+            let next = eol + 2;
+            let line = next - line_start;
+            self.flaws.long_line |= self.max_line != 0 && self.line_len + line > self.max_line;
+            self.line_len = 0;
+            line_start = next;
+            self.state = State::LineStart;
+            if input.get(next).is_none_or(|&b| b == b'.') {
+                break next;
+            }
+            at = next;
+        };
+        let (copied, rest) = input.split_at(stop);
+        out.extend_from_slice(copied);
+        self.flaws.nul |= memchr::memchr(0, copied).is_some();
+        self.flaws.eight_bit |= !copied.is_ascii();
+        self.octets += copied.len() as u64;
+        // The line in progress at `stop`, if it has begun.
+        if stop > line_start {
+            self.state = State::Text;
+            self.line_len = self.line_len.saturating_add(stop - line_start);
+            self.flaws.long_line |= self.max_line != 0 && self.line_len > self.max_line;
+        }
+        rest
     }
 
     fn emit(&mut self, text: &[u8], out: &mut Vec<u8>) {
