@@ -17,7 +17,8 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use openssl::ssl::{
-    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslStream, SslVerifyMode, SslVersion,
+    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslSessionCacheMode, SslStream,
+    SslVerifyMode, SslVersion,
 };
 use petrel_core::tls::{
     ClientTls, ClientTlsConfig, MemoryTransport, ServerTls, ServerTlsConfig, TlsEngine, TlsError,
@@ -215,12 +216,16 @@ impl RustlsTls12Client {
     /// The client configuration, built once.
     pub fn config() -> Arc<rustls::ClientConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(&[&rustls::version::TLS12])
             .expect("ring does TLS 1.2")
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
             .with_no_client_auth();
+        // As Petrel's client engine: no resumption, so that every
+        // handshake is a full one (a resumed TLS 1.2 handshake costs a
+        // tenth and would flatter the library).
+        config.resumption = rustls::client::Resumption::disabled();
         Arc::new(config)
     }
 
@@ -355,6 +360,9 @@ impl OpensslTls12Client {
             .set_max_proto_version(Some(SslVersion::TLS1_2))
             .expect("TLS 1.2 is known");
         builder.set_verify(SslVerifyMode::NONE);
+        // No resumption, as Petrel's client engines (OpenSSL clients cache
+        // no sessions unless told to; said here so it stays so).
+        builder.set_session_cache_mode(SslSessionCacheMode::OFF);
         builder.build()
     }
 
@@ -458,6 +466,30 @@ mod tests {
                 assert_eq!(n, data.len(), "{engine} {version}");
                 assert!(received == data, "{engine} {version}: bytes changed");
             }
+        }
+    }
+
+    /// A resumed handshake costs a fraction of a full one: the TLS 1.2
+    /// clients must not resume, or the handshake bench measures the wrong
+    /// thing.
+    #[test]
+    fn tls12_clients_never_resume() {
+        let identity = Identity::new();
+        let connect = |client: &mut dyn TlsSession, engine| {
+            let endpoints = Endpoints::new(engine, TlsVersion::Tls12, &identity);
+            let mut server = endpoints.server.new_session().unwrap();
+            handshake(client, server.as_mut(), &mut Vec::new()).unwrap();
+        };
+        let config = RustlsTls12Client::config();
+        let context = OpensslTls12Client::context();
+        for _ in 0..2 {
+            let mut client = RustlsTls12Client::new(&config);
+            connect(&mut client, TlsEngine::Rustls);
+            let kind = client.conn.handshake_kind();
+            assert_eq!(kind, Some(rustls::HandshakeKind::Full));
+            let mut client = OpensslTls12Client::new(&context);
+            connect(&mut client, TlsEngine::Openssl);
+            assert!(!client.stream.ssl().session_reused());
         }
     }
 }
