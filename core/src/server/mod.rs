@@ -273,6 +273,11 @@ impl ServerSession {
         let ignored_backpressure = !self.wants_input();
         if self.tls.is_some() {
             self.handle_ciphertext(data);
+        } else if self.inbuf.is_empty() {
+            // Body text is unstuffed straight from the caller's buffer:
+            // copied once, into its chunk, not first into `inbuf`.
+            let rest = self.unstuff_direct(data);
+            self.inbuf.extend_from_slice(rest);
         } else {
             self.inbuf.extend_from_slice(data);
         }
@@ -889,29 +894,55 @@ impl ServerSession {
         });
     }
 
+    /// DATA's body from `data` as [`process`](Self::process) would take it
+    /// from `inbuf`, for as long as it would; returns what is left.
+    fn unstuff_direct<'a>(&mut self, mut data: &'a [u8]) -> &'a [u8] {
+        while matches!(self.phase, Phase::Data(_)) && self.pending.is_none() && !self.body_paused()
+        {
+            let (step, consumed) = self.unstuff(data);
+            data = data.get(consumed..).unwrap_or_default();
+            if !matches!(step, Step::Progress) {
+                break;
+            }
+        }
+        data
+    }
+
     fn step_data(&mut self) -> Step {
+        // Moved out for the call (no copy), as `unstuff` borrows `self`.
+        let inbuf = std::mem::take(&mut self.inbuf);
+        let (step, consumed) = self.unstuff(&inbuf);
+        self.inbuf = inbuf;
+        self.inbuf.advance(consumed);
+        step
+    }
+
+    /// Unstuffs one body chunk of `input` (DATA); returns the step and the
+    /// octets consumed.
+    fn unstuff(&mut self, input: &[u8]) -> (Step, usize) {
         let Phase::Data(unstuffer) = &mut self.phase else {
-            return Step::NeedInput;
+            return (Step::NeedInput, 0);
         };
-        let take = self.inbuf.len().min(self.config.limits.body_chunk.max(1));
-        let Some(input) = self.inbuf.get(..take).filter(|input| !input.is_empty()) else {
-            return Step::NeedInput;
+        let take = input.len().min(self.config.limits.body_chunk.max(1));
+        let Some(input) = input.get(..take).filter(|input| !input.is_empty()) else {
+            return (Step::NeedInput, 0);
         };
         let mut body = Vec::with_capacity(take);
         let done = unstuffer.unstuff(input, &mut body);
         let flaws = unstuffer.flaws();
-        self.inbuf.advance(done.consumed);
         self.body(Bytes::from(body));
+        let consumed = done.consumed;
         if !done.done {
-            return if done.consumed == 0 {
+            let step = if consumed == 0 {
                 Step::NeedInput
             } else {
                 Step::Progress
             };
+            return (step, consumed);
         }
         self.phase = Phase::Command;
         let Some(txn) = &self.txn else {
-            return Step::Progress;
+            return (Step::Progress, consumed);
         };
         if txn.too_large {
             self.txn = None;
@@ -933,7 +964,7 @@ impl ServerSession {
             self.pending = Some(Pending::MessageEnd);
             self.events.push_back(Event::MessageEnd { size, eight_bit });
         }
-        Step::Progress
+        (Step::Progress, consumed)
     }
 
     fn step_bdat(&mut self) -> Step {
