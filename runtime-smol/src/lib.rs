@@ -4,8 +4,9 @@
 //! `petrel-runtime-common` (and the protocol itself in `petrel-core`); this
 //! crate is the loop around them, on `async-io` sockets and timers.
 //!
-//! [`serve`] runs its connections on threads of its own, one per core, so the caller's executor (often a plain `smol::block_on`) does
-//! not carry the server; [`deliver`] runs wherever it is awaited.
+//! [`serve`] runs its connections on threads of its own, one per core, so
+//! the caller's executor (often a plain `smol::block_on`) does not carry the
+//! server; [`deliver`] runs wherever it is awaited.
 //!
 //! Serving, with an application that accepts every message:
 //!
