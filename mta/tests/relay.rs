@@ -126,6 +126,13 @@ fn has(log: &[Value], event: &str, recipient: &str) -> bool {
     !events(log, event, recipient).is_empty()
 }
 
+/// Waits for the log's one record of `event` for `recipient`, and returns it.
+fn record_of(instance: &Instance, petrel: &Running, event: &str, recipient: &str) -> Value {
+    let what = format!("{event} for {recipient}");
+    let log = wait_for_log(instance, petrel, &what, |log| has(log, event, recipient));
+    one(&log, event, recipient).clone()
+}
+
 /// The one record of `event` for `recipient`.
 fn one<'a>(log: &'a [Value], event: &str, recipient: &str) -> &'a Value {
     let found = events(log, event, recipient);
@@ -571,10 +578,7 @@ Binding "strict" {{
     // `required` to a server without STARTTLS: deferred, and no MAIL FROM
     // was ever sent.
     send(&petrel, &["--to", "a@required.test"]);
-    let log = wait_for_log(&instance, &petrel, "deferral of a@required.test", |log| {
-        has(log, "transient_failure", "a@required.test")
-    });
-    let record = one(&log, "transient_failure", "a@required.test");
+    let record = &record_of(&instance, &petrel, "transient_failure", "a@required.test");
     assert_eq!(
         record["reply"], "451 4.7.6 [internal] STARTTLS required but not advertised",
         "{record:#}"
@@ -602,10 +606,7 @@ Binding "strict" {{
     // `ifavailable` + fallback, the certificate rejected: delivered over a
     // new plaintext connection...
     send(&petrel, &["--to", "b@fallback.test"]);
-    let log = wait_for_log(&instance, &petrel, "delivery to b@fallback.test", |log| {
-        has(log, "delivery", "b@fallback.test")
-    });
-    let record = one(&log, "delivery", "b@fallback.test");
+    let record = &record_of(&instance, &petrel, "delivery", "b@fallback.test");
     assert!(record["tls"].is_null(), "{record:#}");
     let decision = record["tls_decision"].as_str().unwrap_or_default();
     assert!(
@@ -622,10 +623,7 @@ Binding "strict" {{
     // ... and the next message goes straight to plaintext: the broken TLS
     // is remembered.
     send(&petrel, &["--to", "c@fallback.test"]);
-    let log = wait_for_log(&instance, &petrel, "delivery to c@fallback.test", |log| {
-        has(log, "delivery", "c@fallback.test")
-    });
-    let record = one(&log, "delivery", "c@fallback.test");
+    let record = &record_of(&instance, &petrel, "delivery", "c@fallback.test");
     assert!(record["tls"].is_null(), "{record:#}");
     assert!(
         record["tls_decision"]
@@ -645,10 +643,7 @@ Binding "strict" {{
     // `required` with TLS_Verify = host, a certificate for another name:
     // deferred, the certificate's problem in the log.
     send(&petrel, &["--to", "d@wrongname.test"]);
-    let log = wait_for_log(&instance, &petrel, "deferral of d@wrongname.test", |log| {
-        has(log, "transient_failure", "d@wrongname.test")
-    });
-    let record = one(&log, "transient_failure", "d@wrongname.test");
+    let record = &record_of(&instance, &petrel, "transient_failure", "d@wrongname.test");
     let reply = record["reply"].as_str().unwrap_or_default();
     assert!(
         reply.starts_with("451 4.7.5 [internal] TLS certificate verification failed: "),
@@ -670,10 +665,7 @@ Binding "strict" {{
 
     // Fallback `false`: deferred...
     let id = send(&petrel, &["--to", "e@nofallback.test"]);
-    let log = wait_for_log(&instance, &petrel, "deferral of e@nofallback.test", |log| {
-        has(log, "transient_failure", "e@nofallback.test")
-    });
-    let record = one(&log, "transient_failure", "e@nofallback.test");
+    let record = &record_of(&instance, &petrel, "transient_failure", "e@nofallback.test");
     assert!(
         record["reply"]
             .as_str()
@@ -696,10 +688,7 @@ Binding "strict" {{
     assert!(listed.contains(&id), "{listed}");
     let flushed = control(&instance, &["flush", "nofallback.test"]);
     assert!(flushed.starts_with("1 "), "{flushed}");
-    let log = wait_for_log(&instance, &petrel, "delivery to e@nofallback.test", |log| {
-        has(log, "delivery", "e@nofallback.test")
-    });
-    let record = one(&log, "delivery", "e@nofallback.test");
+    let record = &record_of(&instance, &petrel, "delivery", "e@nofallback.test");
     assert_eq!(record["attempt"], 2, "{record:#}");
     assert!(
         record["tls"]["version"]
@@ -1075,10 +1064,7 @@ Domain "stallreq.test" {{ Gateway = "{gateway}" Delivery_Response_Timeout = 2 TL
     ));
     let petrel = instance.start(&[]);
     send(&petrel, &["--to", "a@stall.test"]);
-    let records = wait_for_log(&instance, &petrel, "the delivery after the stall", |log| {
-        has(log, "delivery", "a@stall.test")
-    });
-    let delivered = one(&records, "delivery", "a@stall.test");
+    let delivered = &record_of(&instance, &petrel, "delivery", "a@stall.test");
     let decision = delivered["tls_decision"].as_str().unwrap_or_default();
     assert!(decision.contains("timed out"), "{delivered}");
     assert!(decision.contains("new plaintext connection"), "{delivered}");
@@ -1086,10 +1072,7 @@ Domain "stallreq.test" {{ Gateway = "{gateway}" Delivery_Response_Timeout = 2 TL
     assert_eq!(stall.messages(), 1);
 
     let id = send(&petrel, &["--to", "b@stallreq.test"]);
-    let records = wait_for_log(&instance, &petrel, "the deferral after the stall", |log| {
-        has(log, "transient_failure", "b@stallreq.test")
-    });
-    let deferred = one(&records, "transient_failure", "b@stallreq.test");
+    let deferred = &record_of(&instance, &petrel, "transient_failure", "b@stallreq.test");
     assert!(
         deferred["reply"].as_str().unwrap().starts_with("451 4.7.5"),
         "{deferred}"
