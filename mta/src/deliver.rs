@@ -65,8 +65,11 @@ pub struct JobMessage {
 /// What became of one recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// The server took it (2xx).
+    /// A server that offers DSN took it (2xx): it reports from here on.
     Delivered,
+    /// A server that does not offer DSN took it (2xx): Petrel sends the
+    /// "relayed" notice a recipient with `NOTIFY=SUCCESS` asked for.
+    Relayed,
     /// Try again later (4xx, or no server could be reached).
     Transient,
     /// Do not try again (5xx, a null MX, a domain that does not exist).
@@ -515,10 +518,12 @@ fn results(job: &Job, remote: &Remote, report: &DeliveryReport) -> Vec<Recipient
             .find(|m| usize::try_from(m.tag).ok() == Some(index));
         for (position, &recipient) in message.recipients.iter().enumerate() {
             let decided = outcome.and_then(|m| m.outcomes.iter().find(|o| o.recipient == position));
+            let dsn = outcome.is_some_and(|m| m.dsn);
             let (verdict, reply) = match decided {
                 Some(one) => (
                     match one.delivery {
-                        Delivery::Delivered => Verdict::Delivered,
+                        Delivery::Delivered if dsn => Verdict::Delivered,
+                        Delivery::Delivered => Verdict::Relayed,
                         Delivery::Transient => Verdict::Transient,
                         Delivery::Permanent => Verdict::Permanent,
                     },
@@ -626,6 +631,7 @@ mod tests {
                 reply: Reply::new(code, None, "text"),
             }],
             tls: None,
+            dsn: true,
         };
         let report = DeliveryReport {
             finished: vec![

@@ -206,6 +206,7 @@ impl State {
                             recipient: result.recipient,
                             outcome: match result.verdict {
                                 Verdict::Delivered => Outcome::Delivered(response),
+                                Verdict::Relayed => Outcome::Relayed(response),
                                 Verdict::Transient => Outcome::Transient(response),
                                 Verdict::Permanent => Outcome::Permanent(response),
                             },
@@ -346,6 +347,11 @@ impl State {
         let log = self.log.clone();
         let original = request.original;
         let to = report.envelope.sender.clone();
+        // What the report says, as RFC 3464's actions: a bounce proper
+        // ("failed"), or a delay or relay notice.
+        let mut actions: Vec<&str> = request.recipients.iter().map(|r| r.kind.action()).collect();
+        actions.sort_unstable();
+        actions.dedup();
         let recipient = report
             .envelope
             .recipients
@@ -363,6 +369,7 @@ impl State {
                         "original": original.to_string(),
                         "sender": to,
                         "recipient": recipient,
+                        "actions": actions,
                         "size": size,
                     }));
                     let _ = inputs.send(Input::Stored(stored));

@@ -28,7 +28,7 @@ use common::{load_then_kill, Instance, Running};
 use hickory_proto::rr::RecordType;
 use petrel_tests::{
     path_str, require_python, swaks_ok, temp_dir, Aiosmtpd, AiosmtpdOptions, Pki, PostfixSink,
-    Runtime, BULK_TIMEOUT, CLIENT_TIMEOUT,
+    RawSmtp, Runtime, BULK_TIMEOUT, CLIENT_TIMEOUT,
 };
 use serde_json::Value;
 
@@ -963,6 +963,106 @@ Domain "sender.test" {{ Gateway = "{inbox}" }}"#,
     assert_eq!(later.stop().messages, 0);
 }
 
+/// `NOTIFY` end to end: a recipient accepted by a server without DSN
+/// (aiosmtpd offers none) that asked `NOTIFY=SUCCESS` gets a "relayed"
+/// report; one deferred that asked `NOTIFY=DELAY` gets one "delayed"
+/// report, however many times it is deferred, and, not having asked for
+/// FAILURE, nothing when it expires.
+fn dsn_notices(rt: Runtime) {
+    let later = Aiosmtpd::start_with(&AiosmtpdOptions {
+        rcpt_reply: Some("451 4.2.1 mailbox busy".to_owned()),
+        ..AiosmtpdOptions::default()
+    });
+    let ok = Aiosmtpd::start(None);
+    let inbox_dir = temp_dir();
+    let mut inbox = Aiosmtpd::start_with(&AiosmtpdOptions {
+        save: Some(inbox_dir.path().to_owned()),
+        ..AiosmtpdOptions::default()
+    });
+    let instance = Instance::new(&config(
+        rt,
+        "",
+        &format!(
+            r#"Gateway = "127.0.0.1:1"
+Retry_Interval = 1
+Max_Retry_Interval = 1
+Message_Expiration = 4
+Domain "later.test" {{ Gateway = "{later}" }}
+Domain "ok.test" {{ Gateway = "{ok}" }}
+Domain "sender.test" {{ Gateway = "{inbox}" }}"#,
+            later = later.addr,
+            ok = ok.addr,
+            inbox = inbox.addr,
+        ),
+    ));
+    let petrel = instance.start(&[]);
+    let mut smtp = RawSmtp::connect(petrel.addr());
+    smtp.expect(220, "connecting");
+    smtp.command("EHLO raw.example", 250);
+    smtp.command("MAIL FROM:<someone@sender.test> ENVID=dsn-test", 250);
+    smtp.command("RCPT TO:<a@ok.test> NOTIFY=SUCCESS", 250);
+    smtp.command("RCPT TO:<b@later.test> NOTIFY=DELAY", 250);
+    smtp.command("RCPT TO:<c@ok.test>", 250);
+    smtp.command("DATA", 354);
+    smtp.command("Subject: notify me\r\n\r\nbody\r\n.", 250);
+    smtp.command("QUIT", 221);
+    wait_for_log(&instance, &petrel, "the expiry", |log| {
+        has(log, "expiry", "b@later.test")
+    });
+    wait_for_empty_spool(&instance, &petrel, CLIENT_TIMEOUT);
+    inbox.wait_for_messages(2, CLIENT_TIMEOUT);
+    petrel.stop();
+    let log = log(&instance);
+    assert!(
+        events(&log, "transient_failure", "b@later.test").len() >= 2,
+        "{log:#?}"
+    );
+    let mut actions: Vec<&Value> = log
+        .iter()
+        .filter(|r| r["event"] == "bounce")
+        .map(|r| &r["actions"])
+        .collect();
+    actions.sort_by_key(|a| a.to_string());
+    assert_eq!(
+        actions,
+        [
+            &serde_json::json!(["delayed"]),
+            &serde_json::json!(["relayed"])
+        ],
+        "{log:#?}"
+    );
+
+    let mut reports: Vec<Value> = saved(inbox_dir.path())
+        .iter()
+        .map(|(envelope, path)| {
+            assert_eq!(envelope["mail_from"], "<>", "{envelope}");
+            parse_report(path)
+        })
+        .collect();
+    assert_eq!(reports.len(), 2, "{}", inbox.output());
+    reports.sort_by_key(|r| r["per_recipient"][0]["action"].to_string());
+    for (report, recipient, action) in [
+        (&reports[0], "b@later.test", "delayed"),
+        (&reports[1], "a@ok.test", "relayed"),
+    ] {
+        assert_eq!(report["defects"], serde_json::json!([]), "{report:#}");
+        assert_eq!(report["report_type"], "delivery-status", "{report:#}");
+        assert_eq!(
+            report["per_message"]["original-envelope-id"], "dsn-test",
+            "{report:#}"
+        );
+        let blocks = report["per_recipient"].as_array().unwrap();
+        assert_eq!(blocks.len(), 1, "{report:#}");
+        assert_eq!(blocks[0]["final-recipient"], format!("rfc822; {recipient}"));
+        assert_eq!(blocks[0]["action"], action, "{report:#}");
+    }
+    assert_eq!(reports[0]["per_recipient"][0]["status"], "4.2.1");
+    assert_eq!(reports[1]["per_recipient"][0]["status"], "2.0.0");
+    assert_eq!(inbox.stop().messages, 2);
+    assert_eq!(ok.stop().messages, 1);
+    assert_eq!(later.stop().messages, 0);
+}
+
 // ---------------------------------------------------------------------------
 // 5. Crash safety end to end
 
@@ -1113,4 +1213,9 @@ fn mx_routing_next_mx_no_mx_and_null_mx() {
 #[test]
 fn retries_then_expiry_then_bounce_in_real_time() {
     retries_expiry_bounce(Runtime::Tokio);
+}
+
+#[test]
+fn delay_and_relay_notices_as_notify_asks() {
+    dsn_notices(Runtime::Tokio);
 }

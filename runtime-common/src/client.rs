@@ -92,6 +92,9 @@ pub struct MessageOutcome {
     pub outcomes: Vec<RecipientOutcome>,
     /// The TLS parameters it went over, if it did.
     pub tls: Option<TlsInfo>,
+    /// The server offered DSN (RFC 3461), so the recipients' `NOTIFY` and
+    /// `ORCPT` went with them: notices of their fate are its to send.
+    pub dsn: bool,
 }
 
 /// How a runtime's `deliver` connects.
@@ -160,6 +163,7 @@ pub fn unattempted(messages: Vec<Outbound>, why: &str) -> Vec<MessageOutcome> {
                 .collect(),
             envelope: message.envelope,
             tls: None,
+            dsn: false,
         })
         .collect()
 }
@@ -463,6 +467,7 @@ impl Messages {
                         envelope: message.envelope,
                         outcomes,
                         tls: self.tls.clone(),
+                        dsn: session.capabilities().dsn,
                     });
                 }
             }

@@ -1,5 +1,6 @@
 //! Delivery status notifications (RFC 3464): what a sender gets back when
-//! recipients of its message fail.
+//! recipients of its message fail, are delayed, or are relayed to a server
+//! that will not report on them.
 //!
 //! [`build`] is a pure function from a [`BounceRequest`] and the original
 //! message's octets (the caller reads them from the spool) to a new
@@ -10,9 +11,12 @@
 //! original's headers (`text/rfc822-headers`) or, when the sender asked
 //! with `RET=FULL`, the whole original (`message/rfc822`).
 //!
-//! `NOTIFY` is honoured here as in the queue: recipients that said `NEVER`,
-//! or listed conditions without `FAILURE`, are left out, and a report
-//! with nobody in it is not made at all.
+//! `NOTIFY` is honoured here as in the queue ([`wants_notice`]): a
+//! recipient is reported only on the conditions it asked for, and a report
+//! with nobody in it is not made at all. Petrel relays and never delivers
+//! into a mailbox, so "success" is only ever "relayed" (RFC 3461 §5.2.2):
+//! to a server that offers DSN, `NOTIFY` goes on and the notices are that
+//! server's to send.
 
 #[cfg(test)]
 mod tests;
@@ -22,18 +26,25 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use crate::log::rfc5322;
-use crate::queue::{BounceRequest, FailedRecipient, FailureKind};
+use crate::queue::{BounceRequest, ReportKind, ReportedRecipient};
 use crate::spool::message::{Envelope, QueueId, Recipient};
 
-/// Whether `recipient` asked to hear of its failure: with no `NOTIFY`, or
-/// a `NOTIFY` list that names `FAILURE` (RFC 3461 §4.1); not with
-/// `NOTIFY=NEVER` nor a list without `FAILURE`.
-pub fn wants_failure_notice(recipient: &Recipient) -> bool {
+/// Whether `recipient` asked for a notice of this kind (RFC 3461 §4.1):
+/// of a failure with no `NOTIFY` or a `NOTIFY` naming `FAILURE`; of a
+/// delay or a relay only when `NOTIFY` names `DELAY` or `SUCCESS`. RFC 3461
+/// leaves delay notices without `NOTIFY` to the MTA; Petrel sends none, as
+/// Postfix by default, since a sender that did not ask seldom wants them.
+pub fn wants_notice(recipient: &Recipient, kind: ReportKind) -> bool {
+    let keyword = match kind {
+        ReportKind::Permanent | ReportKind::Expired => "FAILURE",
+        ReportKind::Delayed => "DELAY",
+        ReportKind::Relayed => "SUCCESS",
+    };
     match &recipient.notify {
-        None => true,
+        None => kind.is_failure(),
         Some(notify) => notify
             .split(',')
-            .any(|keyword| keyword.trim().eq_ignore_ascii_case("FAILURE")),
+            .any(|word| word.trim().eq_ignore_ascii_case(keyword)),
     }
 }
 
@@ -72,10 +83,10 @@ const MAX_LINE: usize = 998;
 const FOLD_AT: usize = 78;
 
 /// Builds the report for `request`, or `None` when there is nobody to
-/// report to (the null sender) or nothing to report (every failed
-/// recipient declined failure notices). `original` is the message as the
-/// spool holds it; only its headers are read unless the sender asked for
-/// the full message back.
+/// report to (the null sender) or nothing to report (every recipient
+/// declined its kind of notice). `original` is the message as the spool
+/// holds it; only its headers are read unless the sender asked for the
+/// full message back, which only a failure returns (RFC 3461 §4.3).
 pub fn build(
     request: &BounceRequest,
     original: &[u8],
@@ -85,19 +96,20 @@ pub fn build(
     if envelope.sender.is_empty() {
         return None;
     }
-    let failed: Vec<&FailedRecipient> = request
-        .failed
+    let reported: Vec<&ReportedRecipient> = request
+        .recipients
         .iter()
-        .filter(|f| {
+        .filter(|r| {
             envelope
                 .recipients
-                .get(f.recipient)
-                .is_some_and(wants_failure_notice)
+                .get(r.recipient)
+                .is_some_and(|recipient| wants_notice(recipient, r.kind))
         })
         .collect();
-    if failed.is_empty() {
+    if reported.is_empty() {
         return None;
     }
+    let failure = reported.iter().any(|r| r.kind.is_failure());
     let hostname = one_line(reporting.hostname);
 
     let headers = headers_of(original);
@@ -105,10 +117,11 @@ pub fn build(
         .ret
         .as_deref()
         .is_some_and(|ret| ret.eq_ignore_ascii_case("FULL"))
+        && failure
         && original.len() <= reporting.max_returned
         && returnable(original);
-    let text = notice_text(request, &failed, &hostname, full);
-    let status = delivery_status(request, &failed, &hostname);
+    let text = notice_text(request, &reported, &hostname, full);
+    let status = delivery_status(request, &reported, &hostname);
     let (returned_type, returned) = if full {
         ("message/rfc822", crlf_lines(original, false))
     } else {
@@ -132,7 +145,14 @@ pub fn build(
         "To",
         &format!("<{}>", one_line(&envelope.sender)),
     );
-    push_field(&mut head, "Subject", "Undelivered Mail Returned to Sender");
+    let subject = if failure {
+        "Undelivered Mail Returned to Sender"
+    } else if reported.iter().any(|r| r.kind == ReportKind::Delayed) {
+        "Delayed Mail (still being retried)"
+    } else {
+        "Relayed Mail: no further delivery reports"
+    };
+    push_field(&mut head, "Subject", subject);
     push_field(&mut head, "Date", &rfc5322(reporting.now));
     push_field(
         &mut head,
@@ -187,10 +207,10 @@ pub fn build(
         ],
         status.as_bytes(),
     );
-    let description = if full {
-        "Undelivered Message"
-    } else {
-        "Undelivered Message Headers"
+    let description = match (full, failure) {
+        (true, _) => "Undelivered Message",
+        (false, true) => "Undelivered Message Headers",
+        (false, false) => "Message Headers",
     };
     let mut returned_fields = vec![
         ("Content-Description", description),
@@ -223,7 +243,7 @@ pub fn build(
 /// The part for people: who failed, and why, in plain words.
 fn notice_text(
     request: &BounceRequest,
-    failed: &[&FailedRecipient],
+    reported: &[&ReportedRecipient],
     hostname: &str,
     full: bool,
 ) -> String {
@@ -233,43 +253,35 @@ fn notice_text(
         &mut text,
         &format!("This is the mail delivery system at {hostname}."),
     );
-    push_paragraph(
-        &mut text,
-        &format!(
-            "Your message of {}, queue id {}, could not be delivered to the recipients \
-             below. Delivery to them has been given up; the reasons follow each address.",
-            rfc5322(envelope.received_at),
-            request.original
-        ),
+    let message = format!(
+        "Your message of {}, queue id {},",
+        rfc5322(envelope.received_at),
+        request.original
     );
-    for f in failed {
-        let address = envelope
-            .recipients
-            .get(f.recipient)
-            .map_or("", |r| r.address.as_str());
-        let server = f.response.remote.as_ref().map(|r| match r.ip {
-            Some(ip) if r.host != ip.to_string() => format!("{} [{ip}]", r.host),
-            _ => r.host.clone(),
-        });
-        let why = match (f.kind, &server) {
-            (FailureKind::Permanent, Some(server)) => {
-                format!("refused for good by {server}, which said:")
-            }
-            (FailureKind::Permanent, None) => "failed for good:".to_owned(),
-            (FailureKind::Expired, _) => format!(
-                "still could not be delivered when the message expired, after {} {}; \
-                 the last reply{} was:",
-                f.attempts,
-                if f.attempts == 1 {
-                    "attempt"
-                } else {
-                    "attempts"
-                },
-                server.map(|s| format!(", from {s},")).unwrap_or_default(),
-            ),
-        };
-        push_paragraph(&mut text, &format!("<{address}>: {why}"));
-        push_paragraph_indented(&mut text, &f.response.reply);
+    // One paragraph per occasion present, failures first, each followed
+    // by its recipients.
+    let occasions = [
+        "could not be delivered to the recipients below. Delivery to them has been \
+         given up; the reasons follow each address.",
+        "has not been delivered yet to the recipients below, and delivery is still \
+         being tried: you need not send it again.",
+        "was accepted for the recipients below by a server that does not send \
+         delivery reports: this is the last report of them you will get.",
+    ];
+    let occasion = |kind| match kind {
+        ReportKind::Permanent | ReportKind::Expired => 0,
+        ReportKind::Delayed => 1,
+        ReportKind::Relayed => 2,
+    };
+    for (n, what) in occasions.iter().enumerate() {
+        let mut group = reported.iter().filter(|r| occasion(r.kind) == n).peekable();
+        if group.peek().is_none() {
+            continue;
+        }
+        push_paragraph(&mut text, &format!("{message} {what}"));
+        for r in group {
+            push_recipient(&mut text, envelope, r);
+        }
     }
     push_paragraph(
         &mut text,
@@ -282,9 +294,57 @@ fn notice_text(
     text
 }
 
+/// One recipient of the part for people: its address, what happened, and
+/// the reply that said so.
+fn push_recipient(text: &mut String, envelope: &Envelope, r: &ReportedRecipient) {
+    let address = envelope
+        .recipients
+        .get(r.recipient)
+        .map_or("", |recipient| recipient.address.as_str());
+    let server = r.response.remote.as_ref().map(|remote| match remote.ip {
+        Some(ip) if remote.host != ip.to_string() => format!("{} [{ip}]", remote.host),
+        _ => remote.host.clone(),
+    });
+    let attempts = format!(
+        "{} {}",
+        r.attempts,
+        if r.attempts == 1 {
+            "attempt"
+        } else {
+            "attempts"
+        }
+    );
+    let why = match (r.kind, &server) {
+        (ReportKind::Permanent, Some(server)) => {
+            format!("refused for good by {server}, which said:")
+        }
+        (ReportKind::Permanent, None) => "failed for good:".to_owned(),
+        (ReportKind::Expired, _) => format!(
+            "still could not be delivered when the message expired, after {attempts}; \
+             the last reply{} was:",
+            server.map(|s| format!(", from {s},")).unwrap_or_default(),
+        ),
+        (ReportKind::Delayed, _) => format!(
+            "deferred after {attempts}{}; the last reply{} was:",
+            r.retry_until
+                .map(|at| format!(", to be tried until {}", rfc5322(at)))
+                .unwrap_or_default(),
+            server.map(|s| format!(", from {s},")).unwrap_or_default(),
+        ),
+        (ReportKind::Relayed, Some(server)) => format!("accepted by {server}, which said:"),
+        (ReportKind::Relayed, None) => "accepted:".to_owned(),
+    };
+    push_paragraph(text, &format!("<{address}>: {why}"));
+    push_paragraph_indented(text, &r.response.reply);
+}
+
 /// The `message/delivery-status` part: the per-message fields, then one
 /// group per recipient (RFC 3464 §2.2, §2.3).
-fn delivery_status(request: &BounceRequest, failed: &[&FailedRecipient], hostname: &str) -> String {
+fn delivery_status(
+    request: &BounceRequest,
+    reported: &[&ReportedRecipient],
+    hostname: &str,
+) -> String {
     let envelope = &request.envelope;
     let mut status = String::new();
     push_field(&mut status, "Reporting-MTA", &format!("dns; {hostname}"));
@@ -297,7 +357,7 @@ fn delivery_status(request: &BounceRequest, failed: &[&FailedRecipient], hostnam
         push_field(&mut status, "Original-Envelope-Id", &ascii(envid));
     }
     push_field(&mut status, "Arrival-Date", &rfc5322(envelope.received_at));
-    for f in failed {
+    for f in reported {
         status.push_str("\r\n");
         let Some(recipient) = envelope.recipients.get(f.recipient) else {
             continue;
@@ -323,7 +383,7 @@ fn delivery_status(request: &BounceRequest, failed: &[&FailedRecipient], hostnam
             "Final-Recipient",
             &format!("{kind}; {}", ascii(&recipient.address)),
         );
-        push_field(&mut status, "Action", "failed");
+        push_field(&mut status, "Action", f.kind.action());
         push_field(&mut status, "Status", &status_code(f));
         if let Some(remote) = &f.response.remote {
             let name = if remote.host.is_empty() {
@@ -343,20 +403,27 @@ fn delivery_status(request: &BounceRequest, failed: &[&FailedRecipient], hostnam
         if let Some(at) = f.last_attempt {
             push_field(&mut status, "Last-Attempt-Date", &rfc5322(at));
         }
+        if let Some(at) = f.retry_until {
+            push_field(&mut status, "Will-Retry-Until", &rfc5322(at));
+        }
     }
     status
 }
 
-/// The `Status:` of a failed recipient: a permanent failure's enhanced
-/// code when its reply has a 5.x.y one, else 5.0.0; an expiry's 4.4.7
-/// (RFC 3463: delivery time expired), whatever its last reply said.
-fn status_code(f: &FailedRecipient) -> String {
-    match f.kind {
-        FailureKind::Expired => "4.4.7".to_owned(),
-        FailureKind::Permanent => enhanced_code(&f.response.reply)
-            .filter(|code| code.starts_with('5'))
-            .unwrap_or_else(|| "5.0.0".to_owned()),
-    }
+/// The `Status:` of a recipient: an expiry's 4.4.7 (RFC 3463: delivery
+/// time expired), whatever its last reply said; otherwise the reply's
+/// enhanced code when its class fits the report (5 for a failure, 4 for a
+/// delay, 2 for a relay), else that class's x.0.0.
+fn status_code(f: &ReportedRecipient) -> String {
+    let class = match f.kind {
+        ReportKind::Expired => return "4.4.7".to_owned(),
+        ReportKind::Permanent => "5",
+        ReportKind::Delayed => "4",
+        ReportKind::Relayed => "2",
+    };
+    enhanced_code(&f.response.reply)
+        .filter(|code| code.starts_with(class))
+        .unwrap_or_else(|| format!("{class}.0.0"))
 }
 
 /// The RFC 3463 code after a reply's basic code: `550 5.1.1 …` gives

@@ -126,10 +126,10 @@ fn envelope(recipients: &[&str]) -> Envelope {
     }
 }
 
-fn refused(recipient: usize) -> FailedRecipient {
-    FailedRecipient {
+fn refused(recipient: usize) -> ReportedRecipient {
+    ReportedRecipient {
         recipient,
-        kind: FailureKind::Permanent,
+        kind: ReportKind::Permanent,
         response: Response::from_remote(
             "550 5.1.1 <bad@example.com>: no such user",
             "mx.example.com",
@@ -137,24 +137,56 @@ fn refused(recipient: usize) -> FailedRecipient {
         ),
         attempts: 1,
         last_attempt: Some(UNIX_EPOCH + Duration::from_secs(1_796_145_700)),
+        retry_until: None,
     }
 }
 
-fn expired(recipient: usize) -> FailedRecipient {
-    FailedRecipient {
+fn expired(recipient: usize) -> ReportedRecipient {
+    ReportedRecipient {
         recipient,
-        kind: FailureKind::Expired,
+        kind: ReportKind::Expired,
         response: Response::new("451 4.7.5 [internal] TLS negotiation failed"),
         attempts: 7,
         last_attempt: Some(UNIX_EPOCH + Duration::from_secs(1_796_221_274)),
+        retry_until: None,
     }
 }
 
-fn request(envelope: Envelope, failed: Vec<FailedRecipient>) -> BounceRequest {
+fn delayed(recipient: usize) -> ReportedRecipient {
+    ReportedRecipient {
+        recipient,
+        kind: ReportKind::Delayed,
+        response: Response::from_remote(
+            "451 4.2.1 mailbox busy",
+            "mx.example.net",
+            Some("192.0.2.26".parse().unwrap()),
+        ),
+        attempts: 1,
+        last_attempt: Some(UNIX_EPOCH + Duration::from_secs(1_796_145_700)),
+        retry_until: Some(UNIX_EPOCH + Duration::from_secs(1_796_577_674)),
+    }
+}
+
+fn relayed(recipient: usize) -> ReportedRecipient {
+    ReportedRecipient {
+        recipient,
+        kind: ReportKind::Relayed,
+        response: Response::from_remote(
+            "250 ok: queued",
+            "mx.example.com",
+            Some("192.0.2.25".parse().unwrap()),
+        ),
+        attempts: 1,
+        last_attempt: Some(UNIX_EPOCH + Duration::from_secs(1_796_145_700)),
+        retry_until: None,
+    }
+}
+
+fn request(envelope: Envelope, recipients: Vec<ReportedRecipient>) -> BounceRequest {
     BounceRequest {
         original: QueueId(0x1_0000_0001),
         envelope: Arc::new(envelope),
-        failed,
+        recipients,
     }
 }
 
@@ -274,6 +306,112 @@ fn a_permanent_failure_reads_back_as_rfc_3464() {
     assert!(returned.contains("Subject: hello"));
     assert!(returned.contains("Message-ID: <m1@example.org>"));
     assert!(!returned.contains("The body"), "headers only by default");
+}
+
+#[test]
+fn delay_and_relay_notices_read_back_as_rfc_3464() {
+    let mut env = envelope(&["slow@example.net", "ok@example.com", "quiet@example.com"]);
+    env.ret = Some("FULL".into());
+    env.recipients[0].notify = Some("DELAY,FAILURE".into());
+    env.recipients[1].notify = Some("success".into());
+    env.recipients[2].notify = Some("FAILURE".into());
+    let delay = build(
+        &request(env.clone(), vec![delayed(0)]),
+        ORIGINAL,
+        &reporting(),
+    )
+    .unwrap();
+    let relay = build(
+        &request(env.clone(), vec![relayed(1), relayed(2)]),
+        ORIGINAL,
+        &reporting(),
+    )
+    .unwrap();
+    check_lines(&delay.message);
+    check_lines(&relay.message);
+    let v = parse_all(&[&delay.message, &relay.message]);
+
+    let d = &v[0];
+    assert_eq!(d["defects"], serde_json::json!([]));
+    assert_eq!(
+        text(&d["headers"], &["Subject"]),
+        "Delayed Mail (still being retried)"
+    );
+    // RET=FULL returns the message with failures only (RFC 3461 §4.3).
+    assert_eq!(
+        d["parts"],
+        serde_json::json!([
+            "text/plain",
+            "message/delivery-status",
+            "text/rfc822-headers"
+        ])
+    );
+    let r = d["per_recipient"].as_array().unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(text(&r[0], &["Action"]), "delayed");
+    assert_eq!(text(&r[0], &["Status"]), "4.2.1");
+    assert_eq!(
+        text(&r[0], &["Will-Retry-Until"]),
+        "Sun, 06 Dec 2026 17:21:14 +0000"
+    );
+    // Wrapped for people; compared with its words joined by single spaces.
+    let notice = text(d, &["text"])
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(notice.contains("still being tried"), "{notice}");
+    assert!(
+        notice.contains("to be tried until Sun, 06 Dec 2026"),
+        "{notice}"
+    );
+
+    let r = &v[1];
+    assert_eq!(
+        text(&r["headers"], &["Subject"]),
+        "Relayed Mail: no further delivery reports"
+    );
+    let groups = r["per_recipient"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "only the recipient that asked: {groups:?}");
+    assert_eq!(
+        text(&groups[0], &["Final-Recipient"]),
+        "rfc822; ok@example.com"
+    );
+    assert_eq!(text(&groups[0], &["Action"]), "relayed");
+    assert_eq!(text(&groups[0], &["Status"]), "2.0.0");
+    assert_eq!(text(&groups[0], &["Remote-MTA"]), "dns; mx.example.com");
+    let notice = text(r, &["text"])
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        notice.contains("<ok@example.com>: accepted by mx.example.com"),
+        "{notice}"
+    );
+
+    // Nobody asked: no report.
+    assert!(build(&request(env, vec![relayed(2)]), ORIGINAL, &reporting()).is_none());
+}
+
+#[test]
+fn notices_go_only_where_notify_asked() {
+    let recipient = |notify: Option<&str>| Recipient {
+        address: "a@example.com".into(),
+        notify: notify.map(str::to_owned),
+        orcpt: None,
+    };
+    let kinds = [
+        ReportKind::Permanent,
+        ReportKind::Expired,
+        ReportKind::Delayed,
+        ReportKind::Relayed,
+    ];
+    let wants = |notify| kinds.map(|k| wants_notice(&recipient(notify), k));
+    assert_eq!(wants(None), [true, true, false, false]);
+    assert_eq!(wants(Some("NEVER")), [false; 4]);
+    assert_eq!(wants(Some("failure")), [true, true, false, false]);
+    assert_eq!(wants(Some("DELAY")), [false, false, true, false]);
+    assert_eq!(wants(Some("SUCCESS,DELAY")), [false, false, true, true]);
+    assert_eq!(wants(Some("SUCCESS, FAILURE")), [true, true, false, true]);
 }
 
 #[test]

@@ -127,8 +127,14 @@ pub struct RemoteMta {
 /// What became of one recipient in an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Accepted (2xx): done.
+    /// Accepted (2xx) by a server that offers DSN: done, and the
+    /// recipient's `NOTIFY` went on with it, so notices of its fate are
+    /// that server's to send (RFC 3461 §5.2.1).
     Delivered(Response),
+    /// Accepted (2xx) by a server that does not offer DSN: done, and the
+    /// DSN duty ends here, so a recipient that asked `NOTIFY=SUCCESS`
+    /// gets a "relayed" notice (RFC 3461 §5.2.2).
+    Relayed(Response),
     /// Deferred (4xx, or no answer): retried on the schedule.
     Transient(Response),
     /// Refused (5xx): failed, and bounced.
@@ -149,7 +155,10 @@ impl Outcome {
 
     fn response(&self) -> &Response {
         match self {
-            Outcome::Delivered(r) | Outcome::Transient(r) | Outcome::Permanent(r) => r,
+            Outcome::Delivered(r)
+            | Outcome::Relayed(r)
+            | Outcome::Transient(r)
+            | Outcome::Permanent(r) => r,
         }
     }
 }
@@ -165,43 +174,69 @@ pub struct RecipientResult {
     pub outcome: Outcome,
 }
 
-/// Why a recipient failed.
+/// What a delivery status notification says of a recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// A 5xx reply (or a recipient Petrel cannot route).
+pub enum ReportKind {
+    /// Failed on a 5xx reply (or a recipient Petrel cannot route).
     Permanent,
-    /// `Message_Expiration` passed, or `Max_Retries` was used up, while
-    /// the recipient was still deferred.
+    /// Failed because `Message_Expiration` passed, or `Max_Retries` was
+    /// used up, while the recipient was still deferred.
     Expired,
+    /// Deferred, and retried: sent once per recipient, at its first
+    /// deferral, to a recipient that asked `NOTIFY=DELAY`.
+    Delayed,
+    /// Accepted by a server that does not offer DSN ([`Outcome::Relayed`]),
+    /// reported to a recipient that asked `NOTIFY=SUCCESS`.
+    Relayed,
 }
 
-/// A failed recipient, as a bounce reports it.
+impl ReportKind {
+    /// Whether the recipient failed: the report is a bounce proper.
+    pub fn is_failure(self) -> bool {
+        matches!(self, ReportKind::Permanent | ReportKind::Expired)
+    }
+
+    /// Its `Action:` in the report (RFC 3464 §2.3.3).
+    pub fn action(self) -> &'static str {
+        match self {
+            ReportKind::Permanent | ReportKind::Expired => "failed",
+            ReportKind::Delayed => "delayed",
+            ReportKind::Relayed => "relayed",
+        }
+    }
+}
+
+/// A recipient as a delivery status notification reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FailedRecipient {
+pub struct ReportedRecipient {
     /// Its index in the message's envelope.
     pub recipient: usize,
-    /// Why it failed.
-    pub kind: FailureKind,
-    /// The reply that failed it; for an expiry, the last one it got.
+    /// What is reported.
+    pub kind: ReportKind,
+    /// The reply that decided it; for an expiry, the last one it got.
     pub response: Response,
     /// Attempts made for it.
     pub attempts: u32,
     /// When the last attempt was made, if any was.
     pub last_attempt: Option<SystemTime>,
+    /// For [`ReportKind::Delayed`]: when Petrel gives up (the message's
+    /// expiry), if it ever does.
+    pub retry_until: Option<SystemTime>,
 }
 
-/// A delivery status notification to build ([`crate::bounce::build`]) and
-/// store as a new message. Only made when the failed recipients'
-/// `Generate_Bounces` is on, the sender is not the null sender, and at
-/// least one of them asked for failure notices (`NOTIFY`).
+/// A delivery status notification (a "bounce", though it may also report
+/// a delay or a relay) to build ([`crate::bounce::build`]) and store as a
+/// new message. Only made when the recipients' `Generate_Bounces` is on,
+/// the sender is not the null sender, and at least one recipient asked
+/// for this kind of notice (`NOTIFY`, [`crate::bounce::wants_notice`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BounceRequest {
-    /// The message that failed.
+    /// The message reported on.
     pub original: QueueId,
     /// Its envelope.
     pub envelope: Arc<Envelope>,
     /// The recipients to report, in envelope order.
-    pub failed: Vec<FailedRecipient>,
+    pub recipients: Vec<ReportedRecipient>,
 }
 
 /// What a [`LogEvent`] records.
@@ -397,6 +432,9 @@ struct Pending {
     index: usize,
     /// Its last transient reply: what its bounce says if it expires.
     last: Option<Response>,
+    /// A delay notice was made for it in this run. Not persisted: after a
+    /// restart a recipient that asked for one may get a second.
+    delay_reported: bool,
 }
 
 #[derive(Debug)]
@@ -429,7 +467,7 @@ struct InFlight {
 struct Outcomes {
     logs: Vec<LogEvent>,
     changes: Vec<StateChange>,
-    bounced: Vec<FailedRecipient>,
+    reported: Vec<ReportedRecipient>,
 }
 
 impl Queue {
@@ -481,12 +519,15 @@ impl Queue {
                     let response = Response::new(NO_DOMAIN);
                     out.fail(
                         &envelope,
-                        index,
-                        FailureKind::Permanent,
-                        &response,
-                        0,
-                        None,
                         schedule.generate_bounces,
+                        ReportedRecipient {
+                            recipient: index,
+                            kind: ReportKind::Permanent,
+                            response: response.clone(),
+                            attempts: 0,
+                            last_attempt: None,
+                            retry_until: None,
+                        },
                     );
                     out.logs.push(LogEvent {
                         kind: LogKind::Permanent,
@@ -514,7 +555,11 @@ impl Queue {
                 Delivery {
                     recipients: recipients
                         .into_iter()
-                        .map(|index| Pending { index, last: None })
+                        .map(|index| Pending {
+                            index,
+                            last: None,
+                            delay_reported: false,
+                        })
                         .collect(),
                     attempts: 0,
                     next_attempt: now,
@@ -1080,7 +1125,9 @@ impl Queue {
             };
             delivery.recipients.remove(at);
             let (kind, state) = match outcome {
-                Outcome::Delivered(_) => (LogKind::Delivered, RecipientState::Delivered),
+                Outcome::Delivered(_) | Outcome::Relayed(_) => {
+                    (LogKind::Delivered, RecipientState::Delivered)
+                }
                 Outcome::Permanent(_) => (LogKind::Permanent, RecipientState::Failed),
                 // Transient outcomes are not final; callers keep them out.
                 Outcome::Transient(_) => continue,
@@ -1089,18 +1136,24 @@ impl Queue {
                 *s = state;
             }
             let response = outcome.response().clone();
-            if state == RecipientState::Failed {
-                out.fail(
-                    &message.envelope,
-                    recipient,
-                    FailureKind::Permanent,
-                    &response,
-                    delivery.attempts,
-                    delivery.last_attempt,
-                    dest.schedule.generate_bounces,
-                );
-            } else {
-                out.changes.push(StateChange { recipient, state });
+            let reported = |kind| ReportedRecipient {
+                recipient,
+                kind,
+                response: response.clone(),
+                attempts: delivery.attempts,
+                last_attempt: delivery.last_attempt,
+                retry_until: None,
+            };
+            let generate = dest.schedule.generate_bounces;
+            match outcome {
+                Outcome::Permanent(_) => {
+                    out.fail(&message.envelope, generate, reported(ReportKind::Permanent));
+                }
+                Outcome::Relayed(_) => {
+                    out.changes.push(StateChange { recipient, state });
+                    out.report(&message.envelope, generate, reported(ReportKind::Relayed));
+                }
+                _ => out.changes.push(StateChange { recipient, state }),
             }
             out.logs.push(log_event(
                 kind,
@@ -1180,6 +1233,29 @@ impl Queue {
         }
         match retry_at {
             Some(at) => {
+                if let Some(message) = self.messages.get(&id) {
+                    let generate = schedule.generate_bounces;
+                    for p in &mut delivery.recipients {
+                        if p.delay_reported {
+                            continue;
+                        }
+                        p.delay_reported = out.report(
+                            &message.envelope,
+                            generate,
+                            ReportedRecipient {
+                                recipient: p.index,
+                                kind: ReportKind::Delayed,
+                                response: p
+                                    .last
+                                    .clone()
+                                    .unwrap_or_else(|| Response::new(NO_RESULT)),
+                                attempts: delivery.attempts,
+                                last_attempt: delivery.last_attempt,
+                                retry_until: delivery.expires_at,
+                            },
+                        );
+                    }
+                }
                 delivery.next_attempt = at;
                 self.park(id, dest_id, &delivery);
                 if let Some(message) = self.messages.get_mut(&id) {
@@ -1205,12 +1281,15 @@ impl Queue {
             let response = p.last.unwrap_or_else(|| Response::new(NO_RESULT));
             out.fail(
                 &message.envelope,
-                p.index,
-                FailureKind::Expired,
-                &response,
-                delivery.attempts,
-                delivery.last_attempt,
                 dest.schedule.generate_bounces,
+                ReportedRecipient {
+                    recipient: p.index,
+                    kind: ReportKind::Expired,
+                    response: response.clone(),
+                    attempts: delivery.attempts,
+                    last_attempt: delivery.last_attempt,
+                    retry_until: None,
+                },
             );
             out.logs.push(log_event(
                 LogKind::Expired,
@@ -1231,17 +1310,17 @@ impl Queue {
         let Outcomes {
             logs,
             mut changes,
-            bounced,
+            reported,
         } = out;
         self.events.extend(logs.into_iter().map(Event::Log));
         let Some(message) = self.messages.get(&id) else {
             return;
         };
-        if !bounced.is_empty() {
+        if !reported.is_empty() {
             self.events.push_back(Event::Bounce(BounceRequest {
                 original: id,
                 envelope: message.envelope.clone(),
-                failed: bounced,
+                recipients: reported,
             }));
         }
         if !changes.is_empty() {
@@ -1256,39 +1335,37 @@ impl Queue {
 }
 
 impl Outcomes {
-    /// Records a failed recipient: a state change and, when a bounce is
-    /// due for it, its line in the bounce.
-    #[allow(clippy::too_many_arguments)]
-    fn fail(
-        &mut self,
-        envelope: &Envelope,
-        recipient: usize,
-        kind: FailureKind,
-        response: &Response,
-        attempts: u32,
-        last_attempt: Option<SystemTime>,
-        generate_bounces: bool,
-    ) {
+    /// Records a failed recipient: its state change and, when one is due,
+    /// its place in the bounce.
+    fn fail(&mut self, envelope: &Envelope, generate_bounces: bool, reported: ReportedRecipient) {
         self.changes.push(StateChange {
-            recipient,
+            recipient: reported.recipient,
             state: RecipientState::Failed,
         });
-        // The null sender gets no bounce: that is how bounce loops end
+        self.report(envelope, generate_bounces, reported);
+    }
+
+    /// Puts `reported` in this step's notice when one is due for it:
+    /// `Generate_Bounces` on, a sender to tell, and a recipient that asked
+    /// for this kind of notice. Returns whether it was put in.
+    fn report(
+        &mut self,
+        envelope: &Envelope,
+        generate_bounces: bool,
+        reported: ReportedRecipient,
+    ) -> bool {
+        // The null sender gets no notice: that is how bounce loops end
         // (RFC 5321 §4.5.5), and how a bounce that cannot be delivered is
         // dropped.
         let wanted = envelope
             .recipients
-            .get(recipient)
-            .is_some_and(crate::bounce::wants_failure_notice);
-        if generate_bounces && !envelope.sender.is_empty() && wanted {
-            self.bounced.push(FailedRecipient {
-                recipient,
-                kind,
-                response: response.clone(),
-                attempts,
-                last_attempt,
-            });
+            .get(reported.recipient)
+            .is_some_and(|r| crate::bounce::wants_notice(r, reported.kind));
+        let due = generate_bounces && !envelope.sender.is_empty() && wanted;
+        if due {
+            self.reported.push(reported);
         }
+        due
     }
 }
 

@@ -210,14 +210,14 @@ fn days_of_retries_double_up_to_the_cap_then_expire() {
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].original, QueueId(1));
     assert_eq!(
-        b[0].failed
+        b[0].recipients
             .iter()
             .map(|f| (f.recipient, f.kind, f.attempts))
             .collect::<Vec<_>>(),
-        [(0, FailureKind::Expired, 30), (1, FailureKind::Expired, 30)]
+        [(0, ReportKind::Expired, 30), (1, ReportKind::Expired, 30)]
     );
-    assert_eq!(b[0].failed[0].response.reply, "451 4.3.0 try later");
-    assert_eq!(b[0].failed[0].last_attempt, Some(t(258_000)));
+    assert_eq!(b[0].recipients[0].response.reply, "451 4.3.0 try later");
+    assert_eq!(b[0].recipients[0].last_attempt, Some(t(258_000)));
     assert_eq!(removals(&events), [QueueId(1)]);
     // The expiry happened at its time, not at an attempt.
     let transient_logs = logs(&events)
@@ -284,7 +284,7 @@ fn max_retries_explicit() {
         [(LogKind::Transient, None), (LogKind::Expired, None)]
     );
     assert_eq!(bounces(&events).len(), 1);
-    assert_eq!(bounces(&events)[0].failed[0].attempts, 4);
+    assert_eq!(bounces(&events)[0].recipients[0].attempts, 4);
 
     // Zero retries: one attempt.
     let mut q = queue(Schedule {
@@ -505,10 +505,10 @@ fn mixed_results_give_each_recipient_one_outcome() {
     assert_eq!(updates(&e), [(QueueId(1), vec![done(0), failed(2)])]);
     let b = bounces(&e);
     assert_eq!(b.len(), 1);
-    assert_eq!(b[0].failed.len(), 1);
-    assert_eq!(b[0].failed[0].recipient, 2);
-    assert_eq!(b[0].failed[0].kind, FailureKind::Permanent);
-    assert_eq!(b[0].failed[0].response.reply, "550 5.1.1 no such user");
+    assert_eq!(b[0].recipients.len(), 1);
+    assert_eq!(b[0].recipients[0].recipient, 2);
+    assert_eq!(b[0].recipients[0].kind, ReportKind::Permanent);
+    assert_eq!(b[0].recipients[0].response.reply, "550 5.1.1 no such user");
     assert!(removals(&e).is_empty());
 
     // The retry carries only the deferred recipient.
@@ -688,7 +688,7 @@ fn a_message_recovered_after_its_expiry_is_tried_once() {
     let a = q.poll_attempt(t(200_000)).expect("one attempt");
     q.handle_result(t(200_000), a.id, all(&a, transient));
     let e = events(&mut q);
-    assert_eq!(bounces(&e)[0].failed[0].kind, FailureKind::Expired);
+    assert_eq!(bounces(&e)[0].recipients[0].kind, ReportKind::Expired);
     assert!(q.is_empty());
 }
 
@@ -772,8 +772,8 @@ fn generate_bounces_off_never_bounces() {
     assert_eq!(updates(&e).len(), 2);
     let b = bounces(&e);
     assert_eq!(b.len(), 1);
-    assert_eq!(b[0].failed.len(), 1);
-    assert_eq!(b[0].failed[0].recipient, 1);
+    assert_eq!(b[0].recipients.len(), 1);
+    assert_eq!(b[0].recipients[0].recipient, 1);
 
     let mut q = queue(Schedule {
         generate_bounces: false,
@@ -807,7 +807,7 @@ fn notify_decides_who_is_reported() {
     let e = events(&mut q);
     let b = bounces(&e);
     assert_eq!(b.len(), 1);
-    let reported: Vec<usize> = b[0].failed.iter().map(|f| f.recipient).collect();
+    let reported: Vec<usize> = b[0].recipients.iter().map(|f| f.recipient).collect();
     assert_eq!(reported, [2, 3]);
     assert_eq!(updates(&e)[0].1.len(), 4, "all four failed all the same");
 
@@ -821,6 +821,76 @@ fn notify_decides_who_is_reported() {
 }
 
 #[test]
+fn delay_and_relay_notices_follow_notify() {
+    let mut q = queue(Schedule::default());
+    let mut m = message(
+        1,
+        "s@example.org",
+        &["d@example.com", "sd@example.com", "plain@example.com"],
+    );
+    m.envelope.recipients[0].notify = Some("DELAY".into());
+    m.envelope.recipients[1].notify = Some("SUCCESS,DELAY".into());
+    q.handle_message(t(0), m);
+
+    // The first deferral: one delay notice, for those who asked, and no
+    // state changes.
+    let a = q.poll_attempt(t(0)).unwrap();
+    q.handle_result(t(0), a.id, all(&a, transient));
+    let e = events(&mut q);
+    let b = bounces(&e);
+    assert_eq!(b.len(), 1);
+    let reported: Vec<(usize, ReportKind)> = b[0]
+        .recipients
+        .iter()
+        .map(|r| (r.recipient, r.kind))
+        .collect();
+    assert_eq!(
+        reported,
+        [(0, ReportKind::Delayed), (1, ReportKind::Delayed)]
+    );
+    assert_eq!(b[0].recipients[0].retry_until, Some(t(86400)));
+    assert!(updates(&e).is_empty());
+
+    // The second: none again.
+    let next = q.poll_timeout().unwrap();
+    let a = q.poll_attempt(next).unwrap();
+    q.handle_result(next, a.id, all(&a, transient));
+    assert!(bounces(&events(&mut q)).is_empty());
+
+    // Accepted by a server without DSN: a relay notice for the one that
+    // asked for SUCCESS, before the update.
+    let next = q.poll_timeout().unwrap();
+    let a = q.poll_attempt(next).unwrap();
+    let relayed = |_| Outcome::Relayed(Response::new("250 ok"));
+    q.handle_result(next, a.id, all(&a, relayed));
+    let e = events(&mut q);
+    let b = bounces(&e);
+    assert_eq!(b.len(), 1);
+    let reported: Vec<(usize, ReportKind)> = b[0]
+        .recipients
+        .iter()
+        .map(|r| (r.recipient, r.kind))
+        .collect();
+    assert_eq!(reported, [(1, ReportKind::Relayed)]);
+    assert_eq!(updates(&e), [(QueueId(1), vec![done(0), done(1), done(2)])]);
+    let bounce_at = e.iter().position(|e| matches!(e, Event::Bounce(_)));
+    let update_at = e
+        .iter()
+        .position(|e| matches!(e, Event::SpoolUpdate { .. }));
+    assert!(bounce_at < update_at);
+    assert_eq!(removals(&e), [QueueId(1)]);
+
+    // A server that offers DSN takes the duty on: no notice from Petrel.
+    let mut q = queue(Schedule::default());
+    let mut m = message(2, "s@example.org", &["sd@example.com"]);
+    m.envelope.recipients[0].notify = Some("SUCCESS".into());
+    q.handle_message(t(0), m);
+    let a = q.poll_attempt(t(0)).unwrap();
+    q.handle_result(t(0), a.id, all(&a, delivered));
+    assert!(bounces(&events(&mut q)).is_empty());
+}
+
+#[test]
 fn a_recipient_without_a_domain_fails_at_once() {
     let mut q = queue(Schedule::default());
     q.handle_message(
@@ -830,8 +900,8 @@ fn a_recipient_without_a_domain_fails_at_once() {
     let e = events(&mut q);
     assert_eq!(updates(&e), [(QueueId(1), vec![failed(0)])]);
     let b = bounces(&e);
-    assert_eq!(b[0].failed[0].response.reply, NO_DOMAIN);
-    assert_eq!(b[0].failed[0].kind, FailureKind::Permanent);
+    assert_eq!(b[0].recipients[0].response.reply, NO_DOMAIN);
+    assert_eq!(b[0].recipients[0].kind, ReportKind::Permanent);
     assert_eq!(logs(&e)[0].kind, LogKind::Permanent);
     let a = q.poll_attempt(t(0)).unwrap();
     assert_eq!(a.messages[0].recipients, [1]);
@@ -1063,7 +1133,7 @@ impl Model {
                     }
                 }
                 Event::Bounce(b) => {
-                    if b.envelope.sender.is_empty() || b.failed.is_empty() {
+                    if b.envelope.sender.is_empty() || b.recipients.is_empty() {
                         return Err(format!("bad bounce {b:?}"));
                     }
                 }
