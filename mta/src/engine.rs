@@ -28,7 +28,7 @@ use crate::queue::{
 };
 use crate::route::Router;
 use crate::spool::message::QueueId;
-use crate::spool::{RecipientState, Spool, StoredMessage};
+use crate::spool::{Spool, StoredMessage};
 
 /// Originals larger than this come back in a bounce as their headers only.
 const MAX_RETURNED: usize = 1024 * 1024;
@@ -337,12 +337,7 @@ impl State {
             return;
         };
         let size = report.message.len() as u64;
-        let stored = StoredMessage {
-            id,
-            states: vec![RecipientState::Pending; report.envelope.recipients.len()],
-            envelope: report.envelope.clone(),
-            size,
-        };
+        let stored = StoredMessage::new(id, report.envelope.clone(), size);
         let inputs = self.inputs.clone();
         let log = self.log.clone();
         let original = request.original;

@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::config::policy::{CertificateSource, InboundPolicy, ListenPolicy, Policies};
 use crate::log::{self, Log};
 use crate::spool::message::{Envelope, QueueId, Recipient};
-use crate::spool::{RecipientState, Spool, StoreError, StoredMessage};
+use crate::spool::{Spool, StoreError, StoredMessage};
 
 /// Why the listeners could not be configured.
 #[derive(Debug)]
@@ -451,12 +451,11 @@ impl Reception {
             "tls": tls.as_ref().map(|(version, cipher)| json!({ "version": version, "cipher": cipher })),
         });
         let on_stored = self.on_stored.clone();
-        let queued = StoredMessage {
+        let queued = StoredMessage::new(
             id,
-            states: vec![RecipientState::Pending; envelope.recipients.len()],
-            envelope: envelope.clone(),
-            size: body.iter().map(|piece| piece.len() as u64).sum(),
-        };
+            envelope.clone(),
+            body.iter().map(|piece| piece.len() as u64).sum(),
+        );
         self.spool.store(
             id,
             envelope,

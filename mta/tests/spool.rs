@@ -155,6 +155,7 @@ fn full_disk(method: SyncMethod) {
     let delivered = |recipient| StateChange {
         recipient,
         state: RecipientState::Delivered,
+        attempts: 1,
     };
     let mut updated = false;
     for _ in 0..100 {

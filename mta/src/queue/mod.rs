@@ -490,8 +490,10 @@ impl Queue {
 
     /// Takes a message just stored, or one recovered at start: its
     /// pending recipients are due at once; delivered and failed ones are
-    /// never attempted again. A message with nothing pending is reported
-    /// for removal. Returns false, and changes nothing, for an id the
+    /// never attempted again. A recovered delivery goes on counting from
+    /// the most attempts recorded for any of its recipients (and, having
+    /// been deferred before, gets no second delay notice). A message with
+    /// nothing pending is reported for removal. Returns false, and changes nothing, for an id the
     /// queue already has.
     pub fn handle_message(&mut self, now: SystemTime, message: StoredMessage) -> bool {
         if self.messages.contains_key(&message.id) {
@@ -550,6 +552,12 @@ impl Queue {
                 .destinations
                 .get(&dest)
                 .and_then(|d| d.schedule.expires_at(envelope.received_at));
+            let attempts = recipients
+                .iter()
+                .filter_map(|&index| message.attempts.get(index))
+                .copied()
+                .max()
+                .unwrap_or(0);
             deliveries.insert(
                 dest,
                 Delivery {
@@ -558,10 +566,10 @@ impl Queue {
                         .map(|index| Pending {
                             index,
                             last: None,
-                            delay_reported: false,
+                            delay_reported: attempts > 0,
                         })
                         .collect(),
-                    attempts: 0,
+                    attempts,
                     next_attempt: now,
                     last_attempt: None,
                     last_error: None,
@@ -1150,10 +1158,18 @@ impl Queue {
                     out.fail(&message.envelope, generate, reported(ReportKind::Permanent));
                 }
                 Outcome::Relayed(_) => {
-                    out.changes.push(StateChange { recipient, state });
+                    out.changes.push(StateChange {
+                        recipient,
+                        state,
+                        attempts: delivery.attempts,
+                    });
                     out.report(&message.envelope, generate, reported(ReportKind::Relayed));
                 }
-                _ => out.changes.push(StateChange { recipient, state }),
+                _ => out.changes.push(StateChange {
+                    recipient,
+                    state,
+                    attempts: delivery.attempts,
+                }),
             }
             out.logs.push(log_event(
                 kind,
@@ -1233,6 +1249,14 @@ impl Queue {
         }
         match retry_at {
             Some(at) => {
+                // The attempt count goes to the spool with each deferral,
+                // so that a restart goes on counting.
+                out.changes
+                    .extend(delivery.recipients.iter().map(|p| StateChange {
+                        recipient: p.index,
+                        state: RecipientState::Pending,
+                        attempts: delivery.attempts,
+                    }));
                 if let Some(message) = self.messages.get(&id) {
                     let generate = schedule.generate_bounces;
                     for p in &mut delivery.recipients {
@@ -1341,6 +1365,7 @@ impl Outcomes {
         self.changes.push(StateChange {
             recipient: reported.recipient,
             state: RecipientState::Failed,
+            attempts: reported.attempts,
         });
         self.report(envelope, generate_bounces, reported);
     }

@@ -41,6 +41,7 @@ fn message(id: u64, sender: &str, recipients: &[&str]) -> StoredMessage {
             binding: "default".into(),
         },
         states: vec![RecipientState::Pending; recipients.len()],
+        attempts: vec![0; recipients.len()],
         size: 100,
     }
 }
@@ -116,13 +117,39 @@ fn bounces(events: &[Event]) -> Vec<&BounceRequest> {
         .collect()
 }
 
+/// The spool updates that settle recipients, with only those changes and
+/// their attempt counts left out ([`attempt_records`] has those).
 fn updates(events: &[Event]) -> Vec<(QueueId, Vec<StateChange>)> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::SpoolUpdate { id, changes } => Some((*id, changes.clone())),
+            Event::SpoolUpdate { id, changes } => {
+                let settled: Vec<StateChange> = changes
+                    .iter()
+                    .filter(|c| c.state != RecipientState::Pending)
+                    .map(|c| StateChange { attempts: 0, ..*c })
+                    .collect();
+                (!settled.is_empty()).then_some((*id, settled))
+            }
             _ => None,
         })
+        .collect()
+}
+
+/// Every (message, recipient, state, attempts) the spool is told, in order.
+fn attempt_records(events: &[Event]) -> Vec<(u64, usize, RecipientState, u32)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SpoolUpdate { id, changes } => Some(
+                changes
+                    .iter()
+                    .map(|c| (id.0, c.recipient, c.state, c.attempts))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .flatten()
         .collect()
 }
 
@@ -140,6 +167,7 @@ fn failed(recipient: usize) -> StateChange {
     StateChange {
         recipient,
         state: RecipientState::Failed,
+        attempts: 0,
     }
 }
 
@@ -147,6 +175,7 @@ fn done(recipient: usize) -> StateChange {
     StateChange {
         recipient,
         state: RecipientState::Delivered,
+        attempts: 0,
     }
 }
 
@@ -225,16 +254,28 @@ fn days_of_retries_double_up_to_the_cap_then_expire() {
         .filter(|l| l.kind == LogKind::Transient)
         .count();
     assert_eq!(transient_logs, 2 * 30);
+    // Each deferral records the attempts made; the expiry fails both.
+    let mut counted: Vec<u32> = (1..=30).collect();
+    counted.push(30);
+    for recipient in 0..2 {
+        let recorded: Vec<u32> = attempt_records(&events)
+            .into_iter()
+            .filter(|r| r.1 == recipient)
+            .map(|r| r.3)
+            .collect();
+        assert_eq!(recorded, counted);
+    }
     // Events come in durable order: bounce, then update, then removal.
-    let order: Vec<usize> = events
+    let order: Vec<&Event> = events
         .iter()
-        .enumerate()
-        .filter(|(_, e)| !matches!(e, Event::Log(_)))
-        .map(|(i, _)| i)
+        .filter(|e| !matches!(e, Event::Log(_)))
         .collect();
-    assert!(matches!(events[order[0]], Event::Bounce(_)));
-    assert!(matches!(events[order[1]], Event::SpoolUpdate { .. }));
-    assert!(matches!(events[order[2]], Event::SpoolRemove(_)));
+    let [.., bounce, update, remove] = order.as_slice() else {
+        panic!("{order:?}");
+    };
+    assert!(matches!(bounce, Event::Bounce(_)));
+    assert!(matches!(update, Event::SpoolUpdate { .. }));
+    assert!(matches!(remove, Event::SpoolRemove(_)));
 }
 
 #[test]
@@ -681,6 +722,29 @@ fn a_recovered_message_resumes_where_it_stopped() {
 }
 
 #[test]
+fn a_recovered_message_goes_on_counting_its_attempts() {
+    // Three retries allowed; two attempts made before the restart, by the
+    // spool's records.
+    let schedule = Schedule {
+        retry_interval: Duration::from_secs(60),
+        max_retry_interval: Duration::from_secs(60),
+        max_retries: MaxRetries::Count(3),
+        ..Schedule::default()
+    };
+    let mut q = queue(schedule);
+    let mut m = message(1, "s@example.org", &["a@example.com", "b@example.com"]);
+    m.envelope.recipients[0].notify = Some("DELAY,FAILURE".into());
+    m.attempts = vec![2, 1];
+    q.handle_message(t(0), m);
+    let (times, e) = defer_until_done(&mut q);
+    assert_eq!(times, [0, 60], "attempts 3 and 4, then no more");
+    let b = bounces(&e);
+    assert_eq!(b.len(), 1, "no second delay notice: {b:?}");
+    assert_eq!(b[0].recipients[0].kind, ReportKind::Expired);
+    assert_eq!(b[0].recipients[0].attempts, 4);
+}
+
+#[test]
 fn a_message_recovered_after_its_expiry_is_tried_once() {
     let mut q = queue(Schedule::default());
     q.handle_message(t(200_000), message(1, "s@example.org", &["a@example.com"]));
@@ -1078,6 +1142,8 @@ struct Model {
     forgotten: HashSet<QueueId>,
     /// Recipients finished (delivered or failed) by the queue.
     finished: HashMap<(QueueId, usize), usize>,
+    /// The attempts last recorded for each recipient.
+    attempts: HashMap<(QueueId, usize), u32>,
 }
 
 impl Model {
@@ -1110,11 +1176,17 @@ impl Model {
                         return Err(format!("update of removed {id}"));
                     }
                     for c in changes {
+                        let recorded = self.attempts.insert((id, c.recipient), c.attempts);
+                        if recorded.is_some_and(|before| before > c.attempts) {
+                            return Err(format!("{id}/{}: attempts went down", c.recipient));
+                        }
                         let old = self.states.insert((id, c.recipient), c.state);
-                        if old != Some(RecipientState::Pending)
-                            || c.state == RecipientState::Pending
-                        {
+                        if old != Some(RecipientState::Pending) {
                             return Err(format!("{id}/{}: {old:?} -> {:?}", c.recipient, c.state));
+                        }
+                        // A pending recipient's record only counts attempts.
+                        if c.state == RecipientState::Pending {
+                            continue;
                         }
                         *self.finished.entry((id, c.recipient)).or_default() += 1;
                         self.in_flight.remove(&(id, c.recipient));

@@ -8,7 +8,9 @@
 //! body    body[body_len]                               (the message as received)
 //! seal    u32 crc32(body)
 //! records zero or more of: u32 len  payload[len]  u32 crc32(len‖payload)
-//!         payload = u8 kind (1: recipient states), u32 n, n × (u32 index, u8 state)
+//!         payload = u8 kind 2, u32 n, n × (u32 index, u8 state, u32 attempts)
+//!                   (kind 1, written before attempts were kept, lacks them:
+//!                   u8 1, u32 n, n × (u32 index, u8 state))
 //! ```
 //!
 //! Integers are little-endian. The file is written in place, in one go,
@@ -38,7 +40,10 @@ const MAX_HEAD: u32 = 64 << 20;
 /// recipient of a message).
 const MAX_RECORD: u32 = 64 << 20;
 
+/// Recipient states alone: still read, no longer written.
 const RECORD_RECIPIENT_STATES: u8 = 1;
+/// Recipient states and the attempts made for each.
+const RECORD_RECIPIENTS: u8 = 2;
 
 /// The head of a message file, with its magic, length and checksum: the
 /// bytes that precede the body.
@@ -56,14 +61,16 @@ pub(crate) fn encode_head(id: QueueId, body_len: u64, envelope: &Envelope) -> Ve
     out
 }
 
-/// A record setting recipient states, framed with its length and checksum.
-pub(crate) fn encode_states_record(changes: &[(u32, RecipientState)]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(5 + changes.len() * 5);
-    payload.push(RECORD_RECIPIENT_STATES);
+/// A record setting recipients' states and attempt counts, framed with
+/// its length and checksum.
+pub(crate) fn encode_states_record(changes: &[(u32, RecipientState, u32)]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(5 + changes.len() * 9);
+    payload.push(RECORD_RECIPIENTS);
     put_u32(&mut payload, len_u32(changes.len()));
-    for &(index, state) in changes {
+    for &(index, state, attempts) in changes {
         put_u32(&mut payload, index);
         payload.push(state_byte(state));
+        put_u32(&mut payload, attempts);
     }
     let mut out = Vec::with_capacity(payload.len() + 8);
     put_u32(&mut out, len_u32(payload.len()));
@@ -149,9 +156,13 @@ pub(crate) fn decode_head(bytes: &[u8]) -> Result<Head, Damage> {
 /// Reads records from `bytes` (everything after the seal), applying each
 /// to `states`. Returns how many bytes of valid records there are: a torn
 /// or damaged record and everything after it are not part of the file.
-pub(crate) fn apply_records(mut bytes: &[u8], states: &mut [RecipientState]) -> usize {
+pub(crate) fn apply_records(
+    mut bytes: &[u8],
+    states: &mut [RecipientState],
+    attempts: &mut [u32],
+) -> usize {
     let mut valid = 0;
-    while let Some(n) = apply_record(bytes, states) {
+    while let Some(n) = apply_record(bytes, states, attempts) {
         valid += n;
         bytes = bytes.get(n..).unwrap_or_default();
     }
@@ -159,7 +170,11 @@ pub(crate) fn apply_records(mut bytes: &[u8], states: &mut [RecipientState]) -> 
 }
 
 /// One record: its length if it checks (and was applied), `None` if not.
-fn apply_record(bytes: &[u8], states: &mut [RecipientState]) -> Option<usize> {
+fn apply_record(
+    bytes: &[u8],
+    states: &mut [RecipientState],
+    attempts: &mut [u32],
+) -> Option<usize> {
     let mut r = Reader(bytes);
     let len = r.u32()?;
     if len > MAX_RECORD {
@@ -173,24 +188,30 @@ fn apply_record(bytes: &[u8], states: &mut [RecipientState]) -> Option<usize> {
     }
     let mut r = Reader(checked.get(4..)?);
     // Parse fully before applying, so a record is all or nothing.
-    if r.u8()? != RECORD_RECIPIENT_STATES {
-        return None;
-    }
+    let with_attempts = match r.u8()? {
+        RECORD_RECIPIENT_STATES => false,
+        RECORD_RECIPIENTS => true,
+        _ => return None,
+    };
     let n = r.u32()?;
     let mut changes = Vec::new();
     for _ in 0..n {
         let index = usize::try_from(r.u32()?).ok()?;
         let state = byte_state(r.u8()?)?;
-        changes.push((index, state));
+        let tried = if with_attempts { Some(r.u32()?) } else { None };
+        changes.push((index, state, tried));
     }
     if !r.0.is_empty() {
         return None;
     }
-    for (index, state) in changes {
+    for (index, state, tried) in changes {
         // An index past the recipients cannot have been written by the
         // spool, which checks it; ignoring it keeps the rest readable.
         if let Some(slot) = states.get_mut(index) {
             *slot = state;
+        }
+        if let (Some(slot), Some(tried)) = (attempts.get_mut(index), tried) {
+            *slot = tried;
         }
     }
     Some(total)
@@ -417,21 +438,48 @@ mod tests {
 
     #[test]
     fn records_apply_in_order_and_stop_at_damage() {
-        let one = encode_states_record(&[(0, RecipientState::Failed)]);
+        let one = encode_states_record(&[(0, RecipientState::Failed, 3)]);
         let two = encode_states_record(&[
-            (0, RecipientState::Delivered),
-            (1, RecipientState::Delivered),
+            (0, RecipientState::Delivered, 4),
+            (1, RecipientState::Delivered, 1),
         ]);
         let mut all = one.clone();
         all.extend_from_slice(&two);
         let mut states = vec![RecipientState::Pending; 2];
-        assert_eq!(apply_records(&all, &mut states), all.len());
+        let mut attempts = vec![0; 2];
+        assert_eq!(apply_records(&all, &mut states, &mut attempts), all.len());
         assert_eq!(states, [RecipientState::Delivered; 2]);
+        assert_eq!(attempts, [4, 1]);
 
         for cut in one.len()..all.len() {
             let mut states = vec![RecipientState::Pending; 2];
-            assert_eq!(apply_records(&all[..cut], &mut states), one.len());
+            let mut attempts = vec![0; 2];
+            assert_eq!(
+                apply_records(&all[..cut], &mut states, &mut attempts),
+                one.len()
+            );
             assert_eq!(states, [RecipientState::Failed, RecipientState::Pending]);
+            assert_eq!(attempts, [3, 0]);
         }
+    }
+
+    #[test]
+    fn records_without_attempts_are_still_read() {
+        // Kind 1, as spools written before attempts were kept hold it.
+        let mut payload = vec![RECORD_RECIPIENT_STATES];
+        put_u32(&mut payload, 1);
+        put_u32(&mut payload, 1);
+        payload.push(state_byte(RecipientState::Failed));
+        let mut old = Vec::new();
+        put_u32(&mut old, len_u32(payload.len()));
+        old.extend_from_slice(&payload);
+        let crc = crc32fast::hash(&old);
+        put_u32(&mut old, crc);
+        old.extend_from_slice(&encode_states_record(&[(0, RecipientState::Pending, 2)]));
+        let mut states = vec![RecipientState::Pending; 2];
+        let mut attempts = vec![0; 2];
+        assert_eq!(apply_records(&old, &mut states, &mut attempts), old.len());
+        assert_eq!(states, [RecipientState::Pending, RecipientState::Failed]);
+        assert_eq!(attempts, [2, 0]);
     }
 }

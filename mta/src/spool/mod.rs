@@ -53,8 +53,11 @@ pub enum RecipientState {
 pub struct StateChange {
     /// The recipient's index in [`Envelope::recipients`].
     pub recipient: usize,
-    /// Its new state.
+    /// Its new state; `Pending` to record attempts alone.
     pub state: RecipientState,
+    /// Delivery attempts made for it so far. Kept so that a restart
+    /// neither starts `Max_Retries` over nor sends a delay notice again.
+    pub attempts: u32,
 }
 
 /// Why the spool did not make a write durable. The listener answers
@@ -151,9 +154,26 @@ pub struct StoredMessage {
     pub envelope: Envelope,
     /// Each recipient's state, in the order of `envelope.recipients`.
     pub states: Vec<RecipientState>,
+    /// Attempts made for each recipient, as last recorded by
+    /// [`Spool::update`] (0 for a message just stored).
+    pub attempts: Vec<u32>,
     /// The message's size in octets, as received (with the listener's
     /// `Received:` header).
     pub size: u64,
+}
+
+impl StoredMessage {
+    /// A message just stored: every recipient pending, none attempted.
+    pub fn new(id: QueueId, envelope: Envelope, size: u64) -> StoredMessage {
+        let recipients = envelope.recipients.len();
+        StoredMessage {
+            id,
+            envelope,
+            states: vec![RecipientState::Pending; recipients],
+            attempts: vec![0; recipients],
+            size,
+        }
+    }
 }
 
 /// What [`Spool::open`] found.
@@ -533,11 +553,13 @@ fn read_message(
     let mut records = vec![0; usize::try_from(len - records_at).unwrap_or(0)];
     file.read_exact_at(&mut records, records_at)?;
     let mut states = vec![RecipientState::Pending; head.envelope.recipients.len()];
-    let valid = format::apply_records(&records, &mut states);
+    let mut attempts = vec![0; states.len()];
+    let valid = format::apply_records(&records, &mut states, &mut attempts);
     let message = StoredMessage {
         id,
         envelope: head.envelope,
         states,
+        attempts,
         size: head.body_len,
     };
     Ok(Some((message, records_at + valid as u64)))

@@ -67,6 +67,7 @@ fn round_trip_survives_reopen() {
             id,
             envelope: envelope(2),
             states: vec![RecipientState::Pending; 2],
+            attempts: vec![0; 2],
             size: flat(&b).len() as u64,
         }]
     );
@@ -118,7 +119,11 @@ fn updates_and_removals_survive_reopen() {
     let (spool, _) = Spool::open(dir.path()).unwrap();
     let a = store(&spool, envelope(3), body("a")).unwrap();
     let b = store(&spool, envelope(1), body("b")).unwrap();
-    let change = |recipient, state| StateChange { recipient, state };
+    let change = |recipient, state| StateChange {
+        recipient,
+        state,
+        attempts: 1,
+    };
     wait(|d| spool.update(a, vec![change(0, RecipientState::Failed)], d)).unwrap();
     wait(|d| {
         spool.update(
@@ -131,6 +136,13 @@ fn updates_and_removals_survive_reopen() {
         )
     })
     .unwrap();
+    // A deferral records attempts alone.
+    let deferred = StateChange {
+        recipient: 1,
+        state: RecipientState::Pending,
+        attempts: 4,
+    };
+    wait(|d| spool.update(a, vec![deferred], d)).unwrap();
     // Out of range and unknown: refused, and nothing written.
     let e = wait(|d| spool.update(a, vec![change(3, RecipientState::Failed)], d)).unwrap_err();
     assert!(matches!(&e, StoreError::Io(e) if e.kind() == io::ErrorKind::InvalidInput));
@@ -152,6 +164,7 @@ fn updates_and_removals_survive_reopen() {
             RecipientState::Failed
         ]
     );
+    assert_eq!(recovery.messages[0].attempts, [1, 4, 1]);
     // Updates still append after a reopen.
     wait(|d| spool.update(a, vec![change(1, RecipientState::Delivered)], d)).unwrap();
     drop(spool);
@@ -177,6 +190,7 @@ fn half_written_files_are_discarded_and_torn_records_cut() {
     let change = |recipient| StateChange {
         recipient,
         state: RecipientState::Delivered,
+        attempts: 1,
     };
     wait(|d| spool.update(torn, vec![change(0)], d)).unwrap();
     wait(|d| spool.update(torn, vec![change(1)], d)).unwrap();
@@ -266,6 +280,7 @@ fn every_sync_method_stores() {
                 vec![StateChange {
                     recipient: 0,
                     state: RecipientState::Delivered,
+                    attempts: 1,
                 }],
                 d,
             )
@@ -322,7 +337,11 @@ fn a_failed_sync_takes_the_batch_back() {
         Err(StoreError::Io(e)) => e.raw_os_error() == Some(libc::EIO),
         _ => false,
     };
-    let change = |recipient, state| StateChange { recipient, state };
+    let change = |recipient, state| StateChange {
+        recipient,
+        state,
+        attempts: 1,
+    };
     let a = store(&spool, envelope(2), body("a")).unwrap();
     let a_len = fs::metadata(message_path(&dir.path().join(MSG_DIR), a))
         .unwrap()
@@ -428,7 +447,11 @@ fn a_failed_sync_fails_its_group_and_not_the_next_one_written_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path()).unwrap();
     let path = |id: QueueId| message_path(&dir.path().join(MSG_DIR), id);
-    let change = |recipient, state| StateChange { recipient, state };
+    let change = |recipient, state| StateChange {
+        recipient,
+        state,
+        attempts: 1,
+    };
 
     // Group N: a store, whose sync is held, then fails.
     let held = hold_next_sync(&spool);
@@ -490,7 +513,7 @@ fn a_failed_sync_fails_its_group_and_not_the_next_one_written_meanwhile() {
     let record_len = fs::metadata(path(c)).unwrap().len() - c_len;
     assert_eq!(
         record_len,
-        format::encode_states_record(&[(1, RecipientState::Delivered)]).len() as u64
+        format::encode_states_record(&[(1, RecipientState::Delivered, 1)]).len() as u64
     );
     drop(spool);
 
@@ -561,6 +584,7 @@ fn a_spool_of_the_flat_layout_moves_into_subdirectories() {
     let delivered = StateChange {
         recipient: 1,
         state: RecipientState::Delivered,
+        attempts: 1,
     };
     wait(|d| spool.update(ids[1], vec![delivered], d)).unwrap();
     drop(spool);

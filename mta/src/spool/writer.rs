@@ -515,7 +515,7 @@ impl Writer {
         let mut indexed = Vec::with_capacity(changes.len());
         for c in changes {
             match u32::try_from(c.recipient) {
-                Ok(i) if c.recipient < known.recipients => indexed.push((i, c.state)),
+                Ok(i) if c.recipient < known.recipients => indexed.push((i, c.state, c.attempts)),
                 _ => {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
