@@ -29,13 +29,13 @@ use petrel_core::wire::command::{
     parse_command, Command, MailParams, Notify, Orcpt, RcptParams, Ret, ReversePath,
 };
 use petrel_runtime_common::client::{
-    BytesBody, DeliverOptions, DeliveryReport, Outbound, TlsFailed,
+    BodySource, DeliverOptions, DeliveryReport, Outbound, TlsFailed,
 };
 
 use crate::config::policy::{OutboundPolicy, Policies, Runtime};
 use crate::route::{RouteError, Router, Target};
 use crate::spool::message::{Envelope, QueueId};
-use crate::spool::Spool;
+use crate::spool::{Spool, StoredBody};
 
 /// How long a host whose STARTTLS failed is remembered as broken.
 pub const BROKEN_TLS_MEMORY: Duration = Duration::from_secs(3600);
@@ -268,13 +268,14 @@ impl Deliverer {
     fn outbound(&self, index: usize, message: &JobMessage) -> Result<Outbound, String> {
         let body = self
             .spool
-            .read_body(message.id)
+            .open_body(message.id)
             .map_err(|e| format!("cannot read the message from the spool: {e}"))?;
-        let envelope = wire_envelope(&message.envelope, &message.recipients, body.len())?;
+        let size = usize::try_from(body.len()).unwrap_or(usize::MAX);
+        let envelope = wire_envelope(&message.envelope, &message.recipients, size)?;
         Ok(Outbound {
             tag: u64::try_from(index).unwrap_or(u64::MAX),
             envelope,
-            body: Box::new(BytesBody::from(Bytes::from(body))),
+            body: Box::new(SpoolBody(body)),
         })
     }
 
@@ -479,6 +480,21 @@ fn one_line(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes)
         .trim_end()
         .replace("\r\n", " ")
+}
+
+/// A body read from the spool as the client session wants it: a message
+/// being delivered is never held whole in memory.
+struct SpoolBody(StoredBody);
+
+impl BodySource for SpoolBody {
+    fn next_chunk(&mut self, max: usize) -> std::io::Result<Option<Bytes>> {
+        self.0.next_chunk(max)
+    }
+
+    fn rewind(&mut self) -> std::io::Result<()> {
+        self.0.rewind();
+        Ok(())
+    }
 }
 
 /// One result per recipient of `job`, all alike.

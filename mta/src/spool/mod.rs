@@ -375,23 +375,38 @@ impl Spool {
         });
     }
 
-    /// Reads a stored message's body, checking it against its checksum.
+    /// Reads a stored message's body whole, checking it against its
+    /// checksum.
     pub fn read_body(&self, id: QueueId) -> io::Result<Vec<u8>> {
+        let mut body = self.open_body(id)?;
+        let mut all = Vec::with_capacity(usize::try_from(body.len()).unwrap_or(0));
+        while let Some(chunk) = body.next_chunk(BODY_CHUNK)? {
+            all.extend_from_slice(&chunk);
+        }
+        Ok(all)
+    }
+
+    /// Opens a stored message's body to be read a chunk at a time, so that
+    /// delivering a message never holds it whole.
+    pub fn open_body(&self, id: QueueId) -> io::Result<StoredBody> {
         let file = File::open(message_path(&self.inner.msg_dir, id))?;
         let len = file.metadata()?.len();
         let head = read_head(&file, len)?.ok_or_else(|| damaged(id))?;
-        if head.id != id {
+        let seal_at = head.seal_offset().ok_or_else(|| damaged(id))?;
+        if head.id != id || seal_at.saturating_add(4) > len {
             return Err(damaged(id));
         }
-        let body_len = usize::try_from(head.body_len).map_err(|_| damaged(id))?;
-        let mut body = vec![0; body_len];
-        file.read_exact_at(&mut body, head.body_offset)?;
         let mut seal = [0; 4];
-        file.read_exact_at(&mut seal, head.seal_offset().ok_or_else(|| damaged(id))?)?;
-        if crc32fast::hash(&body) != u32::from_le_bytes(seal) {
-            return Err(damaged(id));
-        }
-        Ok(body)
+        file.read_exact_at(&mut seal, seal_at)?;
+        Ok(StoredBody {
+            file,
+            id,
+            start: head.body_offset,
+            end: seal_at,
+            at: head.body_offset,
+            crc: crc32fast::Hasher::new(),
+            seal: u32::from_le_bytes(seal),
+        })
     }
 
     /// Completes every job submitted so far and stops the writer; later
@@ -423,6 +438,62 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// How much [`Spool::read_body`] reads at a time.
+const BODY_CHUNK: usize = 256 << 10;
+
+/// A stored message's body, read from its file a chunk at a time
+/// ([`Spool::open_body`]). The checksum is computed along the way and
+/// checked with the last chunk: a damaged body ends in an error before its
+/// end is handed out, so a delivery aborts instead of sending it whole.
+#[derive(Debug)]
+pub struct StoredBody {
+    file: File,
+    id: QueueId,
+    start: u64,
+    end: u64,
+    at: u64,
+    crc: crc32fast::Hasher,
+    seal: u32,
+}
+
+impl StoredBody {
+    /// The body's length in octets.
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+
+    /// The next chunk of at most `max` octets (at least one); `None` at
+    /// the end. An error when the body does not match its checksum.
+    pub fn next_chunk(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        let left = self.end - self.at;
+        if left == 0 {
+            return Ok(None);
+        }
+        let n = usize::try_from(left)
+            .map_or(max, |left| left.min(max))
+            .max(1);
+        let mut chunk = vec![0; n];
+        self.file.read_exact_at(&mut chunk, self.at)?;
+        self.crc.update(&chunk);
+        self.at += n as u64;
+        if self.at == self.end && self.crc.clone().finalize() != self.seal {
+            return Err(damaged(self.id));
+        }
+        Ok(Some(Bytes::from(chunk)))
+    }
+
+    /// Back to the start of the body.
+    pub fn rewind(&mut self) {
+        self.at = self.start;
+        self.crc = crc32fast::Hasher::new();
     }
 }
 

@@ -114,6 +114,49 @@ fn a_second_open_is_refused() {
 }
 
 #[test]
+fn a_body_reads_in_chunks_and_a_damaged_one_fails_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let text: String = (0..1000).map(|n| format!("line {n}\r\n")).collect();
+    let b = body(&text);
+    let id = store(&spool, envelope(1), b.clone()).unwrap();
+    // A record after the body is not part of it.
+    let delivered = StateChange {
+        recipient: 0,
+        state: RecipientState::Delivered,
+        attempts: 1,
+    };
+    wait(|d| spool.update(id, vec![delivered], d)).unwrap();
+
+    let mut stored = spool.open_body(id).unwrap();
+    assert_eq!(stored.len(), flat(&b).len() as u64);
+    for _ in 0..2 {
+        let mut read = Vec::new();
+        while let Some(chunk) = stored.next_chunk(1000).unwrap() {
+            assert!(!chunk.is_empty() && chunk.len() <= 1000);
+            read.extend_from_slice(&chunk);
+        }
+        assert_eq!(read, flat(&b));
+        stored.rewind();
+    }
+
+    // One octet of the body changed on disk: every chunk but the last
+    // comes, the last is an error.
+    let path = message_path(&dir.path().join(MSG_DIR), id);
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(b"X", stored.start + 10).unwrap();
+    let mut damaged = spool.open_body(id).unwrap();
+    let chunks = stored.len().div_ceil(1000);
+    for _ in 1..chunks {
+        assert!(damaged.next_chunk(1000).unwrap().is_some());
+    }
+    let e = damaged.next_chunk(1000).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    assert!(spool.read_body(id).is_err());
+    assert!(spool.open_body(QueueId(12345)).is_err());
+}
+
+#[test]
 fn updates_and_removals_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path()).unwrap();
