@@ -205,8 +205,43 @@ struct Transaction {
     ret: Option<String>,
     envid: Option<String>,
     recipients: Vec<Recipient>,
-    id: Option<QueueId>,
+    /// Set when the body begins, with the time it arrived.
+    id: Option<(QueueId, SystemTime)>,
+    /// The body not yet spilled.
     body: Vec<Bytes>,
+    /// Octets in `body`.
+    held: usize,
+    /// Octets of the whole body, the `Received:` header included.
+    size: u64,
+    /// Some of the body went to the spool already ([`SPILL_AT`]).
+    spilled: bool,
+}
+
+/// A message body held past this many octets goes to the spool's file for
+/// it ([`Spool::spill`]), so that a session holds at most about this much
+/// of a message, whatever `Max_Message_Size` allows.
+const SPILL_AT: usize = 1 << 20;
+
+impl Transaction {
+    /// The envelope to store, once the body has begun.
+    fn envelope(&self, client: SocketAddr, binding: &str) -> Option<Envelope> {
+        let (_, received_at) = self.id?;
+        Some(Envelope {
+            sender: self.sender.clone(),
+            recipients: self.recipients.clone(),
+            ret: self.ret.clone(),
+            envid: self.envid.clone(),
+            received_at,
+            client,
+            binding: binding.to_owned(),
+        })
+    }
+
+    fn push(&mut self, piece: Bytes) {
+        self.held += piece.len();
+        self.size += piece.len() as u64;
+        self.body.push(piece);
+    }
 }
 
 impl Reception {
@@ -266,8 +301,13 @@ impl Reception {
 impl Handler for Reception {
     fn on_event(&self, info: &ConnectionInfo, event: &Event, decision: Option<Decision>) {
         if let Event::Closed(_) = event {
-            self.connections
-                .with(info.id, |conns| conns.remove(&info.id));
+            let conn = self
+                .connections
+                .with(info.id, |conns| conns.remove(&info.id))
+                .flatten();
+            if let Some(transaction) = conn.and_then(|c| c.transaction) {
+                self.abandon(&transaction);
+            }
             return;
         }
         let policy = self
@@ -315,7 +355,11 @@ enum Step {
 struct Message {
     id: QueueId,
     envelope: Envelope,
+    /// What was not spilled of the body.
     body: Vec<Bytes>,
+    /// The whole body's size in the spool.
+    stored_size: u64,
+    /// The size the session counted.
     size: u64,
     tls: Option<(String, String)>,
 }
@@ -327,17 +371,18 @@ impl Reception {
         match event {
             Event::Hello { name, .. } => {
                 conn.helo = Some(name.clone());
-                conn.transaction = None;
+                self.end_transaction(conn);
             }
             Event::TlsEstablished(tls) => {
                 conn.tls = Some(tls_names(tls));
                 conn.helo = None;
-                conn.transaction = None;
+                self.end_transaction(conn);
             }
             Event::Mail {
                 reverse_path,
                 params,
             } => {
+                self.end_transaction(conn);
                 conn.transaction = Some(Transaction {
                     sender: match reverse_path {
                         ReversePath::Null => String::new(),
@@ -350,6 +395,9 @@ impl Reception {
                     recipients: Vec::new(),
                     id: None,
                     body: Vec::new(),
+                    held: 0,
+                    size: 0,
+                    spilled: false,
                 });
             }
             Event::Rcpt {
@@ -391,41 +439,56 @@ impl Reception {
             }
             Event::BodyStart { .. } => {
                 let id = self.spool.new_id();
-                let received = received_header(info, conn, id, SystemTime::now());
+                let now = SystemTime::now();
+                let received = received_header(info, conn, id, now);
                 if let Some(transaction) = &mut conn.transaction {
-                    transaction.id = Some(id);
-                    transaction.body = vec![Bytes::from(received)];
+                    transaction.id = Some((id, now));
+                    transaction.push(Bytes::from(received));
                 }
             }
             Event::Body(piece) => {
-                if let Some(transaction) = &mut conn.transaction {
-                    transaction.body.push(piece.clone());
+                let transaction = conn.transaction.as_mut()?;
+                transaction.push(piece.clone());
+                if transaction.held >= SPILL_AT {
+                    let (id, _) = transaction.id?;
+                    let envelope = transaction.envelope(info.peer, &conn.policy.binding)?;
+                    self.spool
+                        .spill(id, &envelope, std::mem::take(&mut transaction.body));
+                    transaction.held = 0;
+                    transaction.spilled = true;
                 }
             }
             Event::MessageEnd { size, .. } => {
-                let transaction = conn.transaction.take()?;
-                let id = transaction.id?;
-                let envelope = Envelope {
-                    sender: transaction.sender,
-                    recipients: transaction.recipients,
-                    ret: transaction.ret,
-                    envid: transaction.envid,
-                    received_at: SystemTime::now(),
-                    client: info.peer,
-                    binding: conn.policy.binding.clone(),
-                };
+                let mut transaction = conn.transaction.take()?;
+                let (id, _) = transaction.id?;
+                let envelope = transaction.envelope(info.peer, &conn.policy.binding)?;
                 return Some(Step::Store(Box::new(Message {
                     id,
                     envelope,
-                    body: transaction.body,
+                    body: std::mem::take(&mut transaction.body),
+                    stored_size: transaction.size,
                     size: *size,
                     tls: conn.tls.clone(),
                 })));
             }
-            Event::TransactionAborted(_) => conn.transaction = None,
+            Event::TransactionAborted(_) => self.end_transaction(conn),
             _ => {}
         }
         None
+    }
+
+    /// Ends the connection's transaction, if any, unstored.
+    fn end_transaction(&self, conn: &mut Conn) {
+        if let Some(transaction) = conn.transaction.take() {
+            self.abandon(&transaction);
+        }
+    }
+
+    /// Removes what was spilled of a transaction that ends unstored.
+    fn abandon(&self, transaction: &Transaction) {
+        if let (true, Some((id, _))) = (transaction.spilled, transaction.id) {
+            self.spool.discard(id);
+        }
     }
 
     /// Hands `message` to the spool; `decision` is answered from the
@@ -437,6 +500,7 @@ impl Reception {
             id,
             envelope,
             body,
+            stored_size,
             size,
             tls,
         } = message;
@@ -451,11 +515,7 @@ impl Reception {
             "tls": tls.as_ref().map(|(version, cipher)| json!({ "version": version, "cipher": cipher })),
         });
         let on_stored = self.on_stored.clone();
-        let queued = StoredMessage::new(
-            id,
-            envelope.clone(),
-            body.iter().map(|piece| piece.len() as u64).sum(),
-        );
+        let queued = StoredMessage::new(id, envelope.clone(), stored_size);
         self.spool.store(
             id,
             envelope,

@@ -101,6 +101,23 @@ ESMTP_Listener {{
         accepted.len()
     );
 
+    // A message bigger than a session holds, written to the spool as it
+    // arrives (spilled): refused alike, and no part of it stays.
+    let big = instance.path("big.eml");
+    write_message_file(&big, 3 * 1024 * 1024, "big-end");
+    let sent = swaks(addr, &["--data", path_str(&big)], CLIENT_TIMEOUT);
+    assert!(
+        !sent.status.success() && sent.output.contains("452 4.3.1"),
+        "{}",
+        sent.output
+    );
+    let messages = disk.join("spool/msg");
+    assert_eq!(
+        common::files_under(&messages),
+        accepted.len(),
+        "a draft was left behind"
+    );
+
     // Room again: reception resumes without a restart.
     std::fs::remove_file(&ballast).unwrap();
     let again = swaks(addr, &["--data", path_str(&message)], CLIENT_TIMEOUT);
@@ -115,11 +132,10 @@ ESMTP_Listener {{
         .into_iter()
         .filter(|r| r["event"] == "refusal")
         .collect();
-    assert_eq!(refusals.len(), 1, "{refusals:#?}");
-    assert!(refusals[0]["reply"]
-        .as_str()
-        .unwrap()
-        .starts_with("452 4.3.1"));
+    assert_eq!(refusals.len(), 2, "{refusals:#?}");
+    for refusal in refusals {
+        assert!(refusal["reply"].as_str().unwrap().starts_with("452 4.3.1"));
+    }
 }
 
 petrel_tests::per_runtime!(full_disk);

@@ -1063,6 +1063,83 @@ Domain "sender.test" {{ Gateway = "{inbox}" }}"#,
     assert_eq!(later.stop().messages, 0);
 }
 
+/// A message several times the size a session holds in memory goes to
+/// the spool as it arrives and leaves whole; one whose client goes away in
+/// the middle of its body leaves nothing behind.
+fn large_messages(rt: Runtime) {
+    let inbox_dir = temp_dir();
+    let mut inbox = Aiosmtpd::start_with(&AiosmtpdOptions {
+        save: Some(inbox_dir.path().to_owned()),
+        ..AiosmtpdOptions::default()
+    });
+    let instance = Instance::new(&config(
+        rt,
+        "",
+        &format!(
+            r#"Gateway = "127.0.0.1:1"
+Domain "big.test" {{ Gateway = "{inbox}" }}"#,
+            inbox = inbox.addr,
+        ),
+    ));
+    let petrel = instance.start(&[]);
+
+    // About 3.5 MiB of numbered lines: any part lost, doubled or out of
+    // order shows.
+    let body: String = (0..100_000)
+        .map(|n| format!("line {n:08} of the body\n"))
+        .collect();
+    let body_file = instance.path("body.txt");
+    std::fs::write(&body_file, &body).unwrap();
+    send(
+        &petrel,
+        &["--to", "big@big.test", "--body", path_str(&body_file)],
+    );
+
+    // A client that sends 2.5 MiB of a body and hangs up.
+    let mut smtp = RawSmtp::connect(petrel.addr());
+    smtp.expect(220, "connecting");
+    smtp.command("EHLO raw.example", 250);
+    smtp.command("MAIL FROM:<a@example.org>", 250);
+    smtp.command("RCPT TO:<gone@big.test>", 250);
+    smtp.command("DATA", 354);
+    let line = "x".repeat(98) + "\r\n";
+    for _ in 0..26 {
+        smtp.send(line.repeat(1000).as_bytes());
+    }
+    drop(smtp);
+
+    wait_for_empty_spool(&instance, &petrel, CLIENT_TIMEOUT);
+    inbox.wait_for_messages(1, CLIENT_TIMEOUT);
+    wait_until(
+        "no spool file left",
+        CLIENT_TIMEOUT,
+        // Whole or not: `queue count` reads only whole ones.
+        || common::files_under(&instance.path("spool/msg")) == 0,
+        || context(&instance, &petrel),
+    );
+    petrel.stop();
+    let messages = saved(inbox_dir.path());
+    assert_eq!(messages.len(), 1, "{}", inbox.output());
+    let arrived = std::fs::read_to_string(&messages[0].1).unwrap();
+    // After the headers, the lines sent, in order (swaks adds an empty
+    // line or two at the end).
+    let arrived: Vec<&str> = arrived
+        .lines()
+        .skip_while(|l| !l.is_empty())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let sent: Vec<&str> = body.lines().collect();
+    assert_eq!(arrived.len(), sent.len(), "{:?}", arrived.last());
+    assert!(arrived == sent, "the body changed on the way");
+    let log = log(&instance);
+    assert_eq!(
+        log.iter().filter(|r| r["event"] == "reception").count(),
+        1,
+        "{log:#?}"
+    );
+    assert_eq!(inbox.stop().messages, 1);
+}
+
 // ---------------------------------------------------------------------------
 // 5. Crash safety end to end
 
@@ -1213,6 +1290,11 @@ fn mx_routing_next_mx_no_mx_and_null_mx() {
 #[test]
 fn retries_then_expiry_then_bounce_in_real_time() {
     retries_expiry_bounce(Runtime::Tokio);
+}
+
+#[test]
+fn large_messages_spill_to_the_spool_and_arrive_whole() {
+    large_messages(Runtime::Tokio);
 }
 
 #[test]

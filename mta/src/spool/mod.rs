@@ -282,6 +282,7 @@ impl Spool {
         let writer = Writer {
             msg_dir: msg_dir.clone(),
             known,
+            drafts: HashMap::new(),
             sync,
             // Two at least: creating is mostly waiting on the directory's
             // lock and the disk, not the CPU (SPOOL.md).
@@ -343,6 +344,24 @@ impl Spool {
             body,
             done: Box::new(done),
         }));
+    }
+
+    /// Writes part of a large message's body ahead of its
+    /// [`Spool::store`], so that a session need not hold the message whole:
+    /// the parts, in order, then the store with the rest. `envelope` must
+    /// be the one the store will give (it sizes the head written last).
+    /// Nothing is durable, nor answered, before the store; a failure is
+    /// the store's. A message that will not be stored after all must be
+    /// [`Spool::discard`]ed.
+    pub fn spill(&self, id: QueueId, envelope: &Envelope, body: Vec<Bytes>) {
+        let head_len = format::encode_head(id, 0, envelope).len() as u64;
+        self.inner.shared.submit(Job::Spill { id, head_len, body });
+    }
+
+    /// Removes what [`Spool::spill`] wrote for a message that will not be
+    /// stored; nothing for one that never spilled.
+    pub fn discard(&self, id: QueueId) {
+        self.inner.shared.submit(Job::Discard(id));
     }
 
     /// Records recipients' new states durably; `done` as for

@@ -157,6 +157,74 @@ fn a_body_reads_in_chunks_and_a_damaged_one_fails_at_its_end() {
 }
 
 #[test]
+fn a_spilled_body_is_stored_whole_and_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let id = spool.new_id();
+    let parts: Vec<Vec<Bytes>> = (0..3)
+        .map(|n| body(&format!("part {n} ").repeat(1000 * (n + 1))))
+        .collect();
+    for part in &parts[..2] {
+        spool.spill(id, &envelope(2), part.clone());
+    }
+    // Until its store, the draft is no message to anyone reading.
+    let other = store(&spool, envelope(1), body("other")).unwrap();
+    assert_eq!(list(dir.path()).unwrap().len(), 1);
+    assert_eq!(list(dir.path()).unwrap()[0].id, other);
+    wait(|d| spool.store(id, envelope(2), parts[2].clone(), d)).unwrap();
+    let whole = flat(&parts.concat());
+    assert_eq!(spool.read_body(id).unwrap(), whole);
+    // Records follow it as they follow any message.
+    let delivered = StateChange {
+        recipient: 1,
+        state: RecipientState::Delivered,
+        attempts: 1,
+    };
+    wait(|d| spool.update(id, vec![delivered], d)).unwrap();
+    drop(spool);
+
+    let (spool, recovery) = Spool::open(dir.path()).unwrap();
+    assert_eq!(recovery.discarded, 0);
+    let m = recovery.messages.iter().find(|m| m.id == id).unwrap();
+    assert_eq!(m.envelope, envelope(2));
+    assert_eq!(m.size, whole.len() as u64);
+    assert_eq!(
+        m.states,
+        [RecipientState::Pending, RecipientState::Delivered]
+    );
+    assert_eq!(spool.read_body(id).unwrap(), whole);
+}
+
+#[test]
+fn drafts_not_stored_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let path = |id: QueueId| message_path(&dir.path().join(MSG_DIR), id);
+    // Discarded: gone once the writer got that far (jobs keep their order).
+    let discarded = spool.new_id();
+    spool.spill(discarded, &envelope(1), body("abandoned"));
+    spool.discard(discarded);
+    store(&spool, envelope(1), body("after")).unwrap();
+    assert!(!path(discarded).exists());
+    // Stored with another envelope than it spilled with: refused, removed.
+    let changed = spool.new_id();
+    spool.spill(changed, &envelope(1), body("one recipient"));
+    let e = wait(|d| spool.store(changed, envelope(3), body("three"), d)).unwrap_err();
+    assert!(matches!(e, StoreError::Io(_)), "{e:?}");
+    assert!(!path(changed).exists());
+    // Left behind (as by a crash): removed at the next start.
+    let left = spool.new_id();
+    spool.spill(left, &envelope(1), body("left behind"));
+    store(&spool, envelope(1), body("after")).unwrap();
+    assert!(path(left).exists());
+    drop(spool);
+    let (_, recovery) = Spool::open(dir.path()).unwrap();
+    assert_eq!(recovery.discarded, 1);
+    assert!(!path(left).exists());
+    assert_eq!(recovery.messages.len(), 2);
+}
+
+#[test]
 fn updates_and_removals_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path()).unwrap();

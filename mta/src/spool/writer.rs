@@ -71,6 +71,15 @@ pub(crate) type SyncHook = Box<dyn FnMut() -> Option<io::Error> + Send>;
 
 pub(crate) enum Job {
     Store(Store),
+    /// Part of a large message's body, written ahead of its store: see
+    /// [`Draft`]. No callback: an error is kept for the store to report.
+    Spill {
+        id: QueueId,
+        head_len: u64,
+        body: Vec<Bytes>,
+    },
+    /// The body spilled for a message that will not be stored: removed.
+    Discard(QueueId),
     Update {
         id: QueueId,
         changes: Vec<StateChange>,
@@ -93,7 +102,11 @@ pub(crate) struct Store {
 impl Job {
     fn id(&self) -> QueueId {
         match self {
-            Job::Store(Store { id, .. }) | Job::Update { id, .. } | Job::Remove { id, .. } => *id,
+            Job::Store(Store { id, .. })
+            | Job::Update { id, .. }
+            | Job::Remove { id, .. }
+            | Job::Spill { id, .. }
+            | Job::Discard(id) => *id,
         }
     }
 
@@ -102,6 +115,7 @@ impl Job {
             Job::Store(Store { done, .. })
             | Job::Update { done, .. }
             | Job::Remove { done, .. } => done(Err(error)),
+            Job::Spill { .. } | Job::Discard(_) => {}
         }
     }
 }
@@ -229,12 +243,30 @@ pub(crate) struct Known {
     pub recipients: usize,
 }
 
+/// A large message's file while its body arrives (`Spool::spill`): the
+/// body is written as it comes, after room left for the head, which its
+/// store writes last, with the seal. Until then the head's room is a hole
+/// that reads as zeros, so a draft left by a crash is no message and
+/// recovery removes it. Nothing of it is synced before its store, whose
+/// group makes it durable like any other.
+pub(crate) struct Draft {
+    file: File,
+    /// Octets left for the head at the start of the file.
+    head_len: u64,
+    /// Body octets written after them.
+    body_len: u64,
+    crc: crc32fast::Hasher,
+}
+
 /// Creates and writes the files, one group after another.
 pub(crate) struct Writer {
     pub msg_dir: PathBuf,
     /// Only the writer reads and changes it: the syncer's take-backs
     /// reach it as [`Undo`]s (rule 3).
     pub known: HashMap<QueueId, Known>,
+    /// Bodies being spilled; an error once one failed (its file removed),
+    /// for its store to report.
+    pub drafts: HashMap<QueueId, Result<Draft, io::Error>>,
     pub sync: SyncMethod,
     /// Threads creating new files at once (at least 1).
     pub creators: usize,
@@ -273,6 +305,11 @@ struct Entry {
     undo: Undo,
     /// What to sync: the file written, if any.
     file: Option<File>,
+    /// Some of the file was written before the group's descriptor was
+    /// opened (a spilled body): the file's own descriptor, open since
+    /// before those writes, must report their writeback errors too, since
+    /// the group's may have missed one another group saw first (rule 2).
+    written_early: bool,
     /// The subdirectory (see `message_path`) in which the job created or
     /// removed an entry, if it did.
     dir_changed: Option<u64>,
@@ -328,6 +365,10 @@ impl Writer {
         for job in jobs {
             match job {
                 Job::Store(store) => stores.push(store),
+                // Neither is in a group: a draft is nobody's to sync until
+                // its store, which always comes after its spills.
+                Job::Spill { id, head_len, body } => self.spill(id, head_len, &body),
+                Job::Discard(id) => self.discard(id),
                 job => {
                     self.write_stores(std::mem::take(&mut stores), p);
                     self.write_job(job, p);
@@ -386,7 +427,12 @@ impl Writer {
         // is refused before anything is created.
         let mut fresh = Vec::with_capacity(stores.len());
         for store in stores {
-            if self.known.contains_key(&store.id) || fresh.iter().any(|f: &Store| f.id == store.id)
+            if self.drafts.contains_key(&store.id) {
+                ids.insert(store.id);
+                let entry = self.finish_draft(store);
+                group.entries.push(entry);
+            } else if self.known.contains_key(&store.id)
+                || fresh.iter().any(|f: &Store| f.id == store.id)
             {
                 let error = io::Error::new(
                     io::ErrorKind::AlreadyExists,
@@ -410,11 +456,73 @@ impl Writer {
                         undo: Undo::Unlink(store.id),
                         file: self.keep_for_sync(file),
                         dir_changed: Some(shard_of(store.id)),
+                        written_early: false,
                     }
                 }
                 Err(e) => failed(store.done, e),
             };
             group.entries.push(entry);
+        }
+    }
+
+    /// Writes part of a large message's body into its draft, made at the
+    /// first part. A failure removes the draft's file and is kept for the
+    /// store; later parts are dropped.
+    fn spill(&mut self, id: QueueId, head_len: u64, body: &[Bytes]) {
+        let path = self.path(id);
+        let draft = match self.drafts.remove(&id) {
+            Some(draft) => draft,
+            None if self.known.contains_key(&id) => Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("message {id} is already stored"),
+            )),
+            None => new_draft(&path, head_len),
+        };
+        let draft = draft.and_then(|mut d| match d.append(body) {
+            Ok(()) => Ok(d),
+            Err(e) => {
+                drop(d);
+                let _ = fs::remove_file(&path);
+                Err(e)
+            }
+        });
+        self.drafts.insert(id, draft);
+    }
+
+    fn discard(&mut self, id: QueueId) {
+        if let Some(Ok(draft)) = self.drafts.remove(&id) {
+            drop(draft);
+            let _ = fs::remove_file(self.path(id));
+        }
+    }
+
+    /// Completes a spilled message: the rest of its body, the seal, then
+    /// the head over the room left for it.
+    fn finish_draft(&mut self, store: Store) -> Entry {
+        let path = self.path(store.id);
+        let mut draft = match self.drafts.remove(&store.id) {
+            Some(Ok(draft)) => draft,
+            Some(Err(e)) => return failed(store.done, e),
+            None => return failed(store.done, io::Error::other("no draft")),
+        };
+        match draft.finish(store.id, &store.envelope, &store.body) {
+            Ok(end) => {
+                let recipients = store.envelope.recipients.len();
+                self.known.insert(store.id, Known { end, recipients });
+                Entry {
+                    done: store.done,
+                    result: Ok(()),
+                    undo: Undo::Unlink(store.id),
+                    file: Some(draft.file),
+                    dir_changed: Some(shard_of(store.id)),
+                    written_early: true,
+                }
+            }
+            Err(e) => {
+                drop(draft);
+                let _ = fs::remove_file(&path);
+                failed(store.done, e)
+            }
         }
     }
 
@@ -479,6 +587,10 @@ impl Writer {
         let (done, result) = match job {
             // Written by `write_stores`.
             Job::Store(store) => (store.done, Err(io::Error::other("not an update"))),
+            // Done by `write_jobs`, in no group.
+            Job::Spill { .. } | Job::Discard(_) => {
+                return failed(Box::new(|_| {}), io::Error::other("not an update"))
+            }
             Job::Update { id, changes, done } => {
                 let r = self.write_update(id, &changes);
                 (
@@ -500,6 +612,7 @@ impl Writer {
                 undo,
                 file: file.and_then(|f| self.keep_for_sync(f)),
                 dir_changed,
+                written_early: false,
             },
             Err(e) => failed(done, e),
         }
@@ -618,6 +731,14 @@ impl Syncer {
                 // not say which file it was.
                 if let Err(e) = syncfs(&group.dir) {
                     fail_all(entries.iter_mut().filter(|e| e.result.is_ok()), e);
+                }
+                // Nothing is left to write back: this only reports.
+                for e in entries.iter_mut().filter(|e| e.written_early) {
+                    if let (Ok(()), Some(f)) = (&e.result, &e.file) {
+                        if let Err(err) = f.sync_data() {
+                            e.result = Err(StoreError::from_io(err));
+                        }
+                    }
                 }
             }
             SyncMethod::EachFile => {
@@ -760,6 +881,54 @@ fn failed(done: Done, error: io::Error) -> Entry {
         undo: Undo::Nothing,
         file: None,
         dir_changed: None,
+        written_early: false,
+    }
+}
+
+/// A new draft's file; `create_new`, as for any message file.
+fn new_draft(path: &Path, head_len: u64) -> io::Result<Draft> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    Ok(Draft {
+        file,
+        head_len,
+        body_len: 0,
+        crc: crc32fast::Hasher::new(),
+    })
+}
+
+impl Draft {
+    fn append(&mut self, body: &[Bytes]) -> io::Result<()> {
+        for piece in body {
+            self.file
+                .write_all_at(piece, self.head_len + self.body_len)?;
+            self.crc.update(piece);
+            self.body_len += piece.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes the rest of the body, the seal and the head; returns where
+    /// the records will start.
+    fn finish(&mut self, id: QueueId, envelope: &Envelope, rest: &[Bytes]) -> io::Result<u64> {
+        self.append(rest)?;
+        let head = format::encode_head(id, self.body_len, envelope);
+        // The listener spills with the envelope it stores (the arrival
+        // time fixed when the body began), so the lengths agree; were
+        // they not to, the head would overwrite the body.
+        if head.len() as u64 != self.head_len {
+            return Err(io::Error::other(
+                "the envelope changed while the body was spilled",
+            ));
+        }
+        let seal_at = self.head_len + self.body_len;
+        self.file
+            .write_all_at(&self.crc.clone().finalize().to_le_bytes(), seal_at)?;
+        self.file.write_all_at(&head, 0)?;
+        Ok(seal_at + 4)
     }
 }
 

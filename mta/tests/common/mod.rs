@@ -91,6 +91,11 @@ impl Instance {
     }
 }
 
+/// Every file under `dir`, at any depth.
+pub fn files_under(dir: &Path) -> usize {
+    files_with(dir, "").len()
+}
+
 /// Every file under `dir` whose content holds `needle`.
 pub fn files_with(dir: &Path, needle: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -107,7 +112,7 @@ fn find_in(dir: &Path, needle: &[u8], found: &mut Vec<PathBuf>) {
         if path.is_dir() {
             find_in(&path, needle, found);
         } else if let Ok(bytes) = std::fs::read(&path) {
-            if bytes.windows(needle.len()).any(|w| w == needle) {
+            if needle.is_empty() || bytes.windows(needle.len()).any(|w| w == needle) {
                 found.push(path);
             }
         }
