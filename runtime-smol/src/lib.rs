@@ -529,7 +529,7 @@ enum Ended {
 /// would otherwise keep its thread from every other connection and timer.
 async fn yield_sometimes(steps: &mut u32) {
     *steps = steps.wrapping_add(1);
-    if *steps % 16 == 0 {
+    if steps.is_multiple_of(16) {
         smol::future::yield_now().await;
     }
 }
