@@ -314,8 +314,8 @@ impl State {
     /// durable. A report that cannot be built or stored is logged and
     /// dropped: the original's recipients are failed either way.
     fn bounce(&mut self, request: &crate::queue::BounceRequest) {
-        let original = match self.spool.read_body(request.original) {
-            Ok(body) => body,
+        let (original, whole) = match report_original(&self.spool, request.original) {
+            Ok(read) => read,
             Err(error) => {
                 // Without the original the report still says what failed.
                 self.log.record(json!({
@@ -323,7 +323,7 @@ impl State {
                     "queue_id": request.original.to_string(),
                     "error": format!("cannot read the original: {error}"),
                 }));
-                Vec::new()
+                (Vec::new(), false)
             }
         };
         let id = self.spool.new_id();
@@ -332,6 +332,7 @@ impl State {
             now: SystemTime::now(),
             id,
             max_returned: MAX_RETURNED,
+            whole,
         };
         let Some(report) = bounce::build(request, &original, &reporting) else {
             return;
@@ -430,5 +431,72 @@ impl State {
             }
         }
         Ok(out)
+    }
+}
+
+/// What a report needs of its original: the whole message when it is at
+/// most [`MAX_RETURNED`] octets (it may go back whole), else its start up
+/// to the end of its header section (at most [`MAX_RETURNED`] octets of
+/// it), so that a report on a large message does not read it all.
+/// Returns the octets and whether they are the whole message.
+fn report_original(spool: &Spool, id: QueueId) -> std::io::Result<(Vec<u8>, bool)> {
+    let mut body = spool.open_body(id)?;
+    let whole = body.len() <= MAX_RETURNED as u64;
+    let mut read = Vec::new();
+    while let Some(chunk) = body.next_chunk(64 << 10)? {
+        read.extend_from_slice(&chunk);
+        let headers_read = bounce::headers_of(&read).len() < read.len();
+        if !whole && (headers_read || read.len() >= MAX_RETURNED) {
+            break;
+        }
+    }
+    Ok((read, whole))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::spool::message::{Envelope, Recipient};
+
+    fn stored(spool: &Spool, body: Vec<u8>) -> QueueId {
+        let id = spool.new_id();
+        let envelope = Envelope {
+            sender: "a@example.org".into(),
+            recipients: vec![Recipient {
+                address: "b@example.com".into(),
+                notify: None,
+                orcpt: None,
+            }],
+            ret: Some("FULL".into()),
+            envid: None,
+            received_at: UNIX_EPOCH,
+            client: "192.0.2.7:40000".parse().unwrap(),
+            binding: "default".into(),
+        };
+        let (tx, rx) = mpsc::channel();
+        spool.store(id, envelope, vec![Bytes::from(body)], move |r| {
+            tx.send(r).unwrap();
+        });
+        rx.recv().unwrap().unwrap();
+        id
+    }
+
+    #[test]
+    fn a_report_reads_a_large_original_only_to_its_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let small = b"Subject: s\r\n\r\nbody\r\n".to_vec();
+        let id = stored(&spool, small.clone());
+        assert_eq!(report_original(&spool, id).unwrap(), (small, true));
+
+        let mut large = b"Subject: l\r\n\r\n".to_vec();
+        large.resize(3 * MAX_RETURNED, b'x');
+        let id = stored(&spool, large.clone());
+        let (read, whole) = report_original(&spool, id).unwrap();
+        assert!(!whole);
+        assert!(large.starts_with(&read));
+        assert!(read.len() < MAX_RETURNED, "read {} octets", read.len());
     }
 }

@@ -63,6 +63,10 @@ pub struct Reporting<'a> {
     /// comes back as its headers only, as Postfix's `bounce_size_limit`
     /// does, so that a bounce is never much bigger than a notice.
     pub max_returned: usize,
+    /// The original given is the whole message. A caller may give only
+    /// the start of an original longer than `max_returned`, its header
+    /// section at least, since only that is returned.
+    pub whole: bool,
 }
 
 /// A report, ready to store as a new message.
@@ -118,6 +122,7 @@ pub fn build(
         .as_deref()
         .is_some_and(|ret| ret.eq_ignore_ascii_case("FULL"))
         && failure
+        && reporting.whole
         && original.len() <= reporting.max_returned
         && returnable(original);
     let text = notice_text(request, &reported, &hostname, full);
@@ -451,7 +456,7 @@ pub fn enhanced_code(reply: &str) -> Option<String> {
 }
 
 /// A message's header section: up to its first empty line, or all of it.
-fn headers_of(message: &[u8]) -> &[u8] {
+pub(crate) fn headers_of(message: &[u8]) -> &[u8] {
     let mut at = 0;
     for line in message.split_inclusive(|&b| b == b'\n') {
         if line == b"\r\n" || line == b"\n" {

@@ -196,6 +196,7 @@ fn reporting() -> Reporting<'static> {
         now: UNIX_EPOCH + Duration::from_secs(1_796_222_000),
         id: QueueId(0x2_0000_0005),
         max_returned: 1 << 20,
+        whole: true,
     }
 }
 
@@ -504,7 +505,15 @@ fn ret_full_returns_the_whole_message() {
         max_returned: 100,
         ..reporting()
     };
-    let bounce = build(&request(env, vec![refused(0)]), ORIGINAL, &small).unwrap();
+    let bounce = build(&request(env.clone(), vec![refused(0)]), ORIGINAL, &small).unwrap();
+    assert_eq!(parse(&bounce.message)["parts"][2], "text/rfc822-headers");
+    // Given only the start of the original (the caller read no more of a
+    // large one): its headers, though the start is small.
+    let start = Reporting {
+        whole: false,
+        ..reporting()
+    };
+    let bounce = build(&request(env, vec![refused(0)]), ORIGINAL, &start).unwrap();
     assert_eq!(parse(&bounce.message)["parts"][2], "text/rfc822-headers");
 }
 
