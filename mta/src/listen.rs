@@ -541,8 +541,10 @@ impl Reception {
                         object.insert("stage".into(), "data".into());
                     }
                 }
-                decision.respond(reply);
+                // Logged first: once the client has its answer, the
+                // record is in the log's queue (rotation relies on it).
                 log.record(record);
+                decision.respond(reply);
                 if stored_ok {
                     on_stored(queued);
                 }

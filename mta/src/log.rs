@@ -5,11 +5,14 @@
 //! for appending, created owner-only). A record sent after the log closed,
 //! or one the file refuses, is reported once on standard error and
 //! dropped: a full log disk must not stop mail whose spool has room.
+//! [`Log::reopen`] (petrel calls it on SIGHUP) opens the file again by its
+//! name, for log rotation: the records before it are in the file that was
+//! renamed, those after it in the new one.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,28 +25,48 @@ pub struct Log {
 #[derive(Debug)]
 enum Message {
     Record(serde_json::Value),
+    /// Write what is queued, then open the file again; the sender is told
+    /// how that went.
+    Reopen(Sender<io::Result<()>>),
     /// Write what is queued, then stop; the sender is told when done.
     Close(Sender<()>),
+}
+
+/// Opens the log file for appending, owner-only when it is created.
+fn open_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
 }
 
 impl Log {
     /// A log writing to `path`, or to standard output when `None`.
     pub fn open(path: Option<&Path>) -> io::Result<Self> {
         let out: Box<dyn Write + Send> = match path {
-            Some(path) => Box::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(path)?,
-            ),
+            Some(path) => Box::new(open_file(path)?),
             None => Box::new(io::stdout()),
         };
         let (queue, received) = mpsc::channel();
+        let path = path.map(Path::to_owned);
         std::thread::Builder::new()
             .name("petrel-log".into())
-            .spawn(move || write_records(&received, BufWriter::new(out)))?;
+            .spawn(move || write_records(&received, BufWriter::new(out), path))?;
         Ok(Self { queue })
+    }
+
+    /// Writes what is queued, then opens the log file again by its name
+    /// (nothing to do for standard output). On an error the log goes on
+    /// in the file it had.
+    pub fn reopen(&self) -> io::Result<()> {
+        let (done, reopened) = mpsc::channel();
+        self.queue
+            .send(Message::Reopen(done))
+            .map_err(|_| io::Error::other("the log is closed"))?;
+        reopened
+            .recv()
+            .unwrap_or_else(|_| Err(io::Error::other("the log is closed")))
     }
 
     /// Queues one record; the writer adds `"time"` if it is missing.
@@ -62,15 +85,24 @@ impl Log {
     }
 }
 
-fn write_records(queue: &Receiver<Message>, mut out: BufWriter<Box<dyn Write + Send>>) {
+fn write_records(
+    queue: &Receiver<Message>,
+    mut out: BufWriter<Box<dyn Write + Send>>,
+    path: Option<PathBuf>,
+) {
     let mut failed = false;
     let mut next = queue.recv().ok();
     while let Some(message) = next.take() {
         let mut batch = Vec::new();
         let mut close = None;
+        let mut reopen = None;
         let mut message = message;
         loop {
             match message {
+                Message::Reopen(done) => {
+                    reopen = Some(done);
+                    break;
+                }
                 Message::Record(mut record) => {
                     if let Some(object) = record.as_object_mut() {
                         object
@@ -104,6 +136,17 @@ fn write_records(queue: &Receiver<Message>, mut out: BufWriter<Box<dyn Write + S
         if let Some(done) = close {
             let _ = done.send(());
             return;
+        }
+        if let Some(done) = reopen {
+            let reopened = match &path {
+                // The batch before it is written and flushed already.
+                Some(path) => open_file(path).map(|file| {
+                    out = BufWriter::new(Box::new(file));
+                    failed = false;
+                }),
+                None => Ok(()),
+            };
+            let _ = done.send(reopened);
         }
         next = queue.recv().ok();
     }
@@ -206,6 +249,35 @@ mod tests {
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(rfc5322(leap), "Tue, 29 Feb 2000 00:00:00 +0000");
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn reopen_follows_a_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let rotated = dir.path().join("log.jsonl.1");
+        let log = Log::open(Some(&path)).unwrap();
+        log.record(serde_json::json!({ "n": 1 }));
+        std::fs::rename(&path, &rotated).unwrap();
+        log.record(serde_json::json!({ "n": 2 }));
+        log.reopen().unwrap();
+        log.record(serde_json::json!({ "n": 3 }));
+        log.close();
+        let numbers = |p: &Path| -> Vec<u64> {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect()
+        };
+        assert_eq!(numbers(&rotated), [1, 2]);
+        assert_eq!(numbers(&path), [3]);
+        // Standard output has nothing to reopen.
+        Log::open(None).unwrap().reopen().unwrap();
     }
 
     #[test]

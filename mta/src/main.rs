@@ -14,7 +14,7 @@ use petrel::listen::{self, Reception};
 use petrel::log::Log;
 use petrel::route::Router;
 use petrel::spool::{self, Spool};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 #[derive(Debug, Parser)]
@@ -258,7 +258,8 @@ fn serve(loaded: &Loaded, grace: Duration) -> Result<(), String> {
     let global = &policies.global;
     // Registered before anything listens, so that a signal right after
     // start is never the default (fatal) one.
-    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("signals: {e}"))?;
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| format!("signals: {e}"))?;
     let dir = &global.spool_directory;
     let (spool, recovery) =
         Spool::open(dir).map_err(|e| format!("spool {}: {e}", dir.display()))?;
@@ -310,7 +311,16 @@ fn serve(loaded: &Loaded, grace: Duration) -> Result<(), String> {
                 format!("{:?}", global.runtime).to_lowercase()
             );
         }
-        signals.forever().next();
+        // SIGHUP reopens the log (rotation); SIGINT or SIGTERM stops.
+        for signal in signals.forever() {
+            if signal != SIGHUP {
+                break;
+            }
+            match log.reopen() {
+                Ok(()) => eprintln!("petrel: log reopened"),
+                Err(e) => eprintln!("petrel: cannot reopen the log, it goes on as it was: {e}"),
+            }
+        }
         eprintln!(
             "petrel: stopping: sessions have {} s to finish",
             grace.as_secs()

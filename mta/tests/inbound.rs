@@ -229,6 +229,37 @@ fn grace_expires(rt: Runtime) {
     assert!(finished.status.success(), "{}", finished.output);
 }
 
+/// SIGHUP reopens the log by its name, as log rotation needs: what came
+/// before is in the renamed file, what comes after in a new one.
+#[test]
+fn sighup_reopens_the_log() {
+    let pki = Pki::new();
+    let instance = instance(Runtime::Tokio, &pki);
+    let mut petrel = instance.start(&[]);
+    let addr = petrel.addr();
+    swaks_ok(addr, &["--header", "Subject: before"], CLIENT_TIMEOUT);
+    let log = instance.path("log.jsonl");
+    let rotated = instance.path("log.jsonl.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    petrel.proc.signal("HUP");
+    petrel
+        .proc
+        .wait_for("the reopened log", STOP_TIMEOUT, |out| {
+            out.contains("petrel: log reopened")
+        });
+    swaks_ok(addr, &["--header", "Subject: after"], CLIENT_TIMEOUT);
+    petrel.stop();
+    let receptions = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(r#""event":"reception""#))
+            .count()
+    };
+    assert_eq!(receptions(&rotated), 1);
+    assert_eq!(receptions(&log), 1);
+}
+
 petrel_tests::per_runtime!(
     plain_and_starttls,
     relay_control,
