@@ -10,7 +10,7 @@ use std::time::Instant;
 use petrel_core::renegotiation::{self, RefuseReason, RenegotiationVerdict};
 use petrel_core::server::{CloseReason, Event, ServerConfig, ServerSession};
 use petrel_core::tls::{ServerTls, ServerTlsConfig, TlsEngine, TlsVersion};
-use support::{clients, test_cert, Alert, OpensslClient, RecordClient, TlsClient};
+use support::{clients, test_cert, Alert, OpensslClient, RecordClient, RustlsClient, TlsClient};
 
 fn engines() -> Vec<TlsEngine> {
     TlsEngine::ALL
@@ -42,9 +42,15 @@ struct Conversation<C: TlsClient + ?Sized = dyn TlsClient> {
 
 impl<C: TlsClient + ?Sized> Conversation<C> {
     fn new(config: ServerConfig) -> Self {
+        Self::sharing(Arc::new(config))
+    }
+
+    /// A session of a configuration other sessions have too (and with it
+    /// the server's TLS session cache), as the sessions of one listener.
+    fn sharing(config: Arc<ServerConfig>) -> Self {
         let now = Instant::now();
         let mut conversation = Self {
-            server: ServerSession::new(Arc::new(config), now),
+            server: ServerSession::new(config, now),
             now,
             tls: None,
             received: Vec::new(),
@@ -374,6 +380,35 @@ fn openssl_engine_refuses_renegotiation_up_to_the_cap() {
         assert_eq!(attempt(&mut c), [Alert::CLOSE_NOTIFY], "cap {cap}");
         let refused = RenegotiationVerdict::Refuse(RefuseReason::PolicyDenied);
         assert_closed_past_the_cap(&c, cap, refused);
+    }
+}
+
+/// A TLS 1.2 session resumed on a new connection is an abbreviated
+/// handshake, not a renegotiation: nothing counts it, refuses it or
+/// closes for it, whatever the engine and its renegotiation setting.
+#[test]
+fn a_resumed_tls12_session_is_no_renegotiation() {
+    for engine in engines() {
+        for allow in [false, true] {
+            let server = Arc::new(config(engine, allow, 1));
+            let client = RustlsClient::accepting_config(true);
+            let mut resumed = Vec::new();
+            for _ in 0..3 {
+                let mut c: Conversation<RustlsClient> = Conversation::sharing(server.clone());
+                c.say("EHLO c\r\nSTARTTLS\r\n");
+                c.start_tls(Box::new(RustlsClient::with_shared_config(client.clone())));
+                assert_eq!(c.server.tls_info().unwrap().version, TlsVersion::Tls12);
+                let reply = c.say("EHLO c\r\n");
+                assert!(reply.starts_with("250"), "{engine}: {reply}");
+                assert!(c.say("NOOP\r\n").starts_with("250"), "{engine}");
+                assert_eq!(c.renegotiations(), [], "{engine}, allow {allow}");
+                assert_eq!(c.closed(), None, "{engine}, allow {allow}");
+                resumed.push(c.tls.as_ref().unwrap().resumed());
+            }
+            // The engines keep a session cache: the later connections
+            // resume (or this test would not test resumption).
+            assert_eq!(resumed, [false, true, true], "{engine}, allow {allow}");
+        }
     }
 }
 

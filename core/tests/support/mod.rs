@@ -330,12 +330,24 @@ impl RustlsClient {
     /// A client for "localhost" offering TLS 1.3 and 1.2, or only 1.2,
     /// that accepts any server certificate.
     pub fn new(tls12_only: bool) -> Self {
+        Self::with_shared_config(Self::accepting_config(tls12_only))
+    }
+
+    /// [`RustlsClient::new`]'s configuration, to share between clients:
+    /// with it goes rustls's session cache, so a second client resumes
+    /// the first one's session.
+    pub fn accepting_config(tls12_only: bool) -> Arc<ClientConfig> {
         let provider = Arc::new(ring::default_provider());
         let config = Self::builder(&provider, tls12_only)
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
             .with_no_client_auth();
-        Self::with_config(config)
+        Arc::new(config)
+    }
+
+    /// Whether the handshake resumed an earlier session.
+    pub fn resumed(&self) -> bool {
+        self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
     }
 
     /// A client for "localhost" that verifies the server's certificate
@@ -350,7 +362,7 @@ impl RustlsClient {
         let config = Self::builder(&provider, tls12_only)
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Self::with_config(config)
+        Self::with_shared_config(Arc::new(config))
     }
 
     fn builder(
@@ -367,10 +379,11 @@ impl RustlsClient {
             .unwrap()
     }
 
-    fn with_config(config: ClientConfig) -> Self {
+    /// A client of `config`, shared or not.
+    pub fn with_shared_config(config: Arc<ClientConfig>) -> Self {
         let name = ServerName::try_from(SERVER_NAME).unwrap();
         RustlsClient {
-            conn: ClientConnection::new(Arc::new(config), name).unwrap(),
+            conn: ClientConnection::new(config, name).unwrap(),
             plaintext: Vec::new(),
             last_error: None,
         }
