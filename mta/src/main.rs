@@ -225,9 +225,14 @@ fn queue_line(message: &spool::StoredMessage) -> String {
     } else {
         &envelope.sender
     };
+    // A delivery's attempts, as the queue counts them: the most of any
+    // recipient's.
+    let attempts = message.attempts.iter().copied().max().unwrap_or(0);
     format!(
-        "{id} {size} {received} {sender} -> {recipients} ({pending}/{total} pending)",
+        "{id} {size} {received} {sender} -> {recipients} ({pending}/{total} pending, \
+         {attempts} {tried})",
         id = message.id,
+        tried = if attempts == 1 { "attempt" } else { "attempts" },
         size = message.size,
         received = petrel::log::rfc3339(envelope.received_at),
         recipients = envelope
@@ -360,4 +365,42 @@ fn serve(loaded: &Loaded, grace: Duration) -> Result<(), String> {
     log.close();
     eprintln!("petrel: stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use petrel::spool::message::{Envelope, QueueId, Recipient};
+    use petrel::spool::{RecipientState, StoredMessage};
+
+    use super::queue_line;
+
+    #[test]
+    fn a_queue_line_says_what_is_pending_and_how_often_it_was_tried() {
+        let recipient = |address: &str| Recipient {
+            address: address.into(),
+            notify: None,
+            orcpt: None,
+        };
+        let envelope = Envelope {
+            sender: String::new(),
+            recipients: vec![recipient("a@example.com"), recipient("b@example.net")],
+            ret: None,
+            envid: None,
+            received_at: UNIX_EPOCH + Duration::from_secs(1_796_145_674),
+            client: "192.0.2.7:40000".parse().unwrap(),
+            binding: "default".into(),
+        };
+        let mut message = StoredMessage::new(QueueId(0x1_0000_0002), envelope, 1234);
+        message.states[0] = RecipientState::Delivered;
+        message.attempts = vec![1, 3];
+        assert_eq!(
+            queue_line(&message),
+            "0000000100000002 1234 2026-12-01T17:21:14.000000Z <> -> \
+             a@example.com,b@example.net (1/2 pending, 3 attempts)"
+        );
+        message.attempts = vec![0, 1];
+        assert!(queue_line(&message).ends_with("(1/2 pending, 1 attempt)"));
+    }
 }
