@@ -215,6 +215,54 @@ struct Transaction {
     size: u64,
     /// Some of the body went to the spool already ([`SPILL_AT`]).
     spilled: bool,
+    /// The `Received:` fields the client's header section holds.
+    hops: HopCount,
+}
+
+/// A message that already passed this many relays is in a loop: RFC 5321
+/// §6.3 asks a relay that counts `Received:` fields for a threshold of
+/// "at least 100"; it gets `554 5.4.6` (RFC 3463: routing loop detected).
+const MAX_HOPS: u32 = 100;
+
+/// Counts the `Received:` fields of a header section fed in pieces split
+/// anywhere, up to the empty line that ends it.
+#[derive(Debug, Default)]
+struct HopCount {
+    hops: u32,
+    /// The current line's first octets, as far as they decide anything.
+    start: Vec<u8>,
+    /// Octets of the current line seen (the start is kept up to
+    /// `b"received:".len()`).
+    line_len: usize,
+    /// The empty line was seen: the body follows.
+    done: bool,
+}
+
+impl HopCount {
+    fn feed(&mut self, piece: &[u8]) {
+        const FIELD: &[u8] = b"received:";
+        for &b in piece {
+            if self.done {
+                return;
+            }
+            if b == b'\n' {
+                // CRLF or a bare LF alone on a line ends the section.
+                if self.line_len == 0 || self.start == b"\r" {
+                    self.done = true;
+                }
+                if self.start.len() == FIELD.len() && self.start.eq_ignore_ascii_case(FIELD) {
+                    self.hops += 1;
+                }
+                self.start.clear();
+                self.line_len = 0;
+                continue;
+            }
+            if self.start.len() < FIELD.len() && self.line_len == self.start.len() {
+                self.start.push(b);
+            }
+            self.line_len += 1;
+        }
+    }
 }
 
 /// A message body held past this many octets goes to the spool's file for
@@ -398,6 +446,7 @@ impl Reception {
                     held: 0,
                     size: 0,
                     spilled: false,
+                    hops: HopCount::default(),
                 });
             }
             Event::Rcpt {
@@ -448,6 +497,7 @@ impl Reception {
             }
             Event::Body(piece) => {
                 let transaction = conn.transaction.as_mut()?;
+                transaction.hops.feed(piece);
                 transaction.push(piece.clone());
                 if transaction.held >= SPILL_AT {
                     let (id, _) = transaction.id?;
@@ -461,6 +511,24 @@ impl Reception {
             Event::MessageEnd { size, .. } => {
                 let mut transaction = conn.transaction.take()?;
                 let (id, _) = transaction.id?;
+                if transaction.hops.hops >= MAX_HOPS {
+                    self.abandon(&transaction);
+                    let reply = Reply::new(
+                        554,
+                        Some(EnhancedCode::new(5, 4, 6)),
+                        format!(
+                            "Too many hops: {} Received: fields, a mail loop",
+                            transaction.hops.hops
+                        ),
+                    );
+                    self.refuse(
+                        info,
+                        "data",
+                        json!({ "sender": transaction.sender, "hops": transaction.hops.hops }),
+                        &reply,
+                    );
+                    return Some(Step::Answer(reply));
+                }
                 let envelope = transaction.envelope(info.peer, &conn.policy.binding)?;
                 return Some(Step::Store(Box::new(Message {
                     id,
@@ -641,4 +709,37 @@ fn received_header(info: &ConnectionInfo, conn: &Conn, id: QueueId, now: SystemT
         date = log::rfc5322(now),
     )
     .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HopCount;
+
+    fn count(pieces: &[&[u8]]) -> (u32, bool) {
+        let mut hops = HopCount::default();
+        for piece in pieces {
+            hops.feed(piece);
+        }
+        (hops.hops, hops.done)
+    }
+
+    #[test]
+    fn received_fields_are_counted_in_the_header_section_only() {
+        let message: &[u8] = b"Received: from a\r\n\tby b; date\r\nRECEIVED:x\r\n\
+            X-Received: no\r\nReceived-SPF: no\r\nSubject: Received: no\r\n \
+            Received: folded, no\r\nreceived:\r\n\r\nReceived: in the body\r\n";
+        // Split anywhere, in two or in single octets: the same count.
+        for at in 0..=message.len() {
+            let (head, tail) = message.split_at(at);
+            assert_eq!(count(&[head, tail]), (3, true), "split at {at}");
+        }
+        let octets: Vec<&[u8]> = message.chunks(1).collect();
+        assert_eq!(count(&octets), (3, true));
+        // Bare LF line ends; a section never ended counts what it has.
+        assert_eq!(
+            count(&[b"Received: a\nReceived: b\n\nReceived: c\n"]),
+            (2, true)
+        );
+        assert_eq!(count(&[b"Received: a\r\nReceived: b"]), (1, false));
+    }
 }

@@ -229,6 +229,53 @@ fn grace_expires(rt: Runtime) {
     assert!(finished.status.success(), "{}", finished.output);
 }
 
+/// A message that already crossed 100 relays is in a loop: refused with
+/// `554 5.4.6`, logged, and not stored; one hop fewer goes through.
+#[test]
+fn a_mail_loop_is_refused() {
+    let pki = Pki::new();
+    let instance = instance(Runtime::Tokio, &pki);
+    let petrel = instance.start(&[]);
+    let message = |hops: usize, marker: &str| {
+        let path = instance.path(&format!("{marker}.eml"));
+        let mut text: String = (0..hops)
+            .map(|n| {
+                format!(
+                    "Received: from hop{n}.example by hop{}.example; date\r\n",
+                    n + 1
+                )
+            })
+            .collect();
+        text.push_str(&format!("Subject: {marker}\r\n\r\nbody\r\n"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let looping = message(100, "looping");
+    let sent = swaks(
+        petrel.addr(),
+        &["--data", path_str(&looping)],
+        CLIENT_TIMEOUT,
+    );
+    assert!(!sent.status.success(), "{}", sent.output);
+    assert!(sent.output.contains("554 5.4.6"), "{}", sent.output);
+    let almost = message(99, "almost");
+    swaks_ok(
+        petrel.addr(),
+        &["--data", path_str(&almost)],
+        CLIENT_TIMEOUT,
+    );
+    petrel.stop();
+    assert!(instance.spool_files_with("Subject: looping").is_empty());
+    assert_eq!(instance.spool_files_with("Subject: almost").len(), 1);
+    let refusals: Vec<_> = instance
+        .log()
+        .into_iter()
+        .filter(|r| r["event"] == "refusal")
+        .collect();
+    assert_eq!(refusals.len(), 1, "{refusals:#?}");
+    assert_eq!(refusals[0]["detail"]["hops"], 100);
+}
+
 /// SIGHUP reopens the log by its name, as log rotation needs: what came
 /// before is in the renamed file, what comes after in a new one.
 #[test]
