@@ -122,7 +122,7 @@ impl LineFramer {
         } else {
             buf.get(..self.limit).unwrap_or(buf)
         };
-        match window.iter().position(|&b| b == b'\n') {
+        match memchr::memchr(b'\n', window) {
             Some(lf) if self.skipping => {
                 self.skipping = false;
                 Frame::TooLong { len: lf + 1 }
