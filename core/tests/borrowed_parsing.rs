@@ -1,11 +1,12 @@
-//! The borrowed parser against the owned one it replaced (kept frozen in
-//! `reference/`): on any input, a borrowed command made owned is what the
-//! old parser gave, and every error is the same.
+//! The borrowed parsers against the owned ones they replaced (kept frozen
+//! in `reference/`): on any input, a borrowed command or reply made owned
+//! is what the old parser gave, and every error is the same.
 #![cfg(test)]
 
 mod reference;
 
 use petrel_core::wire::command::{parse_command, parse_command_ref};
+use petrel_core::wire::reply::{ReplyError, ReplyParser, ReplyStatus};
 use quickcheck::{Arbitrary, Gen, QuickCheck};
 
 fn pick<'a>(g: &mut Gen, options: &[&'a str]) -> &'a str {
@@ -283,6 +284,100 @@ impl Arbitrary for CommandLine {
     }
 }
 
+/// Replies from the grammar, now and then spelt wrong: multi-line replies
+/// with enhanced codes spelt alike and unlike, bare LFs, CRs in the text,
+/// invalid UTF-8, garbage.
+#[derive(Debug, Clone)]
+struct ReplyBytes(Vec<u8>);
+
+impl Arbitrary for ReplyBytes {
+    fn arbitrary(g: &mut Gen) -> Self {
+        let codes = ["250", "220", "550", "354", "452"];
+        let bad_codes = ["251", "199", "600", "2x0", "25", ""];
+        let enhanced = [
+            "2.1.0",
+            "2.01.0",
+            "2.1.000",
+            "2.1.0000",
+            "5.1.1",
+            "3.0.0",
+            "2.0",
+            "2.0.0.0",
+            "2.1.5",
+            "4.999.999",
+            "2.0.07\r\r",
+            "2.1.0\r",
+            "2.1.\r0",
+        ];
+        let texts = [
+            "",
+            "ok",
+            " two  spaces",
+            "a\rb",
+            "\r",
+            "\u{e9}t\u{e9}",
+            "\t tab",
+            "\u{fffd}",
+        ];
+        let mut wire = Vec::new();
+        for _ in 0..usize::arbitrary(g) % 6 {
+            if rarely(g, 10) {
+                wire.extend(Vec::<u8>::arbitrary(g));
+                continue;
+            }
+            let code = pick(g, &codes);
+            let shared = (!rarely(g, 2)).then(|| pick(g, &enhanced));
+            let lines = 1 + usize::arbitrary(g) % 5;
+            for line in 0..lines {
+                let last = line + 1 == lines;
+                let code = if rarely(g, 20) {
+                    pick(g, &bad_codes)
+                } else {
+                    code
+                };
+                wire.extend_from_slice(code.as_bytes());
+                let separator = match u8::arbitrary(g) % 30 {
+                    0 => "",
+                    1 => "_",
+                    _ if last => " ",
+                    _ => "-",
+                };
+                wire.extend_from_slice(separator.as_bytes());
+                let this = if rarely(g, 6) {
+                    Some(pick(g, &enhanced))
+                } else {
+                    shared
+                };
+                if let Some(e) = this {
+                    wire.extend_from_slice(e.as_bytes());
+                    if !rarely(g, 6) {
+                        wire.push(b' ');
+                    }
+                }
+                wire.extend_from_slice(pick(g, &texts).as_bytes());
+                if rarely(g, 8) {
+                    wire.extend_from_slice(b"\xff\xc3 \xa9");
+                }
+                if rarely(g, 10) {
+                    run(g, b"w", 60, &mut wire);
+                }
+                let end = match u8::arbitrary(g) % 10 {
+                    0 => "\n",
+                    1 => "\r\r\n",
+                    2 if rarely(g, 3) => "",
+                    _ => "\r\n",
+                };
+                wire.extend_from_slice(end.as_bytes());
+            }
+        }
+        ReplyBytes(wire)
+    }
+
+    fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
+        Box::new(self.0.shrink().map(ReplyBytes))
+    }
+}
+
 fn commands_agree(line: &[u8], utf8: bool) -> bool {
     let old = reference::command::parse_command(line, utf8);
     let borrowed = parse_command_ref(line, utf8).map(|c| c.into_owned());
@@ -294,6 +389,57 @@ fn commands_agree(line: &[u8], utf8: bool) -> bool {
         return false;
     }
     parse_command(line, utf8) == old
+}
+
+/// Everything a reply parser says about `parts` fed one after another:
+/// each status (replies made owned) or error, and the octets the caller
+/// keeps at the end.
+fn replies(
+    parts: &[&[u8]],
+    mut parse: impl FnMut(&[u8]) -> Result<ReplyStatus, ReplyError>,
+) -> (Vec<String>, usize) {
+    let mut buf = Vec::new();
+    let mut seen = Vec::new();
+    for part in parts {
+        buf.extend_from_slice(part);
+        loop {
+            let status = parse(&buf);
+            seen.push(format!("{status:?}"));
+            match status {
+                Ok(ReplyStatus::Complete { consumed, .. }) => drop(buf.drain(..consumed)),
+                Ok(ReplyStatus::Partial { consumed }) => {
+                    buf.drain(..consumed);
+                    break;
+                }
+                Err(_) => return (seen, buf.len()),
+            }
+        }
+    }
+    (seen, buf.len())
+}
+
+fn replies_agree(wire: &[u8], split: usize, max_line: usize, max_lines: usize) -> bool {
+    let split = split % (wire.len() + 1);
+    let parts = [&wire[..split], &wire[split..]];
+    let mut old = reference::reply::ReplyParser::with_limits(max_line, max_lines);
+    let expected = replies(&parts, |buf| old.parse(buf));
+    // The zero-copy path, made owned by the caller.
+    let mut new = ReplyParser::with_limits(max_line, max_lines);
+    let borrowed = replies(&parts, |buf| {
+        new.parse_ref(buf)
+            .map(|status| status.map_reply(|r| r.into_owned()))
+    });
+    // The owned path.
+    let mut owned = ReplyParser::with_limits(max_line, max_lines);
+    let made = replies(&parts, |buf| owned.parse(buf));
+    if borrowed != expected || made != expected {
+        eprintln!(
+            "{:?}:\n  new   {borrowed:?}\n  owned {made:?}\n  old   {expected:?}",
+            String::from_utf8_lossy(wire)
+        );
+        return false;
+    }
+    true
 }
 
 /// Many cases: the properties are cheap, and a rare branch needs many
@@ -317,6 +463,25 @@ fn borrowed_commands_on_any_octets() {
         commands_agree(&line, utf8)
     }
     check(property as fn(Vec<u8>, bool) -> bool);
+}
+
+#[test]
+fn borrowed_replies_are_the_old_replies() {
+    fn property(wire: ReplyBytes, split: usize, limits: (u8, u8)) -> bool {
+        let max_line = 4 + usize::from(limits.0 % 40);
+        let max_lines = usize::from(limits.1 % 6);
+        replies_agree(&wire.0, split, max_line, max_lines)
+            && replies_agree(&wire.0, split, 4096, 256)
+    }
+    check(property as fn(ReplyBytes, usize, (u8, u8)) -> bool);
+}
+
+#[test]
+fn borrowed_replies_on_any_octets() {
+    fn property(wire: Vec<u8>, split: usize) -> bool {
+        replies_agree(&wire, split, 16, 3)
+    }
+    check(property as fn(Vec<u8>, usize) -> bool);
 }
 
 #[test]
