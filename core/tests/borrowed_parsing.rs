@@ -190,6 +190,9 @@ fn params(g: &mut Gen, out: &mut Vec<u8>) {
         "A=b=c",
         "A=\u{7f}",
         "ENVID=\u{e9}",
+        "ENVID=",
+        "ORCPT=",
+        "NOTIFY=",
     ];
     for _ in 0..usize::arbitrary(g) % 5 {
         out.extend_from_slice(pick(g, &[" ", "  ", "", "\t"]).as_bytes());
@@ -356,7 +359,10 @@ impl Arbitrary for ReplyBytes {
                 }
                 wire.extend_from_slice(pick(g, &texts).as_bytes());
                 if rarely(g, 8) {
-                    wire.extend_from_slice(b"\xff\xc3 \xa9");
+                    let invalid: &[u8] = g
+                        .choose(&[&b"\xff\xc3 \xa9"[..], b"\xea\r\x80", b"\xe2\x82\r\xac"])
+                        .unwrap();
+                    wire.extend_from_slice(invalid);
                 }
                 if rarely(g, 10) {
                     run(g, b"w", 60, &mut wire);

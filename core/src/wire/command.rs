@@ -1343,7 +1343,12 @@ fn for_each_param<'a>(
                 // A value ends at a space or the end of the line.
                 let ends_well = |end: usize| matches!(c.octets.get(end), None | Some(b' '));
                 let end = apply(param, value, &c);
-                match end.filter(|&end| value.is_none() || ends_well(end)) {
+                // esmtp-value is one or more octets, whatever reads it.
+                let well_formed = |&end: &usize| match value {
+                    Some(start) => end > start && ends_well(end),
+                    None => true,
+                };
+                match end.filter(well_formed) {
                     Some(end) if value.is_some() => c.pos = end,
                     Some(_) => {}
                     None => return Err(CommandError::BadParameterValue(upper(key))),
@@ -2033,6 +2038,10 @@ mod tests {
             ("MAIL FROM:<a@b> ENVID=a+2", "501 5.5.4"),
             ("MAIL FROM:<a@b> ENVID=a+0A", "501 5.5.4"),
             ("MAIL FROM:<a@b> ENVID=a=b", "501 5.5.4"),
+            // Found by the command fuzz target: an empty value is refused
+            // before the duplicate is seen.
+            ("MAIL FROM:<a@b> ENVID= ENVID=x", "501 5.5.4"),
+            ("RCPT TO:<a@b> ORCPT= NOTIFY=NEVER", "501 5.5.4"),
             ("MAIL FROM:<a@b> AUTH=<>", "555 5.5.4"),
             ("MAIL FROM:<a@b> NOTIFY=NEVER", "555 5.5.4"),
             ("RCPT TO:<a@b> SIZE=10", "555 5.5.4"),

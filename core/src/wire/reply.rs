@@ -709,7 +709,15 @@ impl ReplyParser {
                 let head = line.get(..4).unwrap_or(line);
                 self.held.extend_from_slice(head);
                 let start = self.held.len();
-                self.held.extend(text.iter().filter(|&&b| b != b'\r'));
+                if stray_cr {
+                    // Invalid UTF-8 is replaced before CR is taken out, as
+                    // taking it out first could join two invalid octets
+                    // into one replacement. Rare, so it may allocate.
+                    let clean = String::from_utf8_lossy(text).replace('\r', "");
+                    self.held.extend_from_slice(clean.as_bytes());
+                } else {
+                    self.held.extend_from_slice(text);
+                }
                 self.held.push(b'\n');
                 self.held
                     .get(start..self.held.len() - 1)
@@ -1013,6 +1021,17 @@ mod tests {
         assert_eq!(reply.enhanced(), Some(EnhancedCode::new(5, 0, 7)));
         let again = ReplyParser::new().parse(&reply.to_bytes());
         assert!(matches!(again, Ok(ReplyStatus::Complete { reply: r, .. }) if r == reply));
+    }
+
+    #[test]
+    fn invalid_utf8_around_a_cr_is_replaced_before_the_cr_goes() {
+        // Found by the reply fuzz target: without the CR, 0xea 0x80 is one
+        // invalid sequence, one U+FFFD; with it, two.
+        let (reply, _) = match parse_one(b"250 x\xea\r\x80y\r\n").unwrap() {
+            ReplyStatus::Complete { reply, consumed } => (reply, consumed),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(reply.text(), "x\u{fffd}\u{fffd}y");
     }
 
     quickcheck! {
