@@ -675,6 +675,7 @@ impl<'a> MailboxRef<'a> {
 
     /// Whether the mailbox has non-ASCII characters (see
     /// [`Mailbox::needs_smtputf8`]).
+    #[inline]
     pub fn needs_smtputf8(&self) -> bool {
         !self.local_part.is_ascii() || matches!(self.domain, HostRef::Domain(d) if !d.is_ascii())
     }
@@ -874,9 +875,15 @@ fn parse_line<'a>(
         Verb::Bdat => return parse_bdat(args),
         _ => {}
     }
+    // EHLO's one word, all printable: the common case, in one pass.
+    if verb == Verb::Ehlo && !args.is_empty() && args.iter().all(u8::is_ascii_graphic) {
+        let name = std::str::from_utf8(args).map_err(|_| NUL_CR_LF)?;
+        return Ok(CommandRef::Ehlo(name));
+    }
     // The text of NOOP, HELO (after the domain), VRFY, EXPN and HELP is
-    // not read, so it is searched.
-    if has_nul_cr_lf(untrimmed) {
+    // not read, so it is searched (and EHLO's, to be refused, may hold it).
+    // Without text the line is the verb and blanks.
+    if !args.is_empty() && has_nul_cr_lf(untrimmed) {
         return Err(NUL_CR_LF);
     }
     if verb == Verb::Noop {
@@ -988,7 +995,6 @@ fn parse_bdat(args: &[u8]) -> Result<CommandRef<'static>, CommandError> {
     }
 }
 
-#[inline(always)]
 fn parse_mail(mut c: Cursor<'_>) -> Result<CommandRef<'_>, CommandError> {
     if !c.eat_ignore_case(b"FROM:") {
         return Err(CommandError::Syntax("expected FROM:<address>"));
@@ -1051,7 +1057,6 @@ fn parse_mail(mut c: Cursor<'_>) -> Result<CommandRef<'_>, CommandError> {
     })
 }
 
-#[inline(always)]
 fn parse_rcpt(mut c: Cursor<'_>, utf8: bool) -> Result<CommandRef<'_>, CommandError> {
     if !c.eat_ignore_case(b"TO:") {
         return Err(CommandError::Syntax("expected TO:<address>"));
@@ -1111,7 +1116,7 @@ fn word_at(octets: &[u8], at: usize) -> Option<(u128, usize)> {
             return None;
         }
         if pos - at < 16 {
-            folded |= u128::from(b | 0x20) << (8 * (pos - at));
+            folded = (folded << 8) | u128::from(b | 0x20);
         }
         pos += 1;
     }
@@ -1384,7 +1389,7 @@ fn upper(key: &[u8]) -> String {
 enum Path<'a> {
     Null,
     Postmaster,
-    /// A mailbox, and whether it has non-ASCII octets (seen as it was read).
+    /// A mailbox, and whether it has non-ASCII octets.
     Mailbox(MailboxRef<'a>, bool),
 }
 
@@ -1421,11 +1426,11 @@ fn parse_path<'a>(c: &mut Cursor<'a>) -> Result<Path<'a>, CommandError> {
             }
         }
     }
-    let (local_part, seen_local) = local_part(c)?;
+    let local_part = local_part(c)?;
     if !c.eat(b'@') {
         return Err(CommandError::BadAddress("missing domain"));
     }
-    let (domain, seen_domain) = host(c)?;
+    let domain = host(c)?;
     if !c.eat(b'>') {
         return Err(CommandError::BadAddress("unexpected character in address"));
     }
@@ -1433,19 +1438,17 @@ fn parse_path<'a>(c: &mut Cursor<'a>) -> Result<Path<'a>, CommandError> {
         return Err(CommandError::BadAddress("path longer than 256 octets"));
     }
     let mailbox = MailboxRef { local_part, domain };
-    Ok(Path::Mailbox(mailbox, (seen_local | seen_domain) >= 0x80))
+    Ok(Path::Mailbox(mailbox, mailbox.needs_smtputf8()))
 }
 
 /// Dot-string or quoted-string (RFC 5321 §4.1.2), at most 64 octets as
-/// written, returned as written with its octets ORed (non-ASCII if 0x80 or
-/// more).
+/// written, returned as written.
 #[inline(always)]
-fn local_part<'a>(c: &mut Cursor<'a>) -> Result<(&'a str, u8), CommandError> {
+fn local_part<'a>(c: &mut Cursor<'a>) -> Result<&'a str, CommandError> {
     // The loops here and below read into locals, so that the position
     // stays in a register rather than going through the cursor each octet.
     let (octets, start) = (c.octets, c.pos);
     let mut pos = start;
-    let mut seen = 0;
     if octets.get(pos) == Some(&b'"') {
         pos += 1;
         loop {
@@ -1460,7 +1463,7 @@ fn local_part<'a>(c: &mut Cursor<'a>) -> Result<(&'a str, u8), CommandError> {
                     pos += 1;
                 }
                 // qtextSMTP, plus UTF-8 (RFC 6531 §3.3).
-                Some(b) if b >= b' ' && b != 0x7f => seen |= b,
+                Some(b) if b >= b' ' && b != 0x7f => {}
                 Some(_) => return Err(CommandError::BadAddress("control character in local part")),
                 None => return Err(CommandError::BadAddress("unterminated quoted string")),
             }
@@ -1472,7 +1475,6 @@ fn local_part<'a>(c: &mut Cursor<'a>) -> Result<(&'a str, u8), CommandError> {
         while let Some(&b) = octets.get(pos) {
             if class(b) & ATEXT != 0 {
                 after_dot = false;
-                seen |= b;
             } else if b == b'.' {
                 bad |= after_dot;
                 after_dot = true;
@@ -1490,17 +1492,16 @@ fn local_part<'a>(c: &mut Cursor<'a>) -> Result<(&'a str, u8), CommandError> {
         return Err(CommandError::BadAddress("local part longer than 64 octets"));
     }
     match c.text(start, pos) {
-        Some(local) => Ok((local, seen)),
+        Some(local) => Ok(local),
         None => Err(CommandError::BadAddress("invalid UTF-8")),
     }
 }
 
-/// A domain or an address literal (RFC 5321 §4.1.3); its octets come back
-/// ORed, as for [`local_part`] (a literal's are ASCII).
+/// A domain or an address literal (RFC 5321 §4.1.3).
 #[inline(always)]
-fn host<'a>(c: &mut Cursor<'a>) -> Result<(HostRef<'a>, u8), CommandError> {
+fn host<'a>(c: &mut Cursor<'a>) -> Result<HostRef<'a>, CommandError> {
     if !c.eat(b'[') {
-        return domain(c).map(|(domain, seen)| (HostRef::Domain(domain), seen));
+        return domain(c).map(HostRef::Domain);
     }
     let bad = CommandError::BadAddress("bad address literal");
     // dcontent: printable ASCII except "[", "\" and "]".
@@ -1511,32 +1512,29 @@ fn host<'a>(c: &mut Cursor<'a>) -> Result<(HostRef<'a>, u8), CommandError> {
     }
     let literal = c.text(start, end).ok_or(bad.clone())?;
     if let Ok(ip) = literal.parse() {
-        return Ok((HostRef::Ipv4(ip), 0));
+        return Ok(HostRef::Ipv4(ip));
     }
-    let host = match literal.split_once(':') {
+    match literal.split_once(':') {
         Some((tag, ip)) if tag.eq_ignore_ascii_case("IPv6") => ip
             .parse()
             .map(HostRef::Ipv6)
-            .map_err(|_| CommandError::BadAddress("bad IPv6 address literal"))?,
+            .map_err(|_| CommandError::BadAddress("bad IPv6 address literal")),
         Some((tag, content)) if is_label(tag.as_bytes()) && !content.is_empty() => {
-            HostRef::General { tag, content }
+            Ok(HostRef::General { tag, content })
         }
-        _ => return Err(bad),
-    };
-    Ok((host, 0))
+        _ => Err(bad),
+    }
 }
 
 /// A domain name of LDH labels; non-ASCII octets are allowed in labels
 /// (U-labels, RFC 6531 §3.3) and UTF-8 validity is checked. The labels are
-/// checked as the name is read; its octets come back ORed, as for
-/// [`local_part`].
+/// checked as the name is read.
 #[inline(always)]
-fn domain<'a>(c: &mut Cursor<'a>) -> Result<(&'a str, u8), CommandError> {
+fn domain<'a>(c: &mut Cursor<'a>) -> Result<&'a str, CommandError> {
     let (octets, start) = (c.octets, c.pos);
     let mut pos = start;
     let mut label_start = start;
     let mut labels_ok = true;
-    let mut seen = 0;
     while let Some(&b) = octets.get(pos) {
         if class(b) & LABEL == 0 {
             if b != b'.' {
@@ -1545,7 +1543,6 @@ fn domain<'a>(c: &mut Cursor<'a>) -> Result<(&'a str, u8), CommandError> {
             labels_ok &= label_ok(octets.get(label_start..pos).unwrap_or_default());
             label_start = pos + 1;
         }
-        seen |= b;
         pos += 1;
     }
     c.pos = pos;
@@ -1559,14 +1556,14 @@ fn domain<'a>(c: &mut Cursor<'a>) -> Result<(&'a str, u8), CommandError> {
         return Err(CommandError::BadAddress("bad domain"));
     }
     match c.text(start, pos) {
-        Some(domain) => Ok((domain, seen)),
+        Some(domain) => Ok(domain),
         None => Err(CommandError::BadAddress("invalid UTF-8")),
     }
 }
 
 /// [`is_label`] for a label whose octets are known to be letters, digits,
 /// hyphens and UTF-8.
-#[inline]
+#[inline(always)]
 fn label_ok(label: &[u8]) -> bool {
     let hyphen_at_end = label.first() == Some(&b'-') || label.last() == Some(&b'-');
     !label.is_empty() && !hyphen_at_end && (label.len() <= 63 || !label.is_ascii())
@@ -1665,16 +1662,17 @@ fn keyword<T: Copy>(word: u128, table: &[(u128, T)]) -> Option<T> {
 /// when it is empty or longer. ORing 0x20 into an octet lower-cases exactly
 /// the upper-case letters and maps nothing else onto a letter or digit but
 /// octets below 0x20, which the words compared (esmtp-keywords and values)
-/// never hold.
+/// never hold; and as no folded octet is 0, words of different lengths
+/// differ.
 const fn fold(word: &[u8]) -> u128 {
     if word.len() > 16 {
         return 0;
     }
     let mut folded = 0;
     let mut rest = word;
-    while let [init @ .., last] = rest {
-        folded = (folded << 8) | (*last | 0x20) as u128;
-        rest = init;
+    while let [first, tail @ ..] = rest {
+        folded = (folded << 8) | (*first | 0x20) as u128;
+        rest = tail;
     }
     folded
 }
