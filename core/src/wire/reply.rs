@@ -30,7 +30,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::line::MAX_REPLY_LINE;
+use super::line::{find_either, MAX_REPLY_LINE};
 
 /// The line length a [`ReplyParser`] accepts by default, counting the line
 /// end: RFC 5321 allows 512 octets, but real servers send longer lines and a
@@ -396,28 +396,22 @@ pub struct ReplyParser {
     handed_out: bool,
 }
 
-/// The lines of one reply read so far. Scalars only, so that the parser
-/// keeps it in registers.
+/// The lines of one reply read so far.
 #[derive(Debug, Clone, Copy)]
 struct Progress {
     code: u16,
     lines: usize,
     /// The enhanced code every line so far starts with.
     enhanced: Option<EnhancedCode>,
-    /// The first line's spelling of it (its octets as one number, see
-    /// [`spelling`]) and its length: later lines spelt the same need no
-    /// parsing.
-    spelling: u128,
+    /// The length of the first line's spelling of it. It is at [`FIRST_CODE`]
+    /// in the reply's octets (the buffer's or the parser's copy); a later
+    /// line spelt the same needs no parsing.
     spelling_len: usize,
 }
 
-/// The first `len` octets of `text` (at most 16) as one number.
-fn spelling(text: &[u8], len: usize) -> u128 {
-    text.iter()
-        .take(len.min(16))
-        .rev()
-        .fold(0, |word, &b| (word << 8) | u128::from(b))
-}
+/// Where the first line's enhanced code is in a reply's octets: after
+/// `CCC-` or `CCC `.
+const FIRST_CODE: usize = 4;
 
 impl Progress {
     /// After the first line of a reply.
@@ -430,22 +424,21 @@ impl Progress {
             code,
             lines: 1,
             enhanced,
-            spelling: spelling(text, spelling_len),
             spelling_len,
         }
     }
 
     /// After a later line: the shared enhanced code survives if this line
-    /// starts with it, spelt as the first line did or otherwise.
-    fn next(&mut self, text: &[u8]) {
+    /// starts with it, spelt as the first line did (`spelling`) or
+    /// otherwise.
+    fn next(&mut self, text: &[u8], spelling: &[u8]) {
         self.lines += 1;
         let Some(e) = self.enhanced else {
             return;
         };
-        let len = self.spelling_len;
-        let spelt_alike = text.len() >= len
-            && spelling(text, len) == self.spelling
-            && matches!(text.get(len), None | Some(b' '));
+        let spelt_alike = text.len() >= spelling.len()
+            && spelling.iter().zip(text).all(|(a, b)| a == b)
+            && matches!(text.get(spelling.len()), None | Some(b' '));
         if !spelt_alike && leading_enhanced_code(text).map(|(f, _)| f) != Some(e) {
             self.enhanced = None;
         }
@@ -671,8 +664,10 @@ impl ReplyParser {
     fn scan(&mut self, buf: &[u8]) -> Result<Scanned, ReplyError> {
         let mut progress = self.progress.take();
         // Whether this reply's lines go to `held`: it began in an earlier
-        // buffer, or has a CR to take out.
+        // buffer, or has a CR to take out. Only such a reply is in `held`,
+        // from its first line on.
         let mut holding = progress.is_some();
+        debug_assert!(holding || self.held.is_empty());
         let mut consumed = 0;
         loop {
             let rest = buf.get(consumed..).unwrap_or_default();
@@ -727,7 +722,13 @@ impl ReplyParser {
             };
             match &mut progress {
                 None => progress = Some(Progress::first(code, text)),
-                Some(p) => p.next(text),
+                Some(p) => {
+                    // The reply's octets start at the front of the buffer,
+                    // or of the parser's copy.
+                    let octets: &[u8] = if holding { &self.held } else { buf };
+                    let spelling = octets.get(FIRST_CODE..FIRST_CODE + p.spelling_len);
+                    p.next(text, spelling.unwrap_or_default());
+                }
             }
             if !last {
                 continue;
@@ -755,7 +756,9 @@ impl ReplyParser {
 /// rare.
 #[inline]
 fn line_end(window: &[u8]) -> Option<(usize, bool)> {
-    let first = memchr::memchr2(b'\r', b'\n', window)?;
+    let first = find_either(window, b'\r', b'\n', |far| {
+        memchr::memchr2(b'\r', b'\n', far)
+    })?;
     match window.get(first..)? {
         [b'\n', ..] => Some((first, false)),
         [b'\r', b'\n', ..] => Some((first + 1, false)),
