@@ -123,15 +123,16 @@ pub fn petrel_replies(input: &[u8]) -> Result<ReplySummary, String> {
     let mut summary = ReplySummary::default();
     let mut rest = input;
     while !rest.is_empty() {
-        match parser.parse_ref(rest).map_err(|e| e.to_string())? {
-            ReplyStatus::Complete { reply, consumed } => {
+        match parser.parse_ref(rest) {
+            Ok(ReplyStatus::Complete { reply, consumed }) => {
                 summary.replies += 1;
                 summary.code_sum += u32::from(reply.code());
                 summary.enhanced += usize::from(reply.enhanced().is_some());
                 black_box(&reply);
                 rest = &rest[consumed..];
             }
-            ReplyStatus::Partial { .. } => return Err("a reply was cut short".to_owned()),
+            Ok(ReplyStatus::Partial { .. }) => return Err("a reply was cut short".to_owned()),
+            Err(e) => return Err(e.to_string()),
         }
     }
     Ok(summary)
