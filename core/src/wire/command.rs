@@ -842,6 +842,8 @@ fn has_nul_cr_lf(line: &[u8]) -> bool {
     memchr::memchr3(0, b'\r', b'\n', line).is_some()
 }
 
+/// [`parse_command_ref`] on `line` without its trailing blanks; `untrimmed`
+/// is the line as received, for the NUL, CR and LF search.
 #[inline(always)]
 fn parse_line<'a>(
     line: &'a [u8],
@@ -877,7 +879,9 @@ fn parse_line<'a>(
     }
     // EHLO's one word, all printable: the common case, in one pass.
     if verb == Verb::Ehlo && !args.is_empty() && args.iter().all(u8::is_ascii_graphic) {
-        let name = std::str::from_utf8(args).map_err(|_| NUL_CR_LF)?;
+        // ASCII, so this cannot fail.
+        let name = std::str::from_utf8(args)
+            .map_err(|_| CommandError::Syntax("non-ASCII octet in command"))?;
         return Ok(CommandRef::Ehlo(name));
     }
     // The text of NOOP, HELO (after the domain), VRFY, EXPN and HELP is
