@@ -1,12 +1,12 @@
 //! The command and reply mixes the parsers are fed, and each parser's loop
-//! over them: Petrel's (line framing and `parse_command`; the incremental
-//! `ReplyParser`) and smtp-proto's (`Request::parse`; `ResponseReceiver`),
-//! each as its own server or client would call it.
+//! over them: Petrel's (line framing and `parse_command_ref`; the
+//! incremental `ReplyParser::parse_ref`) and smtp-proto's (`Request::parse`;
+//! `ResponseReceiver`), each as its own server or client session calls it.
 
 use std::hint::black_box;
 
 use petrel_core::server::ServerConfig;
-use petrel_core::wire::command::parse_command;
+use petrel_core::wire::command::parse_command_ref;
 use petrel_core::wire::line::{Frame, LineFramer};
 use petrel_core::wire::reply::{ReplyParser, ReplyStatus};
 
@@ -89,7 +89,10 @@ pub fn petrel_commands(input: &[u8], line_limit: usize) -> Result<usize, String>
         match framer.next(rest) {
             Frame::Line { len } => {
                 let line = &rest[..len - 2];
-                let command = parse_command(line, false).map_err(|e| e.to_string())?;
+                let command = match parse_command_ref(line, false) {
+                    Ok(command) => command,
+                    Err(e) => return Err(e.to_string()),
+                };
                 black_box(&command);
                 count += 1;
                 rest = &rest[len..];
@@ -113,21 +116,23 @@ pub fn smtp_proto_commands(input: &[u8]) -> Result<usize, String> {
     Ok(count)
 }
 
-/// Parses every reply in `input` with Petrel's client-side parser.
+/// Parses every reply in `input` with Petrel's client-side parser, as the
+/// client session reads them: each a view of the buffer.
 pub fn petrel_replies(input: &[u8]) -> Result<ReplySummary, String> {
     let mut parser = ReplyParser::new();
     let mut summary = ReplySummary::default();
     let mut rest = input;
     while !rest.is_empty() {
-        match parser.parse(rest).map_err(|e| e.to_string())? {
-            ReplyStatus::Complete { reply, consumed } => {
+        match parser.parse_ref(rest) {
+            Ok(ReplyStatus::Complete { reply, consumed }) => {
                 summary.replies += 1;
                 summary.code_sum += u32::from(reply.code());
                 summary.enhanced += usize::from(reply.enhanced().is_some());
                 black_box(&reply);
                 rest = &rest[consumed..];
             }
-            ReplyStatus::Partial { .. } => return Err("a reply was cut short".to_owned()),
+            Ok(ReplyStatus::Partial { .. }) => return Err("a reply was cut short".to_owned()),
+            Err(e) => return Err(e.to_string()),
         }
     }
     Ok(summary)

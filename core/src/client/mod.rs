@@ -36,7 +36,7 @@ use crate::tls::{TlsError, TlsInfo, TlsSession, TlsVerify};
 use crate::wire::command::{BodyType, Command, MailParams, RcptParams};
 use crate::wire::dot::DotStuffer;
 use crate::wire::ehlo::Capabilities;
-use crate::wire::reply::{EnhancedCode, Reply, ReplyError, ReplyParser, ReplyStatus};
+use crate::wire::reply::{EnhancedCode, Reply, ReplyError, ReplyParser, ReplyRef, ReplyStatus};
 
 /// Which connection of a delivery a session runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -239,11 +239,11 @@ impl Expect {
         }
     }
 
-    /// Whether `reply` can be the answer to this.
-    fn fits(self, reply: &Reply) -> bool {
-        let code = reply.code();
+    /// Whether a reply with this `code` can be the answer to this.
+    fn fits(self, code: u16) -> bool {
+        let class = code / 100;
         match self {
-            Expect::Data => code == 354 || reply.is_transient() || reply.is_permanent(),
+            Expect::Data => code == 354 || class == 4 || class == 5,
             // Refusals are handled by whoever awaits them.
             Expect::Greeting | Expect::Ehlo | Expect::Helo | Expect::StartTls | Expect::Quit => {
                 true
@@ -252,7 +252,7 @@ impl Expect {
             | Expect::Rcpt(_)
             | Expect::Bdat { .. }
             | Expect::DataEnd
-            | Expect::Rset => !reply.is_intermediate(),
+            | Expect::Rset => class != 3,
         }
     }
 }
@@ -322,7 +322,7 @@ impl Transaction {
     /// Gives every undecided recipient (or only the accepted ones) the
     /// outcome `reply` means.
     fn decide_rest(&mut self, reply: &Reply, accepted_only: bool) {
-        let delivery = class(reply);
+        let delivery = class(reply.code());
         let indices: Vec<usize> = if accepted_only {
             self.accepted.clone()
         } else {
@@ -379,9 +379,8 @@ impl Transaction {
 /// A refusal of RCPT that means "too many recipients in this transaction",
 /// to be sent again in the next: 452 (RFC 5321 §4.5.3.1.10), or the 552
 /// with 5.5.3 that the RFC tells clients to take as temporary.
-fn too_many_recipients(reply: &Reply) -> bool {
-    reply.code() == 452
-        || reply.code() == 552 && reply.enhanced() == Some(EnhancedCode::new(5, 5, 3))
+fn too_many_recipients(code: u16, enhanced: Option<EnhancedCode>) -> bool {
+    code == 452 || code == 552 && enhanced == Some(EnhancedCode::new(5, 5, 3))
 }
 
 /// `now + timeout`, or no deadline if that overflows.
@@ -389,13 +388,12 @@ fn deadline(now: Instant, timeout: std::time::Duration) -> Option<Instant> {
     now.checked_add(timeout)
 }
 
-fn class(reply: &Reply) -> Delivery {
-    if reply.is_positive() {
-        Delivery::Delivered
-    } else if reply.is_permanent() {
-        Delivery::Permanent
-    } else {
-        Delivery::Transient
+/// What a reply with this code means for a recipient.
+fn class(code: u16) -> Delivery {
+    match code / 100 {
+        2 => Delivery::Delivered,
+        5 => Delivery::Permanent,
+        _ => Delivery::Transient,
     }
 }
 
@@ -426,6 +424,9 @@ pub struct ClientSession {
     phase: Phase,
     parser: ReplyParser,
     inbuf: Vec<u8>,
+    /// Set while a reply is handled: the input after it is not to be read
+    /// (plaintext after the 220 to STARTTLS).
+    discard_input: bool,
     /// Bytes for the wire as they are (plaintext, before TLS).
     out_wire: Vec<u8>,
     /// Bytes to encrypt once TLS is up.
@@ -467,6 +468,7 @@ impl ClientSession {
             waiting_since: now,
             phase: Phase::Setup,
             inbuf: Vec::new(),
+            discard_input: false,
             out_wire: Vec::new(),
             out_plain: Vec::new(),
             out_since: None,
@@ -632,10 +634,10 @@ impl ClientSession {
             // 552 for size, a 554 from a filter); that refusal, held back
             // while the body was being written, is the outcome. Only a
             // refusal: a stray 2xx or 3xx (a second 354) decides nothing.
-            if let Ok(ReplyStatus::Complete { reply, .. }) = self.parser.parse(&self.inbuf) {
+            if let Ok(ReplyStatus::Complete { reply, .. }) = self.parser.parse_ref(&self.inbuf) {
                 let refusal = reply.is_transient() || reply.is_permanent();
                 if let Some(txn) = self.active.as_mut().filter(|_| refusal) {
-                    txn.decide_rest(&reply, true);
+                    txn.decide_rest(&reply.into_owned(), true);
                 }
             }
         }
@@ -766,39 +768,60 @@ impl ClientSession {
     // ---- replies ----------------------------------------------------------
 
     fn read_replies(&mut self) {
+        // Replies are read in place, as views of `inbuf`: the buffer and the
+        // parser (which may hold the start of a reply) are moved out of the
+        // session while the replies are handled, and what was read is
+        // dropped from the buffer once, at the end.
+        let mut inbuf = std::mem::take(&mut self.inbuf);
+        let mut parser = std::mem::take(&mut self.parser);
+        let mut read = 0;
         while !self.is_closed() && !matches!(self.phase, Phase::Handshake { .. }) {
+            let rest = inbuf.get(read..).unwrap_or_default();
             if self.expect.is_empty() && self.streaming_body() {
                 // Nothing is due until the application ends the body; what
                 // the server sent early waits, so that the result does not
                 // depend on how its bytes were split (bounded, though).
-                if self.inbuf.len() > self.config.max_early_input {
+                if rest.len() > self.config.max_early_input {
                     self.protocol_error(ProtocolError::EarlyInput);
                 }
-                return;
+                break;
             }
-            match self.parser.parse(&self.inbuf) {
+            match parser.parse_ref(rest) {
                 Ok(ReplyStatus::Complete { reply, consumed }) => {
-                    self.inbuf.drain(..consumed.min(self.inbuf.len()));
-                    self.on_reply(reply);
+                    read += consumed;
+                    self.on_reply(reply, consumed < rest.len());
+                    if std::mem::take(&mut self.discard_input) {
+                        read = inbuf.len();
+                    }
                 }
                 Ok(ReplyStatus::Partial { consumed }) => {
-                    self.inbuf.drain(..consumed.min(self.inbuf.len()));
-                    return;
+                    read += consumed;
+                    break;
                 }
-                Err(error) => return self.protocol_error(ProtocolError::BadReply(error)),
+                Err(error) => {
+                    self.protocol_error(ProtocolError::BadReply(error));
+                    break;
+                }
             }
         }
+        inbuf.drain(..read.min(inbuf.len()));
+        // Handling replies neither reads input nor resets the parser.
+        self.inbuf = inbuf;
+        self.parser = parser;
     }
 
     /// On the plaintext fallback connection, a `530` (the server wants the
     /// TLS that just failed) is a problem of this path, to be retried over
     /// TLS later: it defers, it never bounces.
-    fn fallback_530(&self, reply: Reply) -> Reply {
+    fn fallback_530(&self, reply: &ReplyRef<'_>) -> Option<Reply> {
         if self.kind == ConnectionKind::PlaintextFallback && reply.code() == 530 {
-            let text = format!("the server requires TLS, which failed: {reply}");
-            internal(451, (4, 7, 0), &text)
+            let text = format!(
+                "the server requires TLS, which failed: {}",
+                reply.into_owned()
+            );
+            Some(internal(451, (4, 7, 0), &text))
         } else {
-            reply
+            None
         }
     }
 
@@ -807,37 +830,43 @@ impl ClientSession {
         self.close(CloseReason::Protocol(error), Some(&reply));
     }
 
-    fn on_reply(&mut self, reply: Reply) {
+    /// A reply, as received: its code decides, and it is made owned only
+    /// where it is kept (an outcome, a close, a TLS decision).
+    /// `more_input`: input follows it.
+    fn on_reply(&mut self, reply: ReplyRef<'_>, more_input: bool) {
         self.waiting_since = self.now;
+        let code = reply.code();
         let Some(expect) = self.expect.pop_front() else {
             // RFC 5321 §3.8: a server may say 421 at any time, asked or not.
-            if reply.code() == 421 {
-                return self.close(CloseReason::ServiceClosing, Some(&reply));
+            if code == 421 {
+                return self.close(CloseReason::ServiceClosing, Some(&reply.into_owned()));
             }
-            let code = reply.code();
             return self.protocol_error(ProtocolError::UnexpectedReply { code });
         };
-        if reply.code() == 421 && expect == Expect::StartTls {
-            return self.apply_tls_decision(TlsOutcome::Refused(reply));
+        if code == 421 && expect == Expect::StartTls {
+            return self.apply_tls_decision(TlsOutcome::Refused(reply.into_owned()));
         }
-        if reply.code() == 421 && expect != Expect::Quit {
-            return self.close(CloseReason::ServiceClosing, Some(&reply));
+        if code == 421 && expect != Expect::Quit {
+            return self.close(CloseReason::ServiceClosing, Some(&reply.into_owned()));
         }
-        if !expect.fits(&reply) {
+        if !expect.fits(code) {
             // Replies are matched to commands by order alone, so a reply of
             // the wrong kind means the two sides no longer agree on which
             // reply is which (a server answering a pipelined group with too
             // many or too few replies): nothing after it can be trusted.
             return self.protocol_error(ProtocolError::Mismatch {
-                code: reply.code(),
+                code,
                 answering: expect.name(),
             });
         }
         match expect {
-            Expect::Greeting if reply.code() == 220 => self.send_ehlo(),
-            Expect::Greeting => self.close(CloseReason::Refused, Some(&as_transient(&reply))),
+            Expect::Greeting if code == 220 => self.send_ehlo(),
+            Expect::Greeting => {
+                let refusal = as_transient(&reply.into_owned());
+                self.close(CloseReason::Refused, Some(&refusal));
+            }
             Expect::Ehlo if reply.is_positive() => {
-                self.ehlo_done(Capabilities::from_ehlo_reply(&reply))
+                self.ehlo_done(Capabilities::from_ehlo_reply_ref(&reply))
             }
             // RFC 5321 §4.1.4: an old server may only know HELO.
             Expect::Ehlo if reply.is_permanent() => {
@@ -847,24 +876,35 @@ impl ClientSession {
             }
             Expect::Helo if reply.is_positive() => self.ehlo_done(Capabilities::default()),
             Expect::Ehlo | Expect::Helo => {
-                self.close(CloseReason::Refused, Some(&as_transient(&reply)));
+                let refusal = as_transient(&reply.into_owned());
+                self.close(CloseReason::Refused, Some(&refusal));
             }
-            Expect::StartTls => self.starttls_reply(reply),
+            Expect::StartTls => self.starttls_reply(reply, more_input),
             Expect::Quit => self.close(CloseReason::Quit, None),
             Expect::Rset => self.resume(),
             Expect::Mail
             | Expect::Rcpt(_)
             | Expect::Data
             | Expect::Bdat { .. }
-            | Expect::DataEnd => {
-                let reply = self.fallback_530(reply);
-                self.transaction_reply(expect, &reply);
-            }
+            | Expect::DataEnd => self.transaction_reply(expect, reply),
         }
     }
 
-    fn transaction_reply(&mut self, expect: Expect, reply: &Reply) {
-        let reply = &bounded(reply, self.config.max_outcome_text);
+    fn transaction_reply(&mut self, expect: Expect, received: ReplyRef<'_>) {
+        // On the plaintext fallback connection a 530 stands for a 451 of
+        // ours (see `fallback_530`). The code decides; `keep` makes the
+        // reply an outcome keeps, cut to size, only where one does.
+        let substitute = self.fallback_530(&received);
+        let (code, enhanced) = match &substitute {
+            Some(reply) => (reply.code(), reply.enhanced()),
+            None => (received.code(), received.enhanced()),
+        };
+        let max = self.config.max_outcome_text;
+        let keep = || {
+            let reply = substitute.clone().unwrap_or_else(|| received.into_owned());
+            bounded(reply, max)
+        };
+        let positive = code / 100 == 2;
         let pipelining = self.pipelining();
         let dsn = self.caps.dsn;
         let Some(txn) = self.active.as_mut() else {
@@ -874,26 +914,26 @@ impl ClientSession {
         let mut next: Option<(Vec<u8>, Expect)> = None;
         let mut learned = None;
         match expect {
-            Expect::Mail if reply.is_positive() => {
+            Expect::Mail if positive => {
                 txn.open = true;
                 if !pipelining {
                     next = Some((rcpt_command(txn, 0, dsn), Expect::Rcpt(0)));
                 }
             }
-            Expect::Mail => txn.refuse(reply),
+            Expect::Mail => txn.refuse(&keep()),
             Expect::Rcpt(position) => {
                 let index = txn.batch.get(position).copied();
                 let mut last = position + 1 >= txn.batch.len();
                 match index {
                     Some(index) if !txn.failed => {
-                        if reply.is_positive() {
+                        if positive {
                             txn.accepted.push(index);
-                        } else if too_many_recipients(reply) {
+                        } else if too_many_recipients(code, enhanced) {
                             if txn.over_limit.is_empty() && !txn.accepted.is_empty() {
                                 let took = txn.accepted.len();
                                 learned = Some(took);
                             }
-                            txn.over_limit.push((index, reply.clone()));
+                            txn.over_limit.push((index, keep()));
                             if !pipelining && !last {
                                 // The rest of the batch would be refused
                                 // too: it waits for the next round unsent.
@@ -906,7 +946,7 @@ impl ClientSession {
                                 last = true;
                             }
                         } else {
-                            txn.decide(index, class(reply), reply);
+                            txn.decide(index, class(code), &keep());
                         }
                     }
                     _ => {}
@@ -928,7 +968,7 @@ impl ClientSession {
                     }
                 }
             }
-            Expect::Data if reply.code() == 354 => {
+            Expect::Data if code == 354 => {
                 if txn.failed || txn.accepted.is_empty() {
                     // RFC 2920 §3.1: a server that said 354 anyway gets an
                     // empty body, which it must not deliver to anyone.
@@ -943,15 +983,15 @@ impl ClientSession {
             }
             // DATA refused, or a BDAT chunk refused: the accepted
             // recipients share the refusal.
-            Expect::Data | Expect::Bdat { last: false } if !txn.failed && !reply.is_positive() => {
-                txn.refuse(reply);
+            Expect::Data | Expect::Bdat { last: false } if !txn.failed && !positive => {
+                txn.refuse(&keep());
             }
             Expect::Bdat { last: true } | Expect::DataEnd => {
                 if !txn.failed {
-                    if reply.is_positive() {
-                        txn.decide_rest(reply, true);
+                    if positive {
+                        txn.decide_rest(&keep(), true);
                     } else {
-                        txn.refuse(reply);
+                        txn.refuse(&keep());
                     }
                 }
                 txn.body = Body::Done;
@@ -1035,7 +1075,7 @@ impl ClientSession {
         let outcomes = (0..envelope.recipients.len())
             .map(|recipient| RecipientOutcome {
                 recipient,
-                delivery: class(reply),
+                delivery: class(reply.code()),
                 reply: reply.clone(),
             })
             .collect();
@@ -1097,14 +1137,14 @@ impl ClientSession {
         }
     }
 
-    fn starttls_reply(&mut self, reply: Reply) {
+    fn starttls_reply(&mut self, reply: ReplyRef<'_>, more_input: bool) {
         if reply.code() != 220 {
-            return self.apply_tls_decision(TlsOutcome::Refused(reply));
+            return self.apply_tls_decision(TlsOutcome::Refused(reply.into_owned()));
         }
-        if !self.inbuf.is_empty() {
+        if more_input {
             // Bytes after the 220 came in plaintext and could be taken for
             // replies over TLS: abort this attempt.
-            self.inbuf.clear();
+            self.discard_input = true;
             return self.apply_tls_decision(TlsOutcome::HandshakeFailed(
                 HandshakeFailure::DataAfterGoAhead,
             ));
@@ -1404,7 +1444,7 @@ impl ClientSession {
             return;
         }
         let reply = reply
-            .map(|reply| as_transient(&bounded(reply, self.config.max_outcome_text)))
+            .map(|reply| as_transient(&bounded(reply.clone(), self.config.max_outcome_text)))
             .unwrap_or_else(|| internal(421, (4, 4, 2), "connection closed"));
         if let Some(mut txn) = self.active.take() {
             txn.decide_rest(&reply, false);
@@ -1437,10 +1477,10 @@ impl ClientSession {
 
 /// `reply` with its text cut to `max` octets (counting a line end per
 /// line), as every recipient's outcome keeps a copy of it.
-fn bounded(reply: &Reply, max: usize) -> Reply {
+fn bounded(reply: Reply, max: usize) -> Reply {
     let total: usize = reply.lines().iter().map(|line| line.len() + 2).sum();
     if total <= max {
-        return reply.clone();
+        return reply;
     }
     let mut lines = Vec::new();
     let mut room = max;

@@ -58,12 +58,25 @@ use crate::renegotiation::{self, RenegotiationAttempt, RenegotiationVerdict};
 use crate::tls::record::RecordObserver;
 use crate::tls::{TlsError, TlsFailure, TlsFailureKind, TlsInfo, TlsSession, TlsVersion};
 use crate::wire::command::{
-    parse_command, BodyType, Command, ForwardPath, MailParams, RcptParams, ReversePath,
+    parse_command_ref, BodyType, CommandRef, ForwardPathRef, MailParamsRef, RcptParamsRef,
+    ReversePathRef,
 };
 use crate::wire::dot::DotUnstuffer;
 use crate::wire::ehlo::Capabilities;
 use crate::wire::line::{Frame, LineFramer};
 use crate::wire::reply::{EnhancedCode, Reply};
+
+/// Whether MAIL carried any parameter (they need EHLO).
+fn has_mail_params(params: &MailParamsRef<'_>) -> bool {
+    let MailParamsRef {
+        size,
+        body,
+        smtputf8,
+        ret,
+        envid,
+    } = params;
+    size.is_some() || body.is_some() || *smtputf8 || ret.is_some() || envid.is_some()
+}
 
 /// A reply with an enhanced status code.
 fn reply(code: u16, (class, subject, detail): (u8, u16, u16), text: &str) -> Reply {
@@ -633,7 +646,8 @@ impl ServerSession {
             Frame::Line { len } => {
                 let content = line.get(..len.saturating_sub(2)).unwrap_or_default();
                 let utf8_rcpt = self.txn.as_ref().is_some_and(|txn| txn.smtputf8);
-                match parse_command(content, utf8_rcpt) {
+                // Parsed borrowed: only what goes into an event is copied.
+                match parse_command_ref(content, utf8_rcpt) {
                     Ok(command) => self.command(command),
                     Err(error) => {
                         self.error_reply(error.reply());
@@ -652,56 +666,56 @@ impl ServerSession {
         Step::Progress
     }
 
-    fn command(&mut self, command: Command) {
+    fn command(&mut self, command: CommandRef<'_>) {
         let allowed_before_tls = matches!(
             command,
-            Command::Helo(_)
-                | Command::Ehlo(_)
-                | Command::StartTls
-                | Command::Noop
-                | Command::Quit
+            CommandRef::Helo(_)
+                | CommandRef::Ehlo(_)
+                | CommandRef::StartTls
+                | CommandRef::Noop
+                | CommandRef::Quit
                 // Refused in `bdat`, which still reads the chunk.
-                | Command::Bdat { .. }
+                | CommandRef::Bdat { .. }
         );
         if self.tls_required() && !allowed_before_tls {
             self.error_reply(must_starttls());
             return;
         }
         match command {
-            Command::Helo(name) => self.hello(name, false),
-            Command::Ehlo(name) => self.hello(name, true),
-            Command::Mail {
+            CommandRef::Helo(name) => self.hello(name, false),
+            CommandRef::Ehlo(name) => self.hello(name, true),
+            CommandRef::Mail {
                 reverse_path,
                 params,
             } => self.mail(reverse_path, params),
-            Command::Rcpt {
+            CommandRef::Rcpt {
                 forward_path,
                 params,
             } => self.rcpt(forward_path, params),
-            Command::Data => self.data(),
-            Command::Bdat { size, last } => self.bdat(size, last),
-            Command::Rset => {
+            CommandRef::Data => self.data(),
+            CommandRef::Bdat { size, last } => self.bdat(size, last),
+            CommandRef::Rset => {
                 self.abort_transaction(AbortReason::Reset);
                 self.queue_reply(&reply(250, (2, 0, 0), "Ok"));
             }
-            Command::Noop => self.queue_reply(&reply(250, (2, 0, 0), "Ok")),
-            Command::Help(_) => {
+            CommandRef::Noop => self.queue_reply(&reply(250, (2, 0, 0), "Ok")),
+            CommandRef::Help(_) => {
                 self.queue_reply(&reply(214, (2, 0, 0), "Petrel: see RFC 5321"));
             }
-            Command::Vrfy(_) => {
+            CommandRef::Vrfy(_) => {
                 // RFC 5321 §7.3: not disclosing who exists is allowed, and
                 // 252 tells the client to just try.
                 let text = "Cannot VRFY user, but will accept message and attempt delivery";
                 self.queue_reply(&reply(252, (2, 5, 0), text));
             }
-            Command::Expn(_) => {
+            CommandRef::Expn(_) => {
                 self.queue_reply(&reply(502, (5, 5, 1), "Error: EXPN not implemented"));
             }
-            Command::Quit => {
+            CommandRef::Quit => {
                 self.queue_reply(&reply(221, (2, 0, 0), "Bye"));
                 self.close(CloseReason::Quit);
             }
-            Command::StartTls => self.starttls(),
+            CommandRef::StartTls => self.starttls(),
         }
     }
 
@@ -714,7 +728,7 @@ impl ServerSession {
         self.config.require_tls && self.tls.is_none()
     }
 
-    fn hello(&mut self, name: String, extended: bool) {
+    fn hello(&mut self, name: &str, extended: bool) {
         self.abort_transaction(AbortReason::Hello);
         self.hello = Some(Hello { extended });
         let host = &self.config.hostname;
@@ -724,7 +738,10 @@ impl ServerSession {
             Reply::new(250, None, host.clone())
         };
         self.queue_reply(&answer);
-        self.events.push_back(Event::Hello { name, extended });
+        self.events.push_back(Event::Hello {
+            name: name.to_owned(),
+            extended,
+        });
     }
 
     /// What EHLO advertises now.
@@ -746,15 +763,13 @@ impl ServerSession {
         }
     }
 
-    fn mail(&mut self, reverse_path: ReversePath, params: MailParams) {
+    fn mail(&mut self, reverse_path: ReversePathRef<'_>, params: MailParamsRef<'_>) {
         let caps = self.capabilities();
         let refusal = if self.hello.is_none() {
             Some(reply(503, (5, 5, 1), "Error: send HELO/EHLO first"))
         } else if self.txn.is_some() {
             Some(reply(503, (5, 5, 1), "Error: nested MAIL command"))
-        } else if !self.hello.as_ref().is_some_and(|h| h.extended)
-            && params != MailParams::default()
-        {
+        } else if !self.hello.as_ref().is_some_and(|h| h.extended) && has_mail_params(&params) {
             // Service extensions exist only after EHLO (RFC 5321 §2.2.1).
             Some(reply(555, (5, 5, 4), "Error: parameters require EHLO"))
         } else if params
@@ -785,17 +800,17 @@ impl ServerSession {
             binary: params.body == Some(BodyType::BinaryMime),
         });
         self.events.push_back(Event::Mail {
-            reverse_path,
-            params,
+            reverse_path: reverse_path.into_owned(),
+            params: params.into_owned(),
         });
     }
 
-    fn rcpt(&mut self, forward_path: ForwardPath, params: RcptParams) {
+    fn rcpt(&mut self, forward_path: ForwardPathRef<'_>, params: RcptParamsRef<'_>) {
         let dsn = self.config.extensions.dsn;
         let extended = self.hello.as_ref().is_some_and(|h| h.extended);
         let refusal = match &mut self.txn {
             None => Some(need_mail()),
-            Some(_) if !extended && params != RcptParams::default() => {
+            Some(_) if !extended && (params.notify.is_some() || params.orcpt.is_some()) => {
                 Some(reply(555, (5, 5, 4), "Error: parameters require EHLO"))
             }
             Some(txn) if txn.chunking => Some(reply(503, (5, 5, 1), "Error: RCPT after BDAT")),
@@ -823,8 +838,8 @@ impl ServerSession {
         }
         self.pending = Some(Pending::Rcpt);
         self.events.push_back(Event::Rcpt {
-            forward_path,
-            params,
+            forward_path: forward_path.into_owned(),
+            params: params.into_owned(),
         });
     }
 

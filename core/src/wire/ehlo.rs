@@ -11,7 +11,7 @@
 //! - The EHLO reply carries no enhanced status code: RFC 2034 §3 exempts the
 //!   replies to HELO and EHLO.
 
-use super::reply::Reply;
+use super::reply::{Reply, ReplyRef};
 
 /// The SMTP service extensions a server announces in its EHLO reply.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,8 +45,19 @@ impl Capabilities {
     /// Reads a server's 250 reply to EHLO: the first line is the greeting,
     /// each other line `KEYWORD [params]`.
     pub fn from_ehlo_reply(reply: &Reply) -> Self {
+        Self::from_lines(reply.lines().iter().map(String::as_str))
+    }
+
+    /// [`from_ehlo_reply`](Self::from_ehlo_reply) on a reply as received,
+    /// without making it owned (invalid UTF-8 read as U+FFFD, as there).
+    pub fn from_ehlo_reply_ref(reply: &ReplyRef<'_>) -> Self {
+        Self::from_lines(reply.lines().map(String::from_utf8_lossy))
+    }
+
+    fn from_lines<S: AsRef<str>>(lines: impl Iterator<Item = S>) -> Self {
         let mut caps = Capabilities::default();
-        for line in reply.lines().iter().skip(1) {
+        for line in lines.skip(1) {
+            let line = line.as_ref();
             let mut words = line.split_ascii_whitespace();
             let Some(keyword) = words.next() else {
                 continue;
@@ -207,6 +218,21 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn a_reply_as_received_reads_as_the_owned_one() {
+        use crate::wire::reply::{ReplyParser, ReplyStatus};
+        let wire =
+            b"250-mx hi\r\n250-pipelining\r\n250-SIZE 10\r\n250-X-\xff  odd \r\n250 8BITMIME\r\n";
+        let mut parser = ReplyParser::new();
+        let Ok(ReplyStatus::Complete { reply, .. }) = parser.parse_ref(wire) else {
+            panic!("no reply");
+        };
+        let caps = Capabilities::from_ehlo_reply_ref(&reply);
+        assert_eq!(caps, Capabilities::from_ehlo_reply(&reply.into_owned()));
+        assert!(caps.pipelining && caps.eight_bit_mime);
+        assert_eq!(caps.other, ["X-\u{fffd}  ODD"]);
     }
 
     #[test]

@@ -122,7 +122,7 @@ impl LineFramer {
         } else {
             buf.get(..self.limit).unwrap_or(buf)
         };
-        match window.iter().position(|&b| b == b'\n') {
+        match find_either(window, b'\n', b'\n', |far| memchr::memchr(b'\n', far)) {
             Some(lf) if self.skipping => {
                 self.skipping = false;
                 Frame::TooLong { len: lf + 1 }
@@ -137,6 +137,36 @@ impl LineFramer {
             None => Frame::Partial,
         }
     }
+}
+
+/// Where the first octet equal to `a` or `b` is in `window`. Most lines are
+/// short, so the first 32 octets are searched a word at a time, inline,
+/// and only the rest by `far` (a memchr, whose dispatch and set-up cost
+/// more than a short line).
+#[inline]
+pub(super) fn find_either(
+    window: &[u8],
+    a: u8,
+    b: u8,
+    far: impl FnOnce(&[u8]) -> Option<usize>,
+) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    // A high bit set in each zero octet of `w`: exact for the lowest one,
+    // which is all that is read.
+    let zeros = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
+    for at in (0..32).step_by(8) {
+        let Some(word) = window.get(at..at + 8) else {
+            let tail = window.get(at..)?;
+            return tail.iter().position(|&x| x == a || x == b).map(|i| at + i);
+        };
+        let word = u64::from_le_bytes(word.try_into().ok()?);
+        let found = zeros(word ^ (ONES * u64::from(a))) | zeros(word ^ (ONES * u64::from(b)));
+        if found != 0 {
+            return Some(at + found.trailing_zeros() as usize / 8);
+        }
+    }
+    far(window.get(32..)?).map(|i| 32 + i)
 }
 
 #[cfg(test)]
@@ -227,6 +257,24 @@ pub(crate) mod tests {
         assert_eq!(f.next(&[b'x'; 1000]), Frame::Skip { len: 1000 });
         f.reset();
         assert!(!f.is_skipping());
+    }
+
+    #[test]
+    fn finds_the_first_of_two_octets_near_and_far() {
+        let far = |rest: &[u8]| memchr::memchr2(b'\r', b'\n', rest);
+        for len in 0..80 {
+            for at in 0..len {
+                for (needle, other) in [(b'\r', b'x'), (b'\n', b'\r')] {
+                    let mut window = vec![b'a'; len];
+                    window[at] = needle;
+                    if at + 1 < len {
+                        window[at + 1] = other;
+                    }
+                    assert_eq!(find_either(&window, b'\r', b'\n', far), Some(at));
+                }
+            }
+            assert_eq!(find_either(&vec![0x8d; len], b'\r', b'\n', far), None);
+        }
     }
 
     quickcheck! {

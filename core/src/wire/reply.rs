@@ -1,6 +1,14 @@
 //! SMTP replies: building and writing them (server side) and push-parsing them
 //! (client side).
 //!
+//! [`ReplyParser::parse_ref`] hands out a reply that is complete in the
+//! caller's buffer as a [`ReplyRef`], a view of those octets: nothing is
+//! copied or allocated, and the enhanced code is parsed once, from the first
+//! line (the others are compared with it octet by octet). A reply that
+//! arrives in pieces is the exception: its complete lines are copied into the
+//! parser until the rest comes. [`ReplyParser::parse`] makes the owned
+//! [`Reply`] that a client keeps (an outcome, a refusal).
+//!
 //! Wire form (RFC 5321 §4.2): every line but the last is `CCC-text`, the last
 //! `CCC text` or a bare `CCC`, each ended by CRLF. Enhanced status codes
 //! (RFC 3463) go after the separator of every line, as RFC 2034 §4 requires.
@@ -22,7 +30,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::line::MAX_REPLY_LINE;
+use super::line::{find_either, MAX_REPLY_LINE};
 
 /// The line length a [`ReplyParser`] accepts by default, counting the line
 /// end: RFC 5321 allows 512 octets, but real servers send longer lines and a
@@ -257,25 +265,232 @@ impl fmt::Display for Reply {
     }
 }
 
+/// A reply as received, borrowed from the caller's buffer (or, for a reply
+/// that arrived in pieces, from the parser): what
+/// [`ReplyParser::parse_ref`] gives. [`into_owned`](Self::into_owned) makes
+/// the [`Reply`] to keep.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyRef<'a> {
+    code: u16,
+    enhanced: Option<EnhancedCode>,
+    /// The reply's lines, each with its line end: as received, or as the
+    /// parser kept them (CR taken out of the text).
+    wire: &'a [u8],
+}
+
+impl<'a> ReplyRef<'a> {
+    /// The three-digit reply code.
+    pub fn code(&self) -> u16 {
+        self.code
+    }
+
+    /// The enhanced status code, if every line starts with the same one.
+    pub fn enhanced(&self) -> Option<EnhancedCode> {
+        self.enhanced
+    }
+
+    /// The text of each line: without the code, separator and enhanced
+    /// code, and not checked for UTF-8 ([`into_owned`](Self::into_owned)
+    /// replaces what is not).
+    pub fn lines(&self) -> ReplyLines<'a> {
+        ReplyLines {
+            rest: self.wire,
+            enhanced: self.enhanced.is_some(),
+        }
+    }
+
+    /// Whether this is a positive completion reply (2xx).
+    pub fn is_positive(&self) -> bool {
+        self.code / 100 == 2
+    }
+
+    /// Whether this is a positive intermediate reply (3xx).
+    pub fn is_intermediate(&self) -> bool {
+        self.code / 100 == 3
+    }
+
+    /// Whether this is a transient negative reply (4xx).
+    pub fn is_transient(&self) -> bool {
+        self.code / 100 == 4
+    }
+
+    /// Whether this is a permanent negative reply (5xx).
+    pub fn is_permanent(&self) -> bool {
+        self.code / 100 == 5
+    }
+
+    /// The owned reply, invalid UTF-8 replaced by U+FFFD.
+    pub fn into_owned(self) -> Reply {
+        let lines = self
+            .lines()
+            .map(|line| String::from_utf8_lossy(line).into_owned())
+            .collect();
+        // The code was checked and every line is free of CR and LF: what
+        // `Reply::multiline` would make sure of.
+        Reply {
+            code: self.code,
+            enhanced: self.enhanced,
+            lines,
+        }
+    }
+}
+
+impl From<ReplyRef<'_>> for Reply {
+    fn from(reply: ReplyRef<'_>) -> Self {
+        reply.into_owned()
+    }
+}
+
+/// The lines of a [`ReplyRef`], as octets.
+#[derive(Debug, Clone)]
+pub struct ReplyLines<'a> {
+    rest: &'a [u8],
+    /// Every line starts with the enhanced code: skip it.
+    enhanced: bool,
+}
+
+impl<'a> Iterator for ReplyLines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let (line, rest) = match memchr::memchr(b'\n', self.rest) {
+            Some(lf) => (self.rest.get(..lf)?, self.rest.get(lf + 1..)?),
+            None => (self.rest, &[][..]),
+        };
+        self.rest = rest;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let text = line.get(4..).unwrap_or_default();
+        if !self.enhanced {
+            return Some(text);
+        }
+        // The code and the space after it, if any (RFC 2034 §4).
+        Some(match memchr::memchr(b' ', text) {
+            Some(space) => text.get(space + 1..).unwrap_or_default(),
+            None => &[],
+        })
+    }
+}
+
 /// Incremental reply parser for the client side: push-parses from a buffer
 /// the caller owns.
+///
+/// A reply that is complete in the buffer is handed out as a view of it
+/// ([`parse_ref`](Self::parse_ref)), copied nowhere. Only a reply that
+/// arrives in pieces is copied, a line at a time, into the parser, which
+/// holds its complete lines until the rest comes (the caller drops them
+/// from its buffer meanwhile, so that what it must keep stays under a
+/// line), and so is a reply with CR inside its text, which the parser takes
+/// out.
 #[derive(Debug, Clone)]
 pub struct ReplyParser {
     max_line: usize,
     max_lines: usize,
-    /// The code of the reply being parsed, once its first line has been seen.
-    code: Option<u16>,
-    /// The text of the lines seen so far, after the separator.
-    lines: Vec<String>,
+    /// The complete lines of a reply not yet ended; or, once
+    /// `handed_out`, the reply last handed out from here.
+    held: Vec<u8>,
+    /// What the lines in `held` said, while a reply is held in progress.
+    progress: Option<Progress>,
+    handed_out: bool,
 }
 
-/// The result of [`ReplyParser::parse`].
+/// The lines of one reply read so far.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    code: u16,
+    lines: usize,
+    /// The enhanced code every line so far starts with.
+    enhanced: Option<EnhancedCode>,
+    /// The length of the first line's spelling of it. It is at [`FIRST_CODE`]
+    /// in the reply's octets (the buffer's or the parser's copy); a later
+    /// line spelt the same needs no parsing.
+    spelling_len: usize,
+}
+
+/// Where the first line's enhanced code is in a reply's octets: after
+/// `CCC-` or `CCC `.
+const FIRST_CODE: usize = 4;
+
+impl Progress {
+    /// After the first line of a reply.
+    fn first(code: u16, text: &[u8]) -> Self {
+        let (enhanced, spelling_len) = match leading_enhanced_code(text) {
+            Some((e, len)) => (Some(e), len),
+            None => (None, 0),
+        };
+        Progress {
+            code,
+            lines: 1,
+            enhanced,
+            spelling_len,
+        }
+    }
+
+    /// After a later line: the shared enhanced code survives if this line
+    /// starts with it, spelt as the first line did (`spelling`) or
+    /// otherwise.
+    fn next(&mut self, text: &[u8], spelling: &[u8]) {
+        self.lines += 1;
+        let Some(e) = self.enhanced else {
+            return;
+        };
+        let spelt_alike = text.len() >= spelling.len()
+            && spelling.iter().zip(text).all(|(a, b)| a == b)
+            && matches!(text.get(spelling.len()), None | Some(b' '));
+        if !spelt_alike && leading_enhanced_code(text).map(|(f, _)| f) != Some(e) {
+            self.enhanced = None;
+        }
+    }
+}
+
+/// The enhanced code that is the first word of `text` (up to the first space
+/// or the end), with that word's length: `class.subject.detail`, class 2, 4
+/// or 5, subject and detail one to three digits (RFC 3463 §2), as
+/// [`EnhancedCode::from_str`] reads it.
+fn leading_enhanced_code(text: &[u8]) -> Option<(EnhancedCode, usize)> {
+    /// One to three digits at `at`, then `end` (or the end of the text,
+    /// when `end` is a space).
+    fn number(text: &[u8], at: &mut usize, end: u8) -> Option<u16> {
+        let mut value = 0;
+        for digits in 1..=4 {
+            match text.get(*at) {
+                Some(&d) if d.is_ascii_digit() && digits <= 3 => {
+                    value = value * 10 + u16::from(d - b'0');
+                    *at += 1;
+                }
+                Some(&b) if b == end && digits > 1 => return Some(value),
+                None if end == b' ' && digits > 1 => return Some(value),
+                _ => return None,
+            }
+        }
+        None
+    }
+    let class = match text.first()? {
+        b'2' => 2,
+        b'4' => 4,
+        b'5' => 5,
+        _ => return None,
+    };
+    if text.get(1) != Some(&b'.') {
+        return None;
+    }
+    let mut at = 2;
+    let subject = number(text, &mut at, b'.')?;
+    at += 1;
+    let detail = number(text, &mut at, b' ')?;
+    Some((EnhancedCode::new(class, subject, detail), at))
+}
+
+/// The result of [`ReplyParser::parse`] (an owned [`Reply`]) and
+/// [`ReplyParser::parse_ref`] (a [`ReplyRef`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReplyStatus {
+pub enum ReplyStatus<R = Reply> {
     /// A reply ended; the caller drops `consumed` octets.
     Complete {
         /// The reply.
-        reply: Reply,
+        reply: R,
         /// Octets to drop from the front of the buffer.
         consumed: usize,
     },
@@ -285,6 +500,19 @@ pub enum ReplyStatus {
         /// Octets to drop from the front of the buffer.
         consumed: usize,
     },
+}
+
+impl<R> ReplyStatus<R> {
+    /// The same status with `f` applied to the reply.
+    pub fn map_reply<S>(self, f: impl FnOnce(R) -> S) -> ReplyStatus<S> {
+        match self {
+            ReplyStatus::Complete { reply, consumed } => ReplyStatus::Complete {
+                reply: f(reply),
+                consumed,
+            },
+            ReplyStatus::Partial { consumed } => ReplyStatus::Partial { consumed },
+        }
+    }
 }
 
 /// Why a server's reply could not be parsed. The connection cannot continue.
@@ -320,6 +548,24 @@ impl Default for ReplyParser {
     }
 }
 
+/// Where [`ReplyParser::scan`] left a reply.
+enum Scanned {
+    /// Not ended; the complete lines are held.
+    Partial { consumed: usize },
+    /// Ended, all of it in the caller's buffer, as received.
+    InBuffer {
+        consumed: usize,
+        code: u16,
+        enhanced: Option<EnhancedCode>,
+    },
+    /// Ended, all of it held.
+    Held {
+        consumed: usize,
+        code: u16,
+        enhanced: Option<EnhancedCode>,
+    },
+}
+
 impl ReplyParser {
     /// A parser with lenient limits: [`LENIENT_REPLY_LINE`] octets per line,
     /// [`DEFAULT_MAX_REPLY_LINES`] lines per reply.
@@ -334,64 +580,191 @@ impl ReplyParser {
         ReplyParser {
             max_line: max_line.max(5),
             max_lines: max_lines.max(1),
-            code: None,
-            lines: Vec::new(),
+            held: Vec::new(),
+            progress: None,
+            handed_out: false,
         }
     }
 
+    /// Parses from the front of `buf` into an owned [`Reply`]:
+    /// [`parse_ref`](Self::parse_ref), then [`ReplyRef::into_owned`].
+    pub fn parse(&mut self, buf: &[u8]) -> Result<ReplyStatus, ReplyError> {
+        self.parse_ref(buf)
+            .map(|status| status.map_reply(ReplyRef::into_owned))
+    }
+
     /// Parses from the front of `buf`; `consumed` says how many octets the
-    /// caller must drop. Lines ending in bare LF are accepted (lenient as a
+    /// caller must drop, once it is done with the reply: the reply borrows
+    /// `buf`, and the parser too (a reply that arrived in pieces is the
+    /// parser's copy). Lines ending in bare LF are accepted (lenient as a
     /// client). The enhanced code is recognised only when every line's text
     /// starts with the same `x.y.z ` code (RFC 2034); it is then stripped from
-    /// the text.
-    pub fn parse(&mut self, buf: &[u8]) -> Result<ReplyStatus, ReplyError> {
-        let result = self.parse_lines(buf);
-        if result.is_err() {
-            self.reset();
+    /// the text. CR inside a line's text is dropped, before the enhanced code
+    /// is looked for, as a [`Reply`] holds none: so a reply parses the same
+    /// again once written out.
+    #[inline]
+    pub fn parse_ref<'a>(
+        &'a mut self,
+        buf: &'a [u8],
+    ) -> Result<ReplyStatus<ReplyRef<'a>>, ReplyError> {
+        if self.handed_out {
+            self.handed_out = false;
+            self.held.clear();
         }
-        result
+        let scanned = match self.scan(buf) {
+            Ok(scanned) => scanned,
+            Err(error) => {
+                self.reset();
+                return Err(error);
+            }
+        };
+        Ok(match scanned {
+            Scanned::Partial { consumed } => ReplyStatus::Partial { consumed },
+            Scanned::InBuffer {
+                consumed,
+                code,
+                enhanced,
+            } => ReplyStatus::Complete {
+                reply: ReplyRef {
+                    code,
+                    enhanced,
+                    wire: buf.get(..consumed).unwrap_or_default(),
+                },
+                consumed,
+            },
+            Scanned::Held {
+                consumed,
+                code,
+                enhanced,
+            } => {
+                self.handed_out = true;
+                ReplyStatus::Complete {
+                    reply: ReplyRef {
+                        code,
+                        enhanced,
+                        wire: &self.held,
+                    },
+                    consumed,
+                }
+            }
+        })
     }
 
     /// Forgets the lines of a reply not yet complete, for when the caller
     /// discards its buffer.
     pub fn reset(&mut self) {
-        self.code = None;
-        self.lines.clear();
+        self.progress = None;
+        self.held.clear();
+        self.handed_out = false;
     }
 
-    fn parse_lines(&mut self, buf: &[u8]) -> Result<ReplyStatus, ReplyError> {
+    /// Reads lines from the front of `buf` until a reply ends, checking
+    /// each; one call reads at most one reply.
+    #[inline]
+    fn scan(&mut self, buf: &[u8]) -> Result<Scanned, ReplyError> {
+        let mut progress = self.progress.take();
+        // Whether this reply's lines go to `held`: it began in an earlier
+        // buffer, or has a CR to take out. Only such a reply is in `held`,
+        // from its first line on.
+        let mut holding = progress.is_some();
+        debug_assert!(holding || self.held.is_empty());
         let mut consumed = 0;
         loop {
             let rest = buf.get(consumed..).unwrap_or_default();
             let window = rest.get(..self.max_line).unwrap_or(rest);
-            let Some(lf) = window.iter().position(|&b| b == b'\n') else {
+            let Some((lf, stray_cr)) = line_end(window) else {
                 if window.len() >= self.max_line {
                     return Err(ReplyError::TooLong);
                 }
-                return Ok(ReplyStatus::Partial { consumed });
+                if !holding {
+                    self.held
+                        .extend_from_slice(buf.get(..consumed).unwrap_or_default());
+                }
+                self.progress = progress;
+                return Ok(Scanned::Partial { consumed });
             };
             let line = window.get(..lf).unwrap_or_default();
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            consumed += lf + 1;
             let (code, last, text) = split_reply_line(line)?;
-            if self.code.is_some_and(|c| c != code) {
+            if progress.is_some_and(|p| p.code != code) {
                 return Err(ReplyError::InconsistentCode);
             }
-            if self.lines.len() >= self.max_lines {
+            if progress.map_or(0, |p| p.lines) >= self.max_lines {
                 return Err(ReplyError::TooManyLines);
             }
-            self.code = Some(code);
-            // A Reply holds no CR (see `Reply::multiline`); dropping it
-            // here, before the enhanced code is looked for, makes the
-            // reply parse the same again once written out.
-            let text = String::from_utf8_lossy(text).replace('\r', "");
-            self.lines.push(text);
-            if last {
-                self.code = None;
-                let lines = std::mem::take(&mut self.lines);
-                let reply = with_enhanced_code(code, lines);
-                return Ok(ReplyStatus::Complete { reply, consumed });
+            if stray_cr && !holding {
+                // The lines before this one, in this buffer, as they are.
+                self.held
+                    .extend_from_slice(buf.get(..consumed).unwrap_or_default());
+                holding = true;
             }
+            consumed += lf + 1;
+            let text = if holding {
+                // The code and separator, the text without CR, an LF.
+                let head = line.get(..4).unwrap_or(line);
+                self.held.extend_from_slice(head);
+                let start = self.held.len();
+                if stray_cr {
+                    // Invalid UTF-8 is replaced before CR is taken out, as
+                    // taking it out first could join two invalid octets
+                    // into one replacement. Rare, so it may allocate.
+                    let clean = String::from_utf8_lossy(text).replace('\r', "");
+                    self.held.extend_from_slice(clean.as_bytes());
+                } else {
+                    self.held.extend_from_slice(text);
+                }
+                self.held.push(b'\n');
+                self.held
+                    .get(start..self.held.len() - 1)
+                    .unwrap_or_default()
+            } else {
+                text
+            };
+            match &mut progress {
+                None => progress = Some(Progress::first(code, text)),
+                Some(p) => {
+                    // The reply's octets start at the front of the buffer,
+                    // or of the parser's copy.
+                    let octets: &[u8] = if holding { &self.held } else { buf };
+                    let spelling = octets.get(FIRST_CODE..FIRST_CODE + p.spelling_len);
+                    p.next(text, spelling.unwrap_or_default());
+                }
+            }
+            if !last {
+                continue;
+            }
+            let enhanced = progress.and_then(|p| p.enhanced);
+            return Ok(if holding {
+                Scanned::Held {
+                    consumed,
+                    code,
+                    enhanced,
+                }
+            } else {
+                Scanned::InBuffer {
+                    consumed,
+                    code,
+                    enhanced,
+                }
+            });
+        }
+    }
+}
+
+/// Where the first LF in `window` is, and whether a CR comes before it
+/// anywhere but right before it: one search for both, as a CR in a line is
+/// rare.
+#[inline]
+fn line_end(window: &[u8]) -> Option<(usize, bool)> {
+    let first = find_either(window, b'\r', b'\n', |far| {
+        memchr::memchr2(b'\r', b'\n', far)
+    })?;
+    match window.get(first..)? {
+        [b'\n', ..] => Some((first, false)),
+        [b'\r', b'\n', ..] => Some((first + 1, false)),
+        _ => {
+            let lf = first + 1 + memchr::memchr(b'\n', window.get(first + 1..)?)?;
+            Some((lf, true))
         }
     }
 }
@@ -399,14 +772,13 @@ impl ReplyParser {
 /// Splits a reply line (without its line end) into code, whether it is the
 /// last line, and text.
 fn split_reply_line(line: &[u8]) -> Result<(u16, bool, &[u8]), ReplyError> {
-    let (digits, rest) = line
-        .split_at_checked(3)
-        .ok_or(ReplyError::Malformed("line shorter than a reply code"))?;
-    let code = digits.iter().try_fold(0u16, |n, &d| {
-        d.is_ascii_digit()
-            .then(|| n * 10 + u16::from(d - b'0'))
-            .ok_or(ReplyError::Malformed("reply code is not three digits"))
-    })?;
+    let [a, b, c, rest @ ..] = line else {
+        return Err(ReplyError::Malformed("line shorter than a reply code"));
+    };
+    if !(a.is_ascii_digit() && b.is_ascii_digit() && c.is_ascii_digit()) {
+        return Err(ReplyError::Malformed("reply code is not three digits"));
+    }
+    let code = u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0');
     if !(200..=599).contains(&code) {
         return Err(ReplyError::Malformed("reply code out of range"));
     }
@@ -415,31 +787,6 @@ fn split_reply_line(line: &[u8]) -> Result<(u16, bool, &[u8]), ReplyError> {
         Some((b' ', text)) => Ok((code, true, text)),
         Some((b'-', text)) => Ok((code, false, text)),
         Some(_) => Err(ReplyError::Malformed("bad separator after reply code")),
-    }
-}
-
-/// Builds the reply, taking the enhanced code out of the text when every line
-/// starts with the same one.
-fn with_enhanced_code(code: u16, lines: Vec<String>) -> Reply {
-    fn leading(line: &str) -> Option<(EnhancedCode, &str)> {
-        let (word, text) = line.split_once(' ').unwrap_or((line, ""));
-        word.parse().ok().map(|e| (e, text))
-    }
-    let first = lines.first().and_then(|l| leading(l)).map(|(e, _)| e);
-    let shared = first.filter(|&e| {
-        lines
-            .iter()
-            .all(|l| leading(l).is_some_and(|(f, _)| f == e))
-    });
-    match shared {
-        Some(e) => {
-            let texts = lines
-                .iter()
-                .map(|l| leading(l).map_or("", |(_, t)| t).to_owned())
-                .collect();
-            Reply::multiline(code, Some(e), texts)
-        }
-        None => Reply::multiline(code, None, lines),
     }
 }
 
@@ -677,6 +1024,17 @@ mod tests {
         assert_eq!(reply.enhanced(), Some(EnhancedCode::new(5, 0, 7)));
         let again = ReplyParser::new().parse(&reply.to_bytes());
         assert!(matches!(again, Ok(ReplyStatus::Complete { reply: r, .. }) if r == reply));
+    }
+
+    #[test]
+    fn invalid_utf8_around_a_cr_is_replaced_before_the_cr_goes() {
+        // Found by the reply fuzz target: without the CR, 0xea 0x80 is one
+        // invalid sequence, one U+FFFD; with it, two.
+        let (reply, _) = match parse_one(b"250 x\xea\r\x80y\r\n").unwrap() {
+            ReplyStatus::Complete { reply, consumed } => (reply, consumed),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(reply.text(), "x\u{fffd}\u{fffd}y");
     }
 
     quickcheck! {
