@@ -407,6 +407,31 @@ fn check_report(report: &Value, recipient: &str, status: &str) -> Value {
     block.clone()
 }
 
+/// An aiosmtpd that saves what it receives into the directory returned.
+fn saving_inbox() -> (tempfile::TempDir, Aiosmtpd) {
+    let dir = temp_dir();
+    let inbox = Aiosmtpd::start_with(&AiosmtpdOptions {
+        save: Some(dir.path().to_owned()),
+        ..AiosmtpdOptions::default()
+    });
+    (dir, inbox)
+}
+
+/// An aiosmtpd that answers every RCPT with `reply`.
+fn deferring(reply: &str) -> Aiosmtpd {
+    Aiosmtpd::start_with(&AiosmtpdOptions {
+        rcpt_reply: Some(reply.to_owned()),
+        ..AiosmtpdOptions::default()
+    })
+}
+
+/// Undeliverable mail to nowhere, retried every second and expired
+/// after four.
+const FAST_EXPIRY: &str = r#"Gateway = "127.0.0.1:1"
+Retry_Interval = 1
+Max_Retry_Interval = 1
+Message_Expiration = 4"#;
+
 /// The messages an aiosmtpd `--save DIR` wrote: (envelope, path of the
 /// message), in arrival order.
 fn saved(dir: &Path) -> Vec<(Value, std::path::PathBuf)> {
@@ -787,11 +812,7 @@ fn zone(owner: &str, kind: RecordType) -> Reply {
 fn mx_routing(rt: Runtime) {
     let dns = DnsServer::start(zone);
     let mut sink = PostfixSink::start();
-    let inbox_dir = temp_dir();
-    let mut inbox = Aiosmtpd::start_with(&AiosmtpdOptions {
-        save: Some(inbox_dir.path().to_owned()),
-        ..AiosmtpdOptions::default()
-    });
+    let (inbox_dir, mut inbox) = saving_inbox();
     let instance = Instance::new(&config(
         rt,
         "",
@@ -872,23 +893,13 @@ Domain "sender.test" {{ Gateway = "{inbox}" }}"#,
 // 4. Retries and expiry in real time, second-long intervals
 
 fn retries_expiry_bounce(rt: Runtime) {
-    let later = Aiosmtpd::start_with(&AiosmtpdOptions {
-        rcpt_reply: Some("451 4.3.0 try later".to_owned()),
-        ..AiosmtpdOptions::default()
-    });
-    let inbox_dir = temp_dir();
-    let mut inbox = Aiosmtpd::start_with(&AiosmtpdOptions {
-        save: Some(inbox_dir.path().to_owned()),
-        ..AiosmtpdOptions::default()
-    });
+    let later = deferring("451 4.3.0 try later");
+    let (inbox_dir, mut inbox) = saving_inbox();
     let instance = Instance::new(&config(
         rt,
         "",
         &format!(
-            r#"Gateway = "127.0.0.1:1"
-Retry_Interval = 1
-Max_Retry_Interval = 1
-Message_Expiration = 4
+            r#"{FAST_EXPIRY}
 Domain "later.test" {{ Gateway = "{later}" }}
 Domain "sender.test" {{ Gateway = "{inbox}" }}"#,
             later = later.addr,
@@ -969,24 +980,14 @@ Domain "sender.test" {{ Gateway = "{inbox}" }}"#,
 /// report, however many times it is deferred, and, not having asked for
 /// FAILURE, nothing when it expires.
 fn dsn_notices(rt: Runtime) {
-    let later = Aiosmtpd::start_with(&AiosmtpdOptions {
-        rcpt_reply: Some("451 4.2.1 mailbox busy".to_owned()),
-        ..AiosmtpdOptions::default()
-    });
+    let later = deferring("451 4.2.1 mailbox busy");
     let ok = Aiosmtpd::start(None);
-    let inbox_dir = temp_dir();
-    let mut inbox = Aiosmtpd::start_with(&AiosmtpdOptions {
-        save: Some(inbox_dir.path().to_owned()),
-        ..AiosmtpdOptions::default()
-    });
+    let (inbox_dir, mut inbox) = saving_inbox();
     let instance = Instance::new(&config(
         rt,
         "",
         &format!(
-            r#"Gateway = "127.0.0.1:1"
-Retry_Interval = 1
-Max_Retry_Interval = 1
-Message_Expiration = 4
+            r#"{FAST_EXPIRY}
 Domain "later.test" {{ Gateway = "{later}" }}
 Domain "ok.test" {{ Gateway = "{ok}" }}
 Domain "sender.test" {{ Gateway = "{inbox}" }}"#,
@@ -1067,11 +1068,7 @@ Domain "sender.test" {{ Gateway = "{inbox}" }}"#,
 /// the spool as it arrives and leaves whole; one whose client goes away in
 /// the middle of its body leaves nothing behind.
 fn large_messages(rt: Runtime) {
-    let inbox_dir = temp_dir();
-    let mut inbox = Aiosmtpd::start_with(&AiosmtpdOptions {
-        save: Some(inbox_dir.path().to_owned()),
-        ..AiosmtpdOptions::default()
-    });
+    let (inbox_dir, mut inbox) = saving_inbox();
     let instance = Instance::new(&config(
         rt,
         "",
