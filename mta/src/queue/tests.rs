@@ -884,6 +884,22 @@ fn notify_decides_who_is_reported() {
     assert!(bounces(&events(&mut q)).is_empty());
 }
 
+/// Takes the attempt due at `now`, answers each recipient with
+/// `outcome`, and returns the events.
+fn answer(q: &mut Queue, now: SystemTime, outcome: fn(usize) -> Outcome) -> Vec<Event> {
+    let a = q.poll_attempt(now).unwrap();
+    q.handle_result(now, a.id, all(&a, outcome));
+    events(q)
+}
+
+/// Each report's recipients and what it says of them.
+fn reported(events: &[Event]) -> Vec<Vec<(usize, ReportKind)>> {
+    bounces(events)
+        .iter()
+        .map(|b| b.recipients.iter().map(|r| (r.recipient, r.kind)).collect())
+        .collect()
+}
+
 #[test]
 fn delay_and_relay_notices_follow_notify() {
     let mut q = queue(Schedule::default());
@@ -898,44 +914,23 @@ fn delay_and_relay_notices_follow_notify() {
 
     // The first deferral: one delay notice, for those who asked, and no
     // state changes.
-    let a = q.poll_attempt(t(0)).unwrap();
-    q.handle_result(t(0), a.id, all(&a, transient));
-    let e = events(&mut q);
-    let b = bounces(&e);
-    assert_eq!(b.len(), 1);
-    let reported: Vec<(usize, ReportKind)> = b[0]
-        .recipients
-        .iter()
-        .map(|r| (r.recipient, r.kind))
-        .collect();
+    let e = answer(&mut q, t(0), transient);
     assert_eq!(
-        reported,
-        [(0, ReportKind::Delayed), (1, ReportKind::Delayed)]
+        reported(&e),
+        [vec![(0, ReportKind::Delayed), (1, ReportKind::Delayed)]]
     );
-    assert_eq!(b[0].recipients[0].retry_until, Some(t(86400)));
+    assert_eq!(bounces(&e)[0].recipients[0].retry_until, Some(t(86400)));
     assert!(updates(&e).is_empty());
 
     // The second: none again.
     let next = q.poll_timeout().unwrap();
-    let a = q.poll_attempt(next).unwrap();
-    q.handle_result(next, a.id, all(&a, transient));
-    assert!(bounces(&events(&mut q)).is_empty());
+    assert!(reported(&answer(&mut q, next, transient)).is_empty());
 
     // Accepted by a server without DSN: a relay notice for the one that
     // asked for SUCCESS, before the update.
     let next = q.poll_timeout().unwrap();
-    let a = q.poll_attempt(next).unwrap();
-    let relayed = |_| Outcome::Relayed(Response::new("250 ok"));
-    q.handle_result(next, a.id, all(&a, relayed));
-    let e = events(&mut q);
-    let b = bounces(&e);
-    assert_eq!(b.len(), 1);
-    let reported: Vec<(usize, ReportKind)> = b[0]
-        .recipients
-        .iter()
-        .map(|r| (r.recipient, r.kind))
-        .collect();
-    assert_eq!(reported, [(1, ReportKind::Relayed)]);
+    let e = answer(&mut q, next, |_| Outcome::Relayed(Response::new("250 ok")));
+    assert_eq!(reported(&e), [vec![(1, ReportKind::Relayed)]]);
     assert_eq!(updates(&e), [(QueueId(1), vec![done(0), done(1), done(2)])]);
     let bounce_at = e.iter().position(|e| matches!(e, Event::Bounce(_)));
     let update_at = e
@@ -949,9 +944,7 @@ fn delay_and_relay_notices_follow_notify() {
     let mut m = message(2, "s@example.org", &["sd@example.com"]);
     m.envelope.recipients[0].notify = Some("SUCCESS".into());
     q.handle_message(t(0), m);
-    let a = q.poll_attempt(t(0)).unwrap();
-    q.handle_result(t(0), a.id, all(&a, delivered));
-    assert!(bounces(&events(&mut q)).is_empty());
+    assert!(reported(&answer(&mut q, t(0), delivered)).is_empty());
 }
 
 #[test]
