@@ -448,20 +448,27 @@ impl Writer {
             ids.insert(store.id);
             let entry = match result {
                 Ok((file, end)) => {
-                    let recipients = store.envelope.recipients.len();
-                    self.known.insert(store.id, Known { end, recipients });
-                    Entry {
-                        done: store.done,
-                        result: Ok(()),
-                        undo: Undo::Unlink(store.id),
-                        file: self.keep_for_sync(file),
-                        dir_changed: Some(shard_of(store.id)),
-                        written_early: false,
-                    }
+                    let file = self.keep_for_sync(file);
+                    self.stored(store, end, file, false)
                 }
                 Err(e) => failed(store.done, e),
             };
             group.entries.push(entry);
+        }
+    }
+
+    /// A new message's file is written: `known` learns where its records
+    /// go, and its entry waits for the group's sync.
+    fn stored(&mut self, store: Store, end: u64, file: Option<File>, written_early: bool) -> Entry {
+        let recipients = store.envelope.recipients.len();
+        self.known.insert(store.id, Known { end, recipients });
+        Entry {
+            done: store.done,
+            result: Ok(()),
+            undo: Undo::Unlink(store.id),
+            file,
+            dir_changed: Some(shard_of(store.id)),
+            written_early,
         }
     }
 
@@ -506,18 +513,7 @@ impl Writer {
             None => return failed(store.done, io::Error::other("no draft")),
         };
         match draft.finish(store.id, &store.envelope, &store.body) {
-            Ok(end) => {
-                let recipients = store.envelope.recipients.len();
-                self.known.insert(store.id, Known { end, recipients });
-                Entry {
-                    done: store.done,
-                    result: Ok(()),
-                    undo: Undo::Unlink(store.id),
-                    file: Some(draft.file),
-                    dir_changed: Some(shard_of(store.id)),
-                    written_early: true,
-                }
-            }
+            Ok(end) => self.stored(store, end, Some(draft.file), true),
             Err(e) => {
                 drop(draft);
                 let _ = fs::remove_file(&path);
