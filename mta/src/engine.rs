@@ -385,18 +385,19 @@ impl State {
             Request::Summary => {
                 let _ = writeln!(
                     out,
-                    "binding\tdomain\tconnections\tin-flight\tready\tdeferred"
+                    "binding\tdomain\tconnections\tin-flight\tready\tdeferred\tsuspended"
                 );
                 for line in self.queue.summary(now) {
                     let _ = writeln!(
                         out,
-                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                         line.binding,
                         line.domain,
                         line.connections,
                         line.in_flight.messages,
                         line.ready.messages,
-                        line.deferred.messages
+                        line.deferred.messages,
+                        line.suspended.messages
                     );
                 }
             }

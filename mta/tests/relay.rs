@@ -1294,6 +1294,51 @@ fn large_messages_spill_to_the_spool_and_arrive_whole() {
     large_messages(Runtime::Tokio);
 }
 
+/// `Suspend_Delivery` holds a domain's mail: no connection is made, the
+/// queue shows it suspended and a flush does not release it; lifted at a
+/// restart, the message goes.
+#[test]
+fn suspended_delivery_holds_mail_until_lifted() {
+    let server = FakeServer::start();
+    let gateway = server.addr;
+    let settings = |suspended: bool| {
+        config(
+            Runtime::Tokio,
+            "",
+            &format!(
+                r#"Domain "held.test" {{ Gateway = "{gateway}" Suspend_Delivery = {suspended} }}"#
+            ),
+        )
+    };
+    let instance = Instance::new(&settings(true));
+    let petrel = instance.start(&[]);
+    let id = send(&petrel, &["--to", "a@held.test"]);
+    let held = || control(&instance, &["list", "held.test"]);
+    wait_until(
+        "suspended delivery in the queue",
+        CLIENT_TIMEOUT,
+        || held().contains(&format!("{id} Suspended")),
+        held,
+    );
+    let summary = control(&instance, &["summary"]);
+    assert!(
+        summary
+            .lines()
+            .any(|l| l.starts_with("default\theld.test\t") && l.ends_with("\t1")),
+        "{summary}"
+    );
+    let flushed = control(&instance, &["flush", "held.test"]);
+    assert!(flushed.starts_with("0 deliveries"), "{flushed}");
+    petrel.stop();
+    assert_eq!(server.messages(), 0, "{:?}", server.commands());
+
+    instance.reconfigure(&settings(false));
+    let petrel = instance.start(&[]);
+    wait_for_empty_spool(&instance, &petrel, CLIENT_TIMEOUT);
+    petrel.stop();
+    assert_eq!(server.messages(), 1);
+}
+
 #[test]
 fn delay_and_relay_notices_as_notify_asks() {
     dsn_notices(Runtime::Tokio);

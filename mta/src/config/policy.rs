@@ -251,6 +251,8 @@ pub struct OutboundPolicy {
     pub remote_smtp_port: u16,
     /// `Generate_Bounces`.
     pub generate_bounces: bool,
+    /// `Suspend_Delivery`.
+    pub suspend_delivery: bool,
     /// `Delivery_Response_Timeout`: how long each reply of a remote server
     /// may take.
     pub delivery_response_timeout: Duration,

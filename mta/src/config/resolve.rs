@@ -266,6 +266,7 @@ fn outbound_policy(model: &Model, chain: &[ScopeId], global: &Global) -> Outboun
         },
         remote_smtp_port: u16::try_from(model.number(chain, "Remote_SMTP_Port", 25)).unwrap_or(25),
         generate_bounces: model.bool(chain, "Generate_Bounces", true),
+        suspend_delivery: model.bool(chain, "Suspend_Delivery", false),
         delivery_response_timeout: model.seconds(chain, "Delivery_Response_Timeout", 300),
     }
 }

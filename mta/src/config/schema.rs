@@ -353,6 +353,8 @@ pub static OPTIONS: &[OptionSpec] = &[
         "the port delivered to"),
     option!("Generate_Bounces", OUTBOUND, Kind::Bool, Is("true"), Momentum,
         "send a delivery status notification when a message fails"),
+    option!("Suspend_Delivery", OUTBOUND, Kind::Bool, Is("false"), Momentum,
+        "no delivery is attempted; messages wait (and still expire) until it is false again at a restart"),
     option!("Delivery_Response_Timeout", OUTBOUND, Kind::Seconds, Is("300"), Momentum,
         "seconds to wait for each reply of a remote server (greeting, EHLO, STARTTLS, MAIL, RCPT, DATA); the TLS handshake waits at most 60"),
     // Inbound.

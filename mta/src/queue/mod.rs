@@ -306,6 +306,8 @@ pub enum DeliveryState {
     Ready,
     /// Waiting for its next attempt time.
     Deferred,
+    /// Held by `Suspend_Delivery`: no attempt until it is lifted.
+    Suspended,
 }
 
 /// Deliveries and recipients, counted.
@@ -332,6 +334,8 @@ pub struct DestinationSummary {
     pub ready: Count,
     /// Waiting to be retried later.
     pub deferred: Count,
+    /// Held by `Suspend_Delivery`.
+    pub suspended: Count,
 }
 
 /// One line of `petrel queue list DOMAIN`.
@@ -365,6 +369,10 @@ pub struct ListEntry {
 /// reported nothing: the attempt ended (a lost connection, a crash of the
 /// task) without saying, so it is retried, never lost.
 pub const NO_RESULT: &str = "451 4.4.0 [internal] the attempt ended without a result";
+
+/// What the bounce of a message that expired while its destination's
+/// delivery was suspended (`Suspend_Delivery`) says, never attempted.
+pub const SUSPENDED: &str = "451 4.3.2 [internal] delivery suspended (Suspend_Delivery)";
 
 /// The reply failing a recipient that has no domain (the bare
 /// `<Postmaster>` of RFC 5321 §4.5.1): Petrel relays and has no mailboxes.
@@ -826,14 +834,15 @@ impl Queue {
     }
 
     /// `petrel queue flush DOMAIN`: every delivery to `domain` (any
-    /// binding) that is waiting becomes due at `now`. Returns how many.
+    /// binding) that is waiting becomes due at `now`, except where
+    /// `Suspend_Delivery` holds it. Returns how many.
     /// As in Momentum, a flushed attempt counts towards `Max_Retries`.
     pub fn handle_flush(&mut self, now: SystemTime, domain: &str) -> usize {
         let domain = normalize_domain(domain);
         let dests: Vec<DestId> = self
             .destinations
             .iter()
-            .filter(|(_, d)| d.domain == domain)
+            .filter(|(_, d)| d.domain == domain && !d.schedule.suspended)
             .map(|(&id, _)| id)
             .collect();
         let mut flushed = 0;
@@ -934,10 +943,13 @@ impl Queue {
                     in_flight: Count::default(),
                     ready: Count::default(),
                     deferred: Count::default(),
+                    suspended: Count::default(),
                 });
             row.connections += dest.connections;
             for &(at, id) in &dest.waiting {
-                let count = if at <= now {
+                let count = if dest.schedule.suspended {
+                    &mut row.suspended
+                } else if at <= now {
                     &mut row.ready
                 } else {
                     &mut row.deferred
@@ -978,6 +990,8 @@ impl Queue {
                 };
                 let state = if delivery.in_flight.is_some() {
                     DeliveryState::InFlight
+                } else if dest.schedule.suspended {
+                    DeliveryState::Suspended
                 } else if delivery.next_attempt <= now {
                     DeliveryState::Ready
                 } else {
@@ -1041,11 +1055,15 @@ impl Queue {
     /// set and, once attempted, in the expiry index. (A delivery never
     /// attempted gets its one attempt even past its expiry: a message
     /// recovered after a long stop is tried before it is bounced.)
+    /// A suspended destination's deliveries are in the expiry index from
+    /// the start: no attempt will come to let them expire after it.
     fn park(&mut self, id: QueueId, dest_id: DestId, delivery: &Delivery) {
+        let mut suspended = false;
         if let Some(dest) = self.destinations.get_mut(&dest_id) {
             dest.waiting.insert((delivery.next_attempt, id));
+            suspended = dest.schedule.suspended;
         }
-        if delivery.attempts > 0 {
+        if delivery.attempts > 0 || suspended {
             if let Some(expires_at) = delivery.expires_at {
                 self.expiries.insert((expires_at, id, dest_id));
             }
@@ -1067,7 +1085,7 @@ impl Queue {
         let Some(dest) = self.destinations.get_mut(&dest_id) else {
             return;
         };
-        let key = if dest.connections < dest.schedule.connections() {
+        let key = if !dest.schedule.suspended && dest.connections < dest.schedule.connections() {
             dest.waiting.first().map(|&(at, _)| at)
         } else {
             None
@@ -1302,7 +1320,13 @@ impl Queue {
             if let Some(s) = message.states.get_mut(p.index) {
                 *s = RecipientState::Failed;
             }
-            let response = p.last.unwrap_or_else(|| Response::new(NO_RESULT));
+            let response = p.last.unwrap_or_else(|| {
+                Response::new(if dest.schedule.suspended {
+                    SUSPENDED
+                } else {
+                    NO_RESULT
+                })
+            });
             out.fail(
                 &message.envelope,
                 dest.schedule.generate_bounces,

@@ -25,6 +25,9 @@ pub struct Schedule {
     pub max_deliveries_per_connection: Option<usize>,
     /// `Generate_Bounces`.
     pub generate_bounces: bool,
+    /// `Suspend_Delivery`: no attempt is made; the deliveries wait, and
+    /// still expire.
+    pub suspended: bool,
 }
 
 /// The shortest wait between two attempts, whatever `Retry_Interval` says:
@@ -43,6 +46,7 @@ impl Default for Schedule {
             max_outbound_connections: 32,
             max_deliveries_per_connection: None,
             generate_bounces: true,
+            suspended: false,
         }
     }
 }
@@ -57,6 +61,7 @@ impl From<&OutboundPolicy> for Schedule {
             max_outbound_connections: policy.max_outbound_connections,
             max_deliveries_per_connection: policy.max_deliveries_per_connection,
             generate_bounces: policy.generate_bounces,
+            suspended: policy.suspend_delivery,
         }
     }
 }

@@ -1098,6 +1098,7 @@ impl Arbitrary for Run {
                 n => Some(usize::from(n)),
             },
             generate_bounces: bool::arbitrary(g),
+            suspended: u8::arbitrary(g) % 8 == 0,
         };
         let n = usize::arbitrary(g) % 60;
         let ops = (0..n)
@@ -1374,4 +1375,48 @@ quickcheck! {
             Err(e) => TestResult::error(e),
         }
     }
+}
+
+#[test]
+fn suspended_delivery_waits_and_still_expires() {
+    let mut q = Queue::new(|_, domain| Schedule {
+        suspended: domain == "held.example",
+        ..Schedule::default()
+    });
+    q.handle_message(
+        t(0),
+        message(1, "s@example.org", &["a@held.example", "b@open.example"]),
+    );
+    // Only the destination that is not suspended is attempted.
+    let a = attempts(&mut q, t(0));
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].domain, "open.example");
+    q.handle_result(t(0), a[0].id, all(&a[0], delivered));
+    events(&mut q);
+
+    // A flush does not lift the suspension; the summary and the list say
+    // where the delivery stands.
+    assert_eq!(q.handle_flush(t(10), "held.example"), 0);
+    assert!(attempts(&mut q, t(10)).is_empty());
+    let s = q.summary(t(10));
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].suspended.messages, 1);
+    assert_eq!(s[0].ready.messages, 0);
+    assert_eq!(
+        q.list("held.example", t(10))[0].state,
+        DeliveryState::Suspended
+    );
+
+    // Never attempted, it still expires with its message, and its bounce
+    // says why nothing was tried.
+    assert_eq!(q.poll_timeout(), Some(t(86400)));
+    assert!(attempts(&mut q, t(86400)).is_empty());
+    let e = events(&mut q);
+    let b = bounces(&e);
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].recipients.len(), 1);
+    assert_eq!(b[0].recipients[0].kind, ReportKind::Expired);
+    assert_eq!(b[0].recipients[0].attempts, 0);
+    assert_eq!(b[0].recipients[0].response.reply, SUSPENDED);
+    assert!(q.is_empty());
 }

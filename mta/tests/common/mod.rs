@@ -32,9 +32,16 @@ impl Instance {
     pub fn new(config: &str) -> Instance {
         let dir = petrel_tests::temp_dir();
         let path = dir.path().join("petrel.conf");
-        let text = config.replace("{dir}", petrel_tests::path_str(dir.path()));
-        std::fs::write(&path, text).expect("write petrel.conf");
-        Instance { dir, config: path }
+        let instance = Instance { dir, config: path };
+        instance.reconfigure(config);
+        instance
+    }
+
+    /// Replaces `petrel.conf` (for the next start), as [`Instance::new`]
+    /// writes it.
+    pub fn reconfigure(&self, config: &str) {
+        let text = config.replace("{dir}", petrel_tests::path_str(self.dir.path()));
+        std::fs::write(&self.config, text).expect("write petrel.conf");
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
