@@ -1,6 +1,8 @@
 //! Measures the spool's group commit: messages per second made durable,
-//! for each way of syncing a batch, message size and number of sessions.
-//! A benchmark, not a test; `mta/SPOOL.md` records its numbers.
+//! for each way a message is stored (appended to a pack, as any message
+//! that arrives whole; or spilled into a file of its own, as one over 1 MiB
+//! is), message size and number of sessions. A benchmark, not a test;
+//! `mta/SPOOL.md` records its numbers.
 //!
 //! ```text
 //! cargo run -p petrel --example spool_bench -- [DIR] [SECONDS] [ROUNDS] [ONLY]
@@ -10,7 +12,7 @@
 //! that a disturbance (another process's writes) spreads over all of them
 //! rather than falling on one; the table shows each round's rate. ONLY
 //! keeps the configurations whose line, spaces squeezed, contains it
-//! (e.g. `syncfs 1K 50`).
+//! (e.g. `pack 1K 50`).
 //!
 //! DIR (default `target/spool-bench`) should be on the filesystem a real
 //! spool would use: the point is that filesystem's sync costs. Each
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use petrel::spool::message::{Envelope, Recipient};
-use petrel::spool::{Spool, SyncMethod};
+use petrel::spool::Spool;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -34,12 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let duration = Duration::from_secs(secs);
     std::fs::create_dir_all(&root)?;
 
-    let methods = [
-        ("each file", SyncMethod::EachFile),
-        ("parallel 4", SyncMethod::Parallel(4)),
-        ("parallel 16", SyncMethod::Parallel(16)),
-        ("syncfs", SyncMethod::Filesystem),
-    ];
+    let methods = [("pack", false), ("own file", true)];
     let mut configs = Vec::new();
     for size in [1024, 100 * 1024] {
         for sessions in [1, 20, 50] {
@@ -64,31 +61,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "{:<12} {:>7} {:>10}  messages/s, each round",
-        "method", "size", "sessions"
+        "stored in", "size", "sessions"
     );
     for (label, _, _, _, rates) in &configs {
         let rates: Vec<String> = rates.iter().map(|r| format!("{r:>6.0}")).collect();
         println!("{label}  {}", rates.join(" "));
     }
-    // Only now: on ext4 without a journal, inodes freed in the last half
+    // Only now: on ext4 without a journal, inodes freed in the last
     // minute are scanned past at every creation, which would slow the
-    // runs after a removal.
+    // runs after a removal (of own files, and of packs too).
     for run in 1..=runs {
         std::fs::remove_dir_all(root.join(format!("run-{run}")))?;
     }
     Ok(())
 }
 
-/// One run: messages stored per second over `duration`.
+/// One run: messages stored per second over `duration`; `spilled`: each
+/// body spilled first, so that it gets a file of its own.
 fn run(
     dir: &Path,
-    method: SyncMethod,
+    spilled: bool,
     size: usize,
     sessions: usize,
     duration: Duration,
 ) -> Result<f64, Box<dyn std::error::Error>> {
-    let (spool, _) = Spool::open_with(dir, method)?;
+    let (spool, _) = Spool::open(dir)?;
     let body = Bytes::from(vec![b'x'; size]);
+    let envelope = envelope();
     let start = Instant::now();
     let deadline = start + duration;
     let stored: usize = std::thread::scope(|s| {
@@ -96,12 +95,18 @@ fn run(
             .map(|_| {
                 let spool = spool.clone();
                 let body = body.clone();
+                let envelope = &envelope;
                 s.spawn(move || {
                     let (tx, rx) = mpsc::channel();
                     let mut n = 0;
                     while Instant::now() < deadline {
                         let tx = tx.clone();
-                        spool.store(spool.new_id(), envelope(), vec![body.clone()], move |r| {
+                        let id = spool.new_id();
+                        let mut rest = vec![body.clone()];
+                        if spilled {
+                            spool.spill(id, envelope, std::mem::take(&mut rest));
+                        }
+                        spool.store(id, envelope.clone(), rest, move |r| {
                             let _ = tx.send(r);
                         });
                         match rx.recv() {

@@ -496,7 +496,6 @@ const MOMENTUM_OPTIONS: &[&str] = &[
     "service_sessions",
     "spool_mode",
     "static_banner",
-    "suspend_delivery",
     "tcp_recv_buffer_size",
     "tcp_send_buffer_size",
     "tls_dhparams_file",

@@ -44,6 +44,13 @@ const MAX_RECORD: u32 = 64 << 20;
 const RECORD_RECIPIENT_STATES: u8 = 1;
 /// Recipient states and the attempts made for each.
 const RECORD_RECIPIENTS: u8 = 2;
+/// In a pack: states of a message's recipients (`u64 id`, then as kind 2).
+const PACK_STATES: u8 = 3;
+/// In a pack: a message is done with (`u64 id`).
+const PACK_REMOVED: u8 = 4;
+/// In a pack: a message moved to the block that follows (`u64 id`, then
+/// every recipient's state as kind 2).
+const PACK_MOVED: u8 = 5;
 
 /// The head of a message file, with its magic, length and checksum: the
 /// bytes that precede the body.
@@ -66,18 +73,118 @@ pub(crate) fn encode_head(id: QueueId, body_len: u64, envelope: &Envelope) -> Ve
 pub(crate) fn encode_states_record(changes: &[(u32, RecipientState, u32)]) -> Vec<u8> {
     let mut payload = Vec::with_capacity(5 + changes.len() * 9);
     payload.push(RECORD_RECIPIENTS);
-    put_u32(&mut payload, len_u32(changes.len()));
+    put_changes(&mut payload, changes);
+    frame(&payload)
+}
+
+fn put_changes(out: &mut Vec<u8>, changes: &[(u32, RecipientState, u32)]) {
+    put_u32(out, len_u32(changes.len()));
     for &(index, state, attempts) in changes {
-        put_u32(&mut payload, index);
-        payload.push(state_byte(state));
-        put_u32(&mut payload, attempts);
+        put_u32(out, index);
+        out.push(state_byte(state));
+        put_u32(out, attempts);
     }
+}
+
+/// `u32 len  payload  u32 crc32(len‖payload)`.
+fn frame(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 8);
     put_u32(&mut out, len_u32(payload.len()));
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(payload);
     let crc = crc32fast::hash(&out);
     put_u32(&mut out, crc);
     out
+}
+
+/// The payload of the frame at the start of `bytes`, and the frame's
+/// length; `None` if it is short, too long or does not check.
+fn unframe(bytes: &[u8]) -> Option<(&[u8], usize)> {
+    let len = Reader(bytes).u32()?;
+    if len > MAX_RECORD {
+        return None;
+    }
+    let total = usize::try_from(len).ok()?.checked_add(8)?;
+    let framed = bytes.get(..total)?;
+    let (checked, crc) = framed.split_at_checked(total - 4)?;
+    if crc32fast::hash(checked) != Reader(crc).u32()? {
+        return None;
+    }
+    Some((checked.get(4..)?, total))
+}
+
+/// A pack's record: recipients' new states for the pack's message `id`.
+pub(crate) fn encode_pack_states(id: QueueId, changes: &[(u32, RecipientState, u32)]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(13 + changes.len() * 9);
+    payload.push(PACK_STATES);
+    put_u64(&mut payload, id.0);
+    put_changes(&mut payload, changes);
+    frame(&payload)
+}
+
+/// A pack's record: message `id` is done with.
+pub(crate) fn encode_pack_removed(id: QueueId) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(9);
+    payload.push(PACK_REMOVED);
+    put_u64(&mut payload, id.0);
+    frame(&payload)
+}
+
+/// A pack's record: message `id` moves to the message block that follows
+/// it, with these states (every recipient's, in order).
+pub(crate) fn encode_pack_moved(id: QueueId, states: &[(RecipientState, u32)]) -> Vec<u8> {
+    let changes: Vec<(u32, RecipientState, u32)> = states
+        .iter()
+        .enumerate()
+        .map(|(i, &(state, attempts))| (len_u32(i), state, attempts))
+        .collect();
+    let mut payload = Vec::with_capacity(13 + changes.len() * 9);
+    payload.push(PACK_MOVED);
+    put_u64(&mut payload, id.0);
+    put_changes(&mut payload, &changes);
+    frame(&payload)
+}
+
+/// Recipients' new states: (index, state, attempts).
+pub(crate) type Changes = Vec<(usize, RecipientState, u32)>;
+
+/// A record of a pack (see `pack.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PackRecord {
+    /// New states of some recipients of a message in a pack.
+    States { id: QueueId, changes: Changes },
+    /// The message is done with.
+    Removed(QueueId),
+    /// The message block that follows is message `id`, moved there with
+    /// these recipients' states (all of them, by index).
+    Moved { id: QueueId, changes: Changes },
+}
+
+/// The pack record at the start of `bytes` and its length, or `None` if
+/// there is none that checks.
+pub(crate) fn decode_pack_record(bytes: &[u8]) -> Option<(PackRecord, usize)> {
+    let (payload, total) = unframe(bytes)?;
+    let mut r = Reader(payload);
+    let kind = r.u8()?;
+    let id = QueueId(r.u64()?);
+    let record = match kind {
+        PACK_REMOVED => PackRecord::Removed(id),
+        PACK_STATES | PACK_MOVED => {
+            let n = r.u32()?;
+            let mut changes = Vec::new();
+            for _ in 0..n {
+                let index = usize::try_from(r.u32()?).ok()?;
+                let state = byte_state(r.u8()?)?;
+                changes.push((index, state, r.u32()?));
+            }
+            if kind == PACK_STATES {
+                PackRecord::States { id, changes }
+            } else {
+                PackRecord::Moved { id, changes }
+            }
+        }
+        _ => return None,
+    };
+    r.0.is_empty().then_some((record, total))
 }
 
 /// What a message file's head says.
@@ -175,18 +282,8 @@ fn apply_record(
     states: &mut [RecipientState],
     attempts: &mut [u32],
 ) -> Option<usize> {
-    let mut r = Reader(bytes);
-    let len = r.u32()?;
-    if len > MAX_RECORD {
-        return None;
-    }
-    let total = usize::try_from(len).ok()?.checked_add(8)?;
-    let framed = bytes.get(..total)?;
-    let (checked, crc) = framed.split_at_checked(total - 4)?;
-    if crc32fast::hash(checked) != Reader(crc).u32()? {
-        return None;
-    }
-    let mut r = Reader(checked.get(4..)?);
+    let (payload, total) = unframe(bytes)?;
+    let mut r = Reader(payload);
     // Parse fully before applying, so a record is all or nothing.
     let with_attempts = match r.u8()? {
         RECORD_RECIPIENT_STATES => false,

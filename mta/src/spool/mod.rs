@@ -18,9 +18,10 @@
 pub mod message;
 
 mod format;
+mod pack;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
@@ -34,8 +35,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use self::format::{Changes, PackRecord};
 use self::message::{Envelope, QueueId};
-use self::writer::{Job, Known, Shared, Store, Syncer, Writer};
+use self::pack::{pack_path, pack_seqs, Item, PACK_DIR};
+use self::writer::{Bodies, BodyAt, Job, Known, Loc, PackState, Packed, Shared, Store, Writer};
 
 /// Where a recipient of a stored message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -185,21 +188,26 @@ pub struct Recovery {
     pub discarded: usize,
 }
 
-/// How the writer makes a batch durable. [`SyncMethod::default`] is the
-/// one `SPOOL.md` measured best; the others remain for measuring again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SyncMethod {
-    /// `fdatasync` each file written, one after another, then fsync the
-    /// directory.
-    EachFile,
-    /// `fdatasync` the files from this many threads at once (the
-    /// filesystem's journal can merge concurrent commits), then fsync the
-    /// directory.
-    Parallel(usize),
-    /// One `syncfs(2)` for the whole batch: every file and directory entry
-    /// of the filesystem. Reports writeback errors since Linux 5.8.
-    #[default]
-    Filesystem,
+/// How the spool lays out its packs (`SPOOL.md`); [`Default`] for
+/// production, small values for tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolOptions {
+    /// A pack this long or longer is not appended to any more: the next
+    /// round starts a new one.
+    pub pack_size: u64,
+    /// The packs may hold twice what lives in them plus this many full
+    /// packs; past that, the live messages of the most dead pack are
+    /// moved to the current one, so that it can be removed.
+    pub max_packs: usize,
+}
+
+impl Default for SpoolOptions {
+    fn default() -> Self {
+        SpoolOptions {
+            pack_size: 64 << 20,
+            max_packs: 4,
+        }
+    }
 }
 
 /// The spool: cheap to clone, shared by every session.
@@ -211,9 +219,11 @@ pub struct Spool {
 struct Inner {
     dir: PathBuf,
     msg_dir: PathBuf,
+    pack_dir: PathBuf,
     next_id: AtomicU64,
     shared: Arc<Shared>,
-    /// The writer's, then the syncer's.
+    bodies: Bodies,
+    /// The writer's.
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Holds the spool's lock (`flock` on `DIR/lock`) while open.
     _lock: File,
@@ -255,49 +265,66 @@ impl Spool {
     /// Opens the spool in `dir`, creating it (mode 0700) if need be:
     /// takes its lock, recovers what is stored, and starts the writer.
     pub fn open(dir: &Path) -> Result<(Spool, Recovery), SpoolError> {
-        Spool::open_with(dir, SyncMethod::default())
+        Spool::open_with(dir, SpoolOptions::default())
     }
 
-    /// [`Spool::open`], syncing batches with `sync`.
-    pub fn open_with(dir: &Path, sync: SyncMethod) -> Result<(Spool, Recovery), SpoolError> {
+    /// [`Spool::open`], with packs laid out as `options` say.
+    pub fn open_with(dir: &Path, options: SpoolOptions) -> Result<(Spool, Recovery), SpoolError> {
         let msg_dir = dir.join(MSG_DIR);
+        let pack_dir = dir.join(PACK_DIR);
         create_dir(dir)?;
         create_dir(&msg_dir)?;
         for shard in 0..SHARDS {
             create_dir(&msg_dir.join(shard_name(shard)))?;
         }
+        create_dir(&pack_dir)?;
         let lock = lock(dir)?;
 
-        let (recovery, known) = recover(&msg_dir)?;
+        let (mut recovery, files) = recover(&msg_dir)?;
+        let packed = recover_packs(&pack_dir)?;
+        recovery.discarded += packed.discarded;
+        let mut index: HashMap<QueueId, Loc> = HashMap::new();
+        let mut bodies = HashMap::new();
+        for (id, known) in files {
+            index.insert(id, Loc::File(known));
+            bodies.insert(id, BodyAt::File);
+        }
+        let mut packs = packed.packs;
+        for (message, p) in packed.messages {
+            let used = packs.entry(p.seq).or_default();
+            used.live += 1;
+            used.live_bytes += p.end - p.start;
+            bodies.insert(
+                message.id,
+                BodyAt::Pack {
+                    seq: p.seq,
+                    start: p.start,
+                },
+            );
+            index.insert(message.id, Loc::Pack(p));
+            recovery.messages.push(message);
+        }
+        recovery.messages.sort_by_key(|m| m.id);
         let epoch = next_epoch(dir, &recovery)?;
 
+        // Each run appends to a pack of its own: one cut short by a crash
+        // (and repaired above) is never appended to again.
+        let current = packs.last_key_value().map_or(1, |(&seq, _)| seq + 1);
+        let pack = PackState::create(&pack_dir, current).map_err(SpoolError::io(&pack_dir))?;
+        packs.insert(current, pack);
         let shared = Arc::new(Shared::new());
-        let (to_syncer, groups) = std::sync::mpsc::channel();
-        let syncer = Syncer {
-            msg_dir: msg_dir.clone(),
-            sync,
-            shared: shared.clone(),
-            groups,
-        };
+        let bodies: Bodies = Arc::new(std::sync::RwLock::new(bodies));
         let writer = Writer {
             msg_dir: msg_dir.clone(),
-            known,
+            pack_dir: pack_dir.clone(),
+            index,
+            packs,
+            current,
             drafts: HashMap::new(),
-            sync,
-            // Two at least: creating is mostly waiting on the directory's
-            // lock and the disk, not the CPU (SPOOL.md).
-            creators: std::thread::available_parallelism()
-                .map_or(2, |n| n.get().max(2))
-                .min(usize::try_from(SHARDS).unwrap_or(2)),
+            options,
             shared: shared.clone(),
-            syncer: to_syncer,
+            bodies: bodies.clone(),
         };
-        // The syncer stops once the writer has (its sender dropped), so a
-        // failed spawn of the writer stops it too.
-        let syncer = std::thread::Builder::new()
-            .name("petrel-spool-sync".into())
-            .spawn(move || syncer.run())
-            .map_err(SpoolError::io(dir))?;
         let writer = std::thread::Builder::new()
             .name("petrel-spool".into())
             .spawn(move || writer.run())
@@ -306,9 +333,11 @@ impl Spool {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 msg_dir,
+                pack_dir,
                 next_id: AtomicU64::new(epoch << 32),
                 shared,
-                threads: Mutex::new(vec![writer, syncer]),
+                bodies,
+                threads: Mutex::new(vec![writer]),
                 _lock: lock,
             }),
         };
@@ -408,24 +437,34 @@ impl Spool {
     /// Opens a stored message's body to be read a chunk at a time, so that
     /// delivering a message never holds it whole.
     pub fn open_body(&self, id: QueueId) -> io::Result<StoredBody> {
-        let file = File::open(message_path(&self.inner.msg_dir, id))?;
-        let len = file.metadata()?.len();
-        let head = read_head(&file, len)?.ok_or_else(|| damaged(id))?;
-        let seal_at = head.seal_offset().ok_or_else(|| damaged(id))?;
-        if head.id != id || seal_at.saturating_add(4) > len {
-            return Err(damaged(id));
+        // A message moved to a newer pack just as its old one is removed
+        // is found again where it went.
+        let mut tries = 2;
+        loop {
+            tries -= 1;
+            let at = self
+                .inner
+                .bodies
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&id)
+                .copied();
+            let (path, start) = match at {
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("no message {id} in the spool"),
+                    ))
+                }
+                Some(BodyAt::File) => (message_path(&self.inner.msg_dir, id), 0),
+                Some(BodyAt::Pack { seq, start }) => (pack_path(&self.inner.pack_dir, seq), start),
+            };
+            match File::open(&path) {
+                Ok(file) => return StoredBody::open(file, id, start),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && tries > 0 => {}
+                Err(e) => return Err(e),
+            }
         }
-        let mut seal = [0; 4];
-        file.read_exact_at(&mut seal, seal_at)?;
-        Ok(StoredBody {
-            file,
-            id,
-            start: head.body_offset,
-            end: seal_at,
-            at: head.body_offset,
-            crc: crc32fast::Hasher::new(),
-            seal: u32::from_le_bytes(seal),
-        })
     }
 
     /// Completes every job submitted so far and stops the writer; later
@@ -479,6 +518,31 @@ pub struct StoredBody {
 }
 
 impl StoredBody {
+    /// Message `id`'s body, its block at `start` in `file`.
+    fn open(file: File, id: QueueId, start: u64) -> io::Result<StoredBody> {
+        let len = file.metadata()?.len();
+        let head = read_head_at(&file, start, len)?.ok_or_else(|| damaged(id))?;
+        let seal_at = head
+            .seal_offset()
+            .and_then(|s| s.checked_add(start))
+            .ok_or_else(|| damaged(id))?;
+        if head.id != id || seal_at.saturating_add(4) > len {
+            return Err(damaged(id));
+        }
+        let mut seal = [0; 4];
+        file.read_exact_at(&mut seal, seal_at)?;
+        let body_at = start + head.body_offset;
+        Ok(StoredBody {
+            file,
+            id,
+            start: body_at,
+            end: seal_at,
+            at: body_at,
+            crc: crc32fast::Hasher::new(),
+            seal: u32::from_le_bytes(seal),
+        })
+    }
+
     /// The body's length in octets.
     pub fn len(&self) -> u64 {
         self.end - self.start
@@ -529,7 +593,7 @@ fn damaged(id: QueueId) -> io::Error {
 /// checksummed (that would read the whole spool); sizes and heads are.
 pub fn list(dir: &Path) -> Result<Vec<StoredMessage>, SpoolError> {
     let msg_dir = dir.join(MSG_DIR);
-    let mut messages = Vec::new();
+    let mut messages = list_packs(&dir.join(PACK_DIR))?;
     for (id, path) in message_files(&msg_dir)? {
         match read_message(&path, id, false) {
             Ok(Some((m, _))) => messages.push(m),
@@ -548,6 +612,37 @@ pub fn list(dir: &Path) -> Result<Vec<StoredMessage>, SpoolError> {
     // Seen twice if moved into its subdirectory (see `recover`) meanwhile.
     messages.dedup_by_key(|m| m.id);
     Ok(messages)
+}
+
+/// [`list`]'s packs: read to the end of what is written so far; a pack
+/// removed meanwhile is skipped (its messages were done with, or moved to
+/// a later pack).
+fn list_packs(pack_dir: &Path) -> Result<Vec<StoredMessage>, SpoolError> {
+    let seqs = match pack_seqs(pack_dir) {
+        Ok(seqs) => seqs,
+        // A spool written before packs.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(SpoolError::Io {
+                path: pack_dir.to_path_buf(),
+                source: e,
+            })
+        }
+    };
+    let mut found = Found::default();
+    for seq in seqs {
+        let path = pack_path(pack_dir, seq);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(SpoolError::Io { path, source: e }),
+        };
+        let len = file.metadata().map_err(SpoolError::io(&path))?.len();
+        pack::scan(&file, len, false, |item| found.apply(seq, item))
+            .map_err(SpoolError::io(&path))?;
+        found.end_of_pack();
+    }
+    Ok(found.into_messages().into_iter().map(|(m, _)| m).collect())
 }
 
 /// The files of `msg_dir`'s subdirectories that are named as queue ids and
@@ -596,20 +691,23 @@ fn parse_id(name: &str) -> Option<QueueId> {
     (id.to_string() == name).then_some(id)
 }
 
-/// A message file's head, or `None` if the file is too short or damaged.
-fn read_head(file: &File, len: u64) -> io::Result<Option<format::Head>> {
-    let mut buf = vec![0; usize::try_from(len.min(4096)).unwrap_or(4096)];
-    file.read_exact_at(&mut buf, 0)?;
+/// The head of the message block at `start` of a file `len` octets long,
+/// or `None` if the file is too short or the head damaged. Its
+/// `body_offset` counts from `start`.
+fn read_head_at(file: &File, start: u64, len: u64) -> io::Result<Option<format::Head>> {
+    let left = len.saturating_sub(start);
+    let mut buf = vec![0; usize::try_from(left.min(4096)).unwrap_or(4096)];
+    file.read_exact_at(&mut buf, start)?;
     let total = match format::head_total_len(&buf) {
         Ok(total) => total,
         Err(_) => return Ok(None),
     };
-    if total as u64 > len {
+    if total as u64 > left {
         return Ok(None);
     }
     if total > buf.len() {
         buf.resize(total, 0);
-        file.read_exact_at(&mut buf, 0)?;
+        file.read_exact_at(&mut buf, start)?;
     }
     Ok(format::decode_head(&buf).ok())
 }
@@ -624,7 +722,7 @@ fn read_message(
 ) -> io::Result<Option<(StoredMessage, u64)>> {
     let file = File::open(path)?;
     let len = file.metadata()?.len();
-    let Some(head) = read_head(&file, len)? else {
+    let Some(head) = read_head_at(&file, 0, len)? else {
         return Ok(None);
     };
     let (Some(seal_at), Some(records_at)) = (head.seal_offset(), head.records_offset()) else {
@@ -728,6 +826,130 @@ fn recover(msg_dir: &Path) -> Result<(Recovery, HashMap<QueueId, Known>), SpoolE
         },
         known,
     ))
+}
+
+/// What the packs hold.
+struct PackRecovery {
+    messages: Vec<(StoredMessage, Packed)>,
+    /// Each pack's length; its use is counted from `messages`.
+    packs: BTreeMap<u64, PackState>,
+    /// Packs cut short.
+    discarded: usize,
+}
+
+/// Reads every pack in order (see `pack.rs`), checking each body against
+/// its seal, and cuts each at its first item that does not check: it was
+/// being written when petrel stopped, so it was never acknowledged, and
+/// nor was anything after it. The cuts are durable before the writer
+/// starts.
+fn recover_packs(pack_dir: &Path) -> Result<PackRecovery, SpoolError> {
+    let mut found = Found::default();
+    let mut packs = BTreeMap::new();
+    let mut discarded = 0;
+    for seq in pack_seqs(pack_dir).map_err(SpoolError::io(pack_dir))? {
+        let path = pack_path(pack_dir, seq);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(SpoolError::io(&path))?;
+        let len = file.metadata().map_err(SpoolError::io(&path))?.len();
+        let valid = pack::scan(&file, len, true, |item| found.apply(seq, item))
+            .map_err(SpoolError::io(&path))?;
+        found.end_of_pack();
+        if valid < len {
+            file.set_len(valid).map_err(SpoolError::io(&path))?;
+            file.sync_all().map_err(SpoolError::io(&path))?;
+            discarded += 1;
+        }
+        packs.insert(
+            seq,
+            PackState {
+                len: valid,
+                ..PackState::default()
+            },
+        );
+    }
+    Ok(PackRecovery {
+        messages: found.into_messages(),
+        packs,
+        discarded,
+    })
+}
+
+/// The messages of packs read in order, as their items leave them.
+#[derive(Default)]
+struct Found {
+    messages: HashMap<QueueId, (Envelope, u64, Packed)>,
+    /// A move record just read: the block that follows is that message's.
+    moving: Option<(QueueId, Changes)>,
+}
+
+impl Found {
+    fn apply(&mut self, seq: u64, item: Item) {
+        let moving = self.moving.take();
+        match item {
+            Item::Message { head, start, end } => {
+                let mut states = vec![(RecipientState::Pending, 0); head.envelope.recipients.len()];
+                match moving {
+                    Some((id, changes)) if id == head.id => apply_changes(&mut states, &changes),
+                    // A second block of a message without its move record
+                    // is none the writer makes: the first one stands.
+                    _ if self.messages.contains_key(&head.id) => return,
+                    _ => {}
+                }
+                let packed = Packed {
+                    seq,
+                    start,
+                    end,
+                    states,
+                };
+                self.messages
+                    .insert(head.id, (head.envelope, head.body_len, packed));
+            }
+            Item::Record(PackRecord::States { id, changes }) => {
+                if let Some((_, _, p)) = self.messages.get_mut(&id) {
+                    apply_changes(&mut p.states, &changes);
+                }
+            }
+            Item::Record(PackRecord::Removed(id)) => {
+                self.messages.remove(&id);
+            }
+            Item::Record(PackRecord::Moved { id, changes }) => self.moving = Some((id, changes)),
+        }
+    }
+
+    /// A move record is followed by its block in the same pack, or it was
+    /// cut short there.
+    fn end_of_pack(&mut self) {
+        self.moving = None;
+    }
+
+    fn into_messages(self) -> Vec<(StoredMessage, Packed)> {
+        self.messages
+            .into_iter()
+            .map(|(id, (envelope, size, packed))| {
+                let message = StoredMessage {
+                    id,
+                    envelope,
+                    states: packed.states.iter().map(|&(s, _)| s).collect(),
+                    attempts: packed.states.iter().map(|&(_, a)| a).collect(),
+                    size,
+                };
+                (message, packed)
+            })
+            .collect()
+    }
+}
+
+/// An index past the recipients cannot have been written by the spool,
+/// which checks it; ignoring it keeps the rest readable.
+fn apply_changes(states: &mut [(RecipientState, u32)], changes: &[(usize, RecipientState, u32)]) {
+    for &(index, state, attempts) in changes {
+        if let Some(slot) = states.get_mut(index) {
+            *slot = (state, attempts);
+        }
+    }
 }
 
 /// The high half of this run's queue ids: now in seconds, but always past

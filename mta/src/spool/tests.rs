@@ -48,6 +48,30 @@ fn store(spool: &Spool, envelope: Envelope, body: Vec<Bytes>) -> Result<QueueId,
     wait(|done| spool.store(id, envelope, body, done)).map(|()| id)
 }
 
+/// Stores a message as the listener stores a large one: spilled, into a
+/// file of its own in `msg/`.
+fn store_spilled(
+    spool: &Spool,
+    envelope: Envelope,
+    body: Vec<Bytes>,
+) -> Result<QueueId, StoreError> {
+    let id = spool.new_id();
+    spool.spill(id, &envelope, body);
+    wait(|done| spool.store(id, envelope, Vec::new(), done)).map(|()| id)
+}
+
+/// The file holding message `id`: its pack, or its own.
+fn file_of(spool: &Spool, id: QueueId) -> PathBuf {
+    match spool.inner.bodies.read().unwrap().get(&id) {
+        Some(BodyAt::Pack { seq, .. }) => pack_path(&spool.inner.pack_dir, *seq),
+        _ => message_path(&spool.inner.msg_dir, id),
+    }
+}
+
+fn len_of(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().len()
+}
+
 #[test]
 fn round_trip_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -80,13 +104,17 @@ fn modes_are_owner_only() {
     let root = dir.path().join("spool");
     let (spool, _) = Spool::open(&root).unwrap();
     let id = store(&spool, envelope(1), body("x")).unwrap();
+    let spilled = store_spilled(&spool, envelope(1), body("y")).unwrap();
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&root), 0o700);
     assert_eq!(mode(&root.join(MSG_DIR)), 0o700);
+    assert_eq!(mode(&root.join(PACK_DIR)), 0o700);
     for shard in 0..SHARDS {
         assert_eq!(mode(&root.join(MSG_DIR).join(shard_name(shard))), 0o700);
     }
-    assert_eq!(mode(&message_path(&root.join(MSG_DIR), id)), 0o600);
+    assert!(file_of(&spool, id).starts_with(root.join(PACK_DIR)));
+    assert_eq!(mode(&file_of(&spool, id)), 0o600);
+    assert_eq!(mode(&message_path(&root.join(MSG_DIR), spilled)), 0o600);
 }
 
 #[test]
@@ -142,8 +170,10 @@ fn a_body_reads_in_chunks_and_a_damaged_one_fails_at_its_end() {
 
     // One octet of the body changed on disk: every chunk but the last
     // comes, the last is an error.
-    let path = message_path(&dir.path().join(MSG_DIR), id);
-    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    let f = OpenOptions::new()
+        .write(true)
+        .open(file_of(&spool, id))
+        .unwrap();
     f.write_all_at(b"X", stored.start + 10).unwrap();
     let mut damaged = spool.open_body(id).unwrap();
     let chunks = stored.len().div_ceil(1000);
@@ -294,10 +324,10 @@ fn updates_and_removals_survive_reopen() {
 fn half_written_files_are_discarded_and_torn_records_cut() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path()).unwrap();
-    let keep = store(&spool, envelope(1), body("keep me")).unwrap();
-    let cut = store(&spool, envelope(1), body("cut me short")).unwrap();
-    let flip = store(&spool, envelope(1), body("flip a bit")).unwrap();
-    let torn = store(&spool, envelope(2), body("torn record")).unwrap();
+    let keep = store_spilled(&spool, envelope(1), body("keep me")).unwrap();
+    let cut = store_spilled(&spool, envelope(1), body("cut me short")).unwrap();
+    let flip = store_spilled(&spool, envelope(1), body("flip a bit")).unwrap();
+    let torn = store_spilled(&spool, envelope(2), body("torn record")).unwrap();
     let change = |recipient| StateChange {
         recipient,
         state: RecipientState::Delivered,
@@ -343,6 +373,65 @@ fn half_written_files_are_discarded_and_torn_records_cut() {
     assert_eq!(recovery.messages[1].states, [RecipientState::Delivered; 2]);
 }
 
+/// A pack is cut at its first item that does not check, and everything
+/// after it goes with it: written after it, none of it was acknowledged.
+#[test]
+fn a_pack_is_cut_at_its_first_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let change = |recipient| StateChange {
+        recipient,
+        state: RecipientState::Delivered,
+        attempts: 1,
+    };
+
+    // A torn last record: the message stays as the record before left it.
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let a = store(&spool, envelope(2), body("a")).unwrap();
+    wait(|d| spool.update(a, vec![change(0)], d)).unwrap();
+    wait(|d| spool.update(a, vec![change(1)], d)).unwrap();
+    let pack = file_of(&spool, a);
+    drop(spool);
+    let f = OpenOptions::new().write(true).open(&pack).unwrap();
+    f.set_len(len_of(&pack) - 1).unwrap();
+    let listed = list(dir.path()).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].states,
+        [RecipientState::Delivered, RecipientState::Pending]
+    );
+    let (spool, recovery) = Spool::open(dir.path()).unwrap();
+    assert_eq!(recovery.discarded, 1);
+    assert_eq!(
+        recovery.messages[0].states,
+        [RecipientState::Delivered, RecipientState::Pending]
+    );
+
+    // A flipped bit in a body: that message and the rest of its pack go;
+    // earlier ones, and other packs, stay.
+    let b = store(&spool, envelope(1), body("b is fine")).unwrap();
+    let c = store(&spool, envelope(1), body("c gets a flipped bit")).unwrap();
+    let d = store(&spool, envelope(1), body("d comes after")).unwrap();
+    let mut c_body = spool.open_body(c).unwrap();
+    let pack = file_of(&spool, c);
+    assert_eq!(pack, file_of(&spool, d));
+    drop(spool);
+    let f = OpenOptions::new().write(true).open(&pack).unwrap();
+    f.write_all_at(b"X", c_body.start + 3).unwrap();
+    assert!(c_body.next_chunk(1 << 20).is_err());
+    let (spool, recovery) = Spool::open(dir.path()).unwrap();
+    assert_eq!(recovery.discarded, 1);
+    let ids: Vec<_> = recovery.messages.iter().map(|m| m.id).collect();
+    assert_eq!(ids, [a, b]);
+    assert!(spool.open_body(d).is_err());
+    // Garbage that is no pack's name is left alone.
+    fs::write(dir.path().join(PACK_DIR).join("README"), b"not mine").unwrap();
+    drop(spool);
+    let (spool, recovery) = Spool::open(dir.path()).unwrap();
+    assert_eq!(recovery.discarded, 0);
+    assert_eq!(recovery.messages.len(), 2);
+    assert_eq!(spool.read_body(b).unwrap(), flat(&body("b is fine")));
+}
+
 #[test]
 fn many_submitters_are_all_stored() {
     let dir = tempfile::tempdir().unwrap();
@@ -375,32 +464,66 @@ fn many_submitters_are_all_stored() {
     }
 }
 
+/// Small packs: a full one is followed by a new one; a pack nothing lives
+/// in any more is removed, whatever lives in older ones; the live
+/// messages of a mostly dead pack are moved forward, with their states,
+/// so that it can go. Through all of it every message reads back, and a
+/// restart finds each where it went.
 #[test]
-fn every_sync_method_stores() {
-    for method in [
-        SyncMethod::EachFile,
-        SyncMethod::Parallel(4),
-        SyncMethod::Filesystem,
-    ] {
-        let dir = tempfile::tempdir().unwrap();
-        let (spool, _) = Spool::open_with(dir.path(), method).unwrap();
-        let id = store(&spool, envelope(1), body("x")).unwrap();
-        wait(|d| {
-            spool.update(
-                id,
-                vec![StateChange {
-                    recipient: 0,
-                    state: RecipientState::Delivered,
-                    attempts: 1,
-                }],
-                d,
-            )
-        })
-        .unwrap();
-        drop(spool);
-        let (_, recovery) = Spool::open(dir.path()).unwrap();
-        assert_eq!(recovery.messages[0].states, [RecipientState::Delivered]);
+fn packs_roll_move_and_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    // No slack: moved as soon as the packs hold twice what lives.
+    let options = SpoolOptions {
+        pack_size: 2000,
+        max_packs: 0,
+    };
+    let (spool, _) = Spool::open_with(dir.path(), options).unwrap();
+    let packs = || pack_seqs(&dir.path().join(PACK_DIR)).unwrap();
+    let text = |n: usize| format!("message {n} ").repeat(40);
+    let ids: Vec<QueueId> = (0..12)
+        .map(|n| store(&spool, envelope(2), body(&text(n))).unwrap())
+        .collect();
+    assert!(packs().len() >= 3, "{:?}", packs());
+    let first_pack = file_of(&spool, ids[0]);
+    // The first message lives on, one recipient delivered; every other
+    // is done with.
+    let delivered = StateChange {
+        recipient: 1,
+        state: RecipientState::Delivered,
+        attempts: 3,
+    };
+    wait(|d| spool.update(ids[0], vec![delivered], d)).unwrap();
+    for &id in &ids[1..] {
+        wait(|d| spool.remove(id, d)).unwrap();
     }
+    // One more round for the collection after the last removal.
+    let last = store(&spool, envelope(1), body("last")).unwrap();
+    assert!(!first_pack.exists(), "{:?}", packs());
+    assert!(packs().len() <= 2, "{:?}", packs());
+    assert_ne!(file_of(&spool, ids[0]), first_pack);
+    assert_eq!(spool.read_body(ids[0]).unwrap(), flat(&body(&text(0))));
+    let listed: Vec<_> = list(dir.path()).unwrap().iter().map(|m| m.id).collect();
+    assert_eq!(listed, [ids[0], last]);
+    drop(spool);
+
+    let (spool, recovery) = Spool::open_with(dir.path(), options).unwrap();
+    assert_eq!(recovery.discarded, 0);
+    let ids_now: Vec<_> = recovery.messages.iter().map(|m| m.id).collect();
+    assert_eq!(ids_now, [ids[0], last]);
+    assert_eq!(
+        recovery.messages[0].states,
+        [RecipientState::Pending, RecipientState::Delivered]
+    );
+    assert_eq!(recovery.messages[0].attempts, [0, 3]);
+    assert_eq!(spool.read_body(ids[0]).unwrap(), flat(&body(&text(0))));
+    // The moved message goes on as any other.
+    wait(|d| spool.remove(ids[0], d)).unwrap();
+    wait(|d| spool.remove(last, d)).unwrap();
+    store(&spool, envelope(1), body("after")).unwrap();
+    drop(spool);
+    let (_spool, recovery) = Spool::open_with(dir.path(), options).unwrap();
+    assert_eq!(recovery.messages.len(), 1);
+    assert!(packs().len() <= 3, "{:?}", packs());
 }
 
 #[test]
@@ -434,7 +557,7 @@ fn the_spool_is_shared_across_threads() {
 }
 
 #[test]
-fn a_failed_sync_takes_the_batch_back() {
+fn a_failed_sync_takes_the_round_back() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path()).unwrap();
     let fail_next_sync = || {
@@ -454,11 +577,10 @@ fn a_failed_sync_takes_the_batch_back() {
         attempts: 1,
     };
     let a = store(&spool, envelope(2), body("a")).unwrap();
-    let a_len = fs::metadata(message_path(&dir.path().join(MSG_DIR), a))
-        .unwrap()
-        .len();
+    let pack = file_of(&spool, a);
+    let pack_len = len_of(&pack);
 
-    // A store: refused, and no file left.
+    // A store: refused, and nothing of it left in the pack.
     fail_next_sync();
     let b = spool.new_id();
     assert!(io_error(wait(|d| spool.store(
@@ -467,7 +589,7 @@ fn a_failed_sync_takes_the_batch_back() {
         body("b"),
         d
     ))));
-    assert!(!message_path(&dir.path().join(MSG_DIR), b).exists());
+    assert_eq!(len_of(&pack), pack_len);
     let e = wait(|d| spool.update(b, vec![], d)).unwrap_err();
     assert!(matches!(&e, StoreError::Io(e) if e.kind() == io::ErrorKind::NotFound));
 
@@ -479,25 +601,60 @@ fn a_failed_sync_takes_the_batch_back() {
         vec![change(0, RecipientState::Failed)],
         d
     ))));
-    let path = message_path(&dir.path().join(MSG_DIR), a);
-    assert_eq!(fs::metadata(&path).unwrap().len(), a_len);
+    assert_eq!(len_of(&pack), pack_len);
     wait(|d| spool.update(a, vec![change(1, RecipientState::Delivered)], d)).unwrap();
 
-    // A removal cannot be taken back: reported failed, yet done.
+    // A removal from a pack: refused, and taken back too.
     let c = store(&spool, envelope(1), body("c")).unwrap();
     fail_next_sync();
     assert!(io_error(wait(|d| spool.remove(c, d))));
-    let e = wait(|d| spool.remove(c, d)).unwrap_err();
+    assert_eq!(spool.read_body(c).unwrap(), flat(&body("c")));
+    wait(|d| spool.remove(c, d)).unwrap();
+
+    // A spilled message: its file removed when its store fails; its
+    // record cut off when its update does; its removal, an unlink, cannot
+    // be taken back: reported failed, yet done.
+    fail_next_sync();
+    let e = store_spilled(&spool, envelope(1), body("spilled")).unwrap_err();
+    assert!(io_error(Err(e)));
+    assert_eq!(files_under(&dir.path().join(MSG_DIR)), 0);
+    let s = store_spilled(&spool, envelope(2), body("spilled")).unwrap();
+    let s_len = len_of(&file_of(&spool, s));
+    fail_next_sync();
+    assert!(io_error(wait(|d| spool.update(
+        s,
+        vec![change(0, RecipientState::Failed)],
+        d
+    ))));
+    assert_eq!(len_of(&file_of(&spool, s)), s_len);
+    fail_next_sync();
+    assert!(io_error(wait(|d| spool.remove(s, d))));
+    let e = wait(|d| spool.remove(s, d)).unwrap_err();
     assert!(matches!(&e, StoreError::Io(e) if e.kind() == io::ErrorKind::NotFound));
     drop(spool);
 
     let (_, recovery) = Spool::open(dir.path()).unwrap();
     assert_eq!(recovery.discarded, 0);
-    assert_eq!(recovery.messages.len(), 1);
+    let ids: Vec<_> = recovery.messages.iter().map(|m| m.id).collect();
+    assert_eq!(ids, [a]);
     assert_eq!(
         recovery.messages[0].states,
         [RecipientState::Pending, RecipientState::Delivered]
     );
+}
+
+fn files_under(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                files_under(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
 }
 
 /// Makes the next sync wait for `release`, then fail with EIO, and counts
@@ -553,41 +710,36 @@ fn is_eio(r: &Result<(), StoreError>) -> bool {
     matches!(r, Err(StoreError::Io(e)) if e.raw_os_error() == Some(libc::EIO))
 }
 
+/// Rounds do not overlap: jobs that come while a round syncs wait for
+/// its outcome, and go in the next round, acknowledged after a sync of
+/// their own; a job on a message of a failed round finds it taken back.
 #[test]
-fn a_failed_sync_fails_its_group_and_not_the_next_one_written_meanwhile() {
+fn jobs_during_a_failed_sync_go_in_the_next_round() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path()).unwrap();
-    let path = |id: QueueId| message_path(&dir.path().join(MSG_DIR), id);
     let change = |recipient, state| StateChange {
         recipient,
         state,
         attempts: 1,
     };
 
-    // Group N: a store, whose sync is held, then fails.
+    // Round N: a store, whose sync is held, then fails.
     let held = hold_next_sync(&spool);
     let a = spool.new_id();
     let a_done = submit(&held.begun, |d| spool.store(a, envelope(1), body("a"), d));
     held.entered.recv_timeout(Duration::from_secs(30)).unwrap();
-    // Group N+1, while N is at the syncer: a store, written at once, and an
-    // update of N's message, which must wait for N's outcome.
+    // Meanwhile: a store, and an update of N's message.
     let b = spool.new_id();
     let b_done = submit(&held.begun, |d| spool.store(b, envelope(1), body("b"), d));
     let a_update = submit(&held.begun, |d| {
         spool.update(a, vec![change(0, RecipientState::Delivered)], d)
     });
-    let start = std::time::Instant::now();
-    while !path(b).exists() {
-        assert!(start.elapsed() < Duration::from_secs(30), "b never written");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    // Written, but not acknowledged: its own sync has not even begun.
+    std::thread::sleep(Duration::from_millis(50));
     assert!(b_done.try_recv().is_err());
     held.release.send(()).unwrap();
 
     let (r, _) = outcome(&a_done);
     assert!(is_eio(&r), "{r:?}");
-    assert!(!path(a).exists());
     // Acknowledged after a second sync, its own, began (and succeeded).
     let (r, begun) = outcome(&b_done);
     assert!(r.is_ok(), "{r:?}");
@@ -598,11 +750,13 @@ fn a_failed_sync_fails_its_group_and_not_the_next_one_written_meanwhile() {
         matches!(&r, Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound),
         "{r:?}"
     );
+    assert!(spool.open_body(a).is_err());
 
-    // Two updates of one message, the first's group failing while the
+    // Two updates of one message, the first's round failing while the
     // second waits: the second lands where the first was cut off.
     let c = store(&spool, envelope(2), body("c")).unwrap();
-    let c_len = fs::metadata(path(c)).unwrap().len();
+    let pack = file_of(&spool, c);
+    let c_len = len_of(&pack);
     let held = hold_next_sync(&spool);
     let first = submit(&held.begun, |d| {
         spool.update(c, vec![change(0, RecipientState::Failed)], d)
@@ -611,8 +765,6 @@ fn a_failed_sync_fails_its_group_and_not_the_next_one_written_meanwhile() {
     let second = submit(&held.begun, |d| {
         spool.update(c, vec![change(1, RecipientState::Delivered)], d)
     });
-    // Give the writer time to take the second update while the first's
-    // group is at the syncer (the outcome must be the same either way).
     std::thread::sleep(Duration::from_millis(50));
     assert!(second.try_recv().is_err());
     held.release.send(()).unwrap();
@@ -621,10 +773,9 @@ fn a_failed_sync_fails_its_group_and_not_the_next_one_written_meanwhile() {
     let (r, begun) = outcome(&second);
     assert!(r.is_ok(), "{r:?}");
     assert!(begun >= 2);
-    let record_len = fs::metadata(path(c)).unwrap().len() - c_len;
     assert_eq!(
-        record_len,
-        format::encode_states_record(&[(1, RecipientState::Delivered, 1)]).len() as u64
+        len_of(&pack) - c_len,
+        format::encode_pack_states(c, &[(1, RecipientState::Delivered, 1)]).len() as u64
     );
     drop(spool);
 
@@ -638,11 +789,10 @@ fn a_failed_sync_fails_its_group_and_not_the_next_one_written_meanwhile() {
     );
 }
 
-/// Stores submitted together are created from several threads, each file
-/// in the subdirectory its id names; an id twice in one batch is stored
-/// once and refused once.
+/// Stores submitted together land in one pack, one after another; an id
+/// twice is stored once and refused once.
 #[test]
-fn a_batch_of_stores_lands_in_its_subdirectories() {
+fn a_batch_of_stores_lands_in_one_pack() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path()).unwrap();
     let (tx, rx) = mpsc::channel();
@@ -664,20 +814,15 @@ fn a_batch_of_stores_lands_in_its_subdirectories() {
     assert_eq!(results.len(), 41);
     let refused = results.iter().filter(|(_, r)| r.is_err()).count();
     assert_eq!(refused, 1, "{results:?}");
-    let msg_dir = dir.path().join(MSG_DIR);
-    let shards: std::collections::HashSet<u64> = ids.iter().map(|&id| shard_of(id)).collect();
-    assert_eq!(
-        shards.len(),
-        16,
-        "consecutive ids spread over every subdirectory"
-    );
+    let pack = file_of(&spool, ids[0]);
     for (n, &id) in ids.iter().enumerate() {
-        assert!(message_path(&msg_dir, id).is_file(), "{id}");
+        assert_eq!(file_of(&spool, id), pack);
         assert_eq!(
             spool.read_body(id).unwrap(),
             flat(&body(&format!("message {n}")))
         );
     }
+    assert_eq!(files_under(&dir.path().join(MSG_DIR)), 0);
     drop(spool);
     let (_spool, recovery) = Spool::open(dir.path()).unwrap();
     assert_eq!(recovery.messages.len(), 40);
@@ -690,7 +835,7 @@ fn a_spool_of_the_flat_layout_moves_into_subdirectories() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path()).unwrap();
     let ids: Vec<QueueId> = (0..3)
-        .map(|n| store(&spool, envelope(2), body(&format!("flat {n}"))).unwrap())
+        .map(|n| store_spilled(&spool, envelope(2), body(&format!("flat {n}"))).unwrap())
         .collect();
     let delivered = StateChange {
         recipient: 1,
