@@ -1,6 +1,9 @@
 //! The bytes of a spool file, and nothing else: no IO happens here.
 //!
-//! A message is one file, named by its queue id (16 upper-case hex digits):
+//! A message's *block* is its head, body and seal. In a pack (`pack.rs`)
+//! blocks follow one another, with records naming their message (`PACK_*`
+//! kinds below). A message spilled as it arrived is one file, named by
+//! its queue id (16 upper-case hex digits), its block then its records:
 //!
 //! ```text
 //! head    "PETRELQ1"  u32 head_len  head[head_len]  u32 crc32(magic‖head_len‖head)
@@ -520,6 +523,13 @@ mod tests {
             true
         }
 
+        fn a_checksummed_pack_record_decodes_or_is_refused(payload: Vec<u8>, kind: u8) -> bool {
+            let mut with_kind = vec![3 + kind % 4];
+            with_kind.extend_from_slice(&payload);
+            let framed = framed(&with_kind, true);
+            decode_pack_record(&framed).is_none_or(|(_, n)| n == framed.len())
+        }
+
         fn a_checksummed_record_applies_or_is_refused(payloads: Vec<Vec<u8>>) -> bool {
             let bytes: Vec<u8> = payloads.iter().flat_map(|p| framed(p, true)).collect();
             let mut states = vec![RecipientState::Pending; 3];
@@ -549,6 +559,46 @@ mod tests {
             client: "[2001:db8::1]:4567".parse().unwrap(),
             binding: "default".into(),
         }
+    }
+
+    #[test]
+    fn pack_records_round_trip() {
+        let changes = [
+            (1, RecipientState::Delivered, 2),
+            (0, RecipientState::Failed, 5),
+        ];
+        let bytes = encode_pack_states(QueueId(9), &changes);
+        let want = PackRecord::States {
+            id: QueueId(9),
+            changes: vec![
+                (1, RecipientState::Delivered, 2),
+                (0, RecipientState::Failed, 5),
+            ],
+        };
+        assert_eq!(decode_pack_record(&bytes), Some((want, bytes.len())));
+        let bytes = encode_pack_removed(QueueId(10));
+        assert_eq!(
+            decode_pack_record(&bytes),
+            Some((PackRecord::Removed(QueueId(10)), bytes.len()))
+        );
+        let states = [(RecipientState::Pending, 1), (RecipientState::Delivered, 3)];
+        let bytes = encode_pack_moved(QueueId(11), &states);
+        let want = PackRecord::Moved {
+            id: QueueId(11),
+            changes: vec![
+                (0, RecipientState::Pending, 1),
+                (1, RecipientState::Delivered, 3),
+            ],
+        };
+        assert_eq!(decode_pack_record(&bytes), Some((want, bytes.len())));
+        // A record's length can never spell the magic that starts a block.
+        assert!(!bytes.starts_with(MAGIC));
+        for cut in 0..bytes.len() {
+            assert!(decode_pack_record(&bytes[..cut]).is_none(), "cut at {cut}");
+        }
+        // The records of message files are not a pack's.
+        let file_record = encode_states_record(&[(0, RecipientState::Failed, 1)]);
+        assert!(decode_pack_record(&file_record).is_none());
     }
 
     #[test]

@@ -1,19 +1,20 @@
 //! The durable spool.
 //!
-//! Every message is one file in `DIR/msg/`, named by its queue id, holding
-//! the envelope, the message as received, and then the recipients' state
-//! changes appended as small records (`format.rs` has the layout). A
-//! message is made durable — its data, its size and its directory entry —
-//! before its callback says it is stored, and the listener answers `250`
-//! only then. One writer thread writes for everyone and one syncer thread
-//! makes the writes durable, the next group being written while the last
-//! is synced (group commit, pipelined: see `writer.rs`); `SPOOL.md` has
-//! the measurements behind the way it syncs.
+//! A message that arrives whole is appended to a *pack*, a file in
+//! `DIR/pack/` holding many messages: the envelope, the message as
+//! received, and then the recipients' state changes and its removal,
+//! appended as small records to the same pack (`pack.rs`, `format.rs`). A
+//! message spilled while it arrived has a file of its own in `DIR/msg/`,
+//! its records appended to it. A message is made durable before its
+//! callback says it is stored, and the listener answers `250` only then.
+//! One writer thread writes for everyone, a round of jobs at a time, each
+//! round made durable with one `fdatasync` per file it wrote (group
+//! commit: see `writer.rs`); `SPOOL.md` has the measurements behind it.
 //!
-//! At [`Spool::open`] every file is checked: one whose checksums or
-//! lengths do not hold was being written when the process stopped, was
-//! never acknowledged, and is removed; a torn last state record is cut
-//! off. [`list`] reads a spool without opening it, for `petrel queue`.
+//! At [`Spool::open`] everything is checked: bytes whose checksums or
+//! lengths do not hold were being written when the process stopped, were
+//! never acknowledged, and are cut off or removed. [`list`] reads a spool
+//! without opening it, for `petrel queue`.
 
 pub mod message;
 
@@ -358,8 +359,8 @@ impl Spool {
 
     /// Stores a message: `body` is the message as received, in order (the
     /// listener's `Received:` header first). `done` is called, on the
-    /// spool's sync thread, once the message is durable or has failed; it
-    /// must be quick, since the next sync waits for the last callback.
+    /// spool's writer thread, once the message is durable or has failed;
+    /// it must be quick, since the next round waits for the last callback.
     pub fn store(
         &self,
         id: QueueId,
@@ -480,12 +481,10 @@ impl Inner {
         self.shared.close();
         let threads =
             std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
-        // A callback may drop the last clone on the syncer thread, which
-        // cannot wait for itself, nor for the writer (which waits for the
-        // syncer's last group); both stop once the callback returns.
+        // A callback may drop the last clone on the writer thread, which
+        // cannot wait for itself; it stops once the callback returns.
         let me = std::thread::current().id();
         if threads.iter().all(|t| t.thread().id() != me) {
-            // The writer first: the syncer stops after it.
             for thread in threads {
                 let _ = thread.join();
             }
