@@ -240,10 +240,10 @@ impl fmt::Debug for Inner {
 
 const MSG_DIR: &str = "msg";
 /// `msg/` is split into this many subdirectories, `0` to `F`, by the last
-/// hex digit of the queue id, so that consecutive messages go to different
-/// directories: ext4 locks a directory for each file created in it (about
-/// a millisecond each on a disk after many deletes), and the writer creates
-/// files in several directories at once (see `writer.rs`).
+/// hex digit of the queue id: made so when every message had a file, so
+/// that files could be created in several directories at once (ext4 locks
+/// a directory for each file created in it). Spilled messages still go
+/// there, and spools of that time are read as they are.
 const SHARDS: u64 = 16;
 
 /// Where message `id` is stored: `MSG_DIR/X/ID`.
