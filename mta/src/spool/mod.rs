@@ -856,15 +856,21 @@ fn recover_packs(pack_dir: &Path) -> Result<PackRecovery, SpoolError> {
         let valid = pack::scan(&file, len, true, |item| found.apply(seq, item))
             .map_err(SpoolError::io(&path))?;
         found.end_of_pack();
-        if valid < len {
+        // Zeros written ahead (`writer::ZEROS_AHEAD`) stay, to be written
+        // over; anything else after the last whole item was never
+        // acknowledged and must not be read after the next ones.
+        let mut allocated = len;
+        if valid < len && !pack::zeros(&file, valid, len).map_err(SpoolError::io(&path))? {
             file.set_len(valid).map_err(SpoolError::io(&path))?;
             file.sync_all().map_err(SpoolError::io(&path))?;
             discarded += 1;
+            allocated = valid;
         }
         packs.insert(
             seq,
             PackState {
                 len: valid,
+                allocated,
                 ..PackState::default()
             },
         );

@@ -132,6 +132,21 @@ pub(crate) fn scan(
     Ok(at)
 }
 
+/// Whether `file` holds only zeros from `from` to `to`.
+pub(crate) fn zeros(file: &File, mut from: u64, to: u64) -> io::Result<bool> {
+    let mut buf = vec![0; 64 << 10];
+    while from < to {
+        let n = usize::try_from(to - from).map_or(buf.len(), |n| n.min(buf.len()));
+        let piece = buf.get_mut(..n).unwrap_or_default();
+        file.read_exact_at(piece, from)?;
+        if piece.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        from += n as u64;
+    }
+    Ok(true)
+}
+
 /// No record the writer makes comes near this: a length past it is
 /// damage, and is not read.
 const MAX_RECORD_FRAME: u64 = 64 << 20;

@@ -234,7 +234,23 @@ pub(crate) struct PackState {
     pub fresh: bool,
     /// A take-back could not cut it back: nothing more is written to it.
     pub broken: bool,
+    /// The file's length: past `len`, zeros written ahead (see
+    /// [`ZEROS_AHEAD`]).
+    pub allocated: u64,
 }
+
+/// How far past its end the current pack is filled with zeros. On a
+/// journaled filesystem an `fdatasync` that changes a file's length
+/// commits the journal, and one that only overwrites blocks does not: on
+/// this VM's journaled ext4, 1 KB appended and synced 121 times a second,
+/// overwritten and synced 426 times. So a round of small messages mostly
+/// overwrites zeros, and the length changes once per this many octets.
+/// The zeros reach the disk only past what the round wrote (the rest is
+/// overwritten in the page cache first); a round larger than this changes
+/// the length anyway and writes no zeros. Zeros read as no item (a
+/// zero length frames nothing whose checksum is zero), so a reader stops
+/// there, and recovery leaves a tail of zeros alone.
+pub(crate) const ZEROS_AHEAD: u64 = 256 << 10;
 
 impl PackState {
     /// A new, empty pack `seq` (not yet durable: its first round syncs the
@@ -261,8 +277,31 @@ impl PackState {
             None => Err(io::Error::other("not open")),
         };
         match cut {
-            Ok(()) => self.len = len,
+            Ok(()) => {
+                self.len = len;
+                self.allocated = len;
+            }
             Err(_) => self.broken = true,
+        }
+    }
+
+    /// After an append past the zeros: zeros again, [`ZEROS_AHEAD`] of
+    /// them, unless the append was that large itself. Best effort: a
+    /// failure (a full disk) leaves the length to change with each round,
+    /// and whatever zeros were written are as good as none.
+    fn zero_ahead(&mut self, appended: u64) {
+        if self.len <= self.allocated {
+            return;
+        }
+        self.allocated = self.len;
+        if appended >= ZEROS_AHEAD {
+            return;
+        }
+        if let Some(file) = &self.file {
+            let zeros = vec![0; usize::try_from(ZEROS_AHEAD).unwrap_or(0)];
+            if file.write_all_at(&zeros, self.len).is_ok() {
+                self.allocated = self.len + ZEROS_AHEAD;
+            }
         }
     }
 }
@@ -432,6 +471,7 @@ impl Writer {
             Ok(()) => {
                 r.touched.entry(seq).or_insert(start);
                 pack.len += n as u64;
+                pack.zero_ahead(n as u64);
                 Ok(start)
             }
             Err(e) => {
