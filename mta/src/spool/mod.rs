@@ -73,7 +73,7 @@ pub enum StoreError {
     /// (`EDQUOT`). Writes succeed again once there is room.
     Full,
     /// Any other failure: an I/O error, no such message, the spool shut
-    /// down. Shared, because one failed sync fails a whole batch.
+    /// down. Shared, because one failed sync fails a whole round.
     Io(Arc<io::Error>),
 }
 
