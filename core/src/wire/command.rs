@@ -1163,22 +1163,55 @@ fn word_at(octets: &[u8], at: usize) -> Option<(u128, usize)> {
     Some((fold(word), pos))
 }
 
+/// The esmtp-keyword octets (letters, digits, hyphens) at `at`, [`fold`]ed,
+/// and where they end; found and folded as [`word_at`] does.
+#[inline(always)]
+fn key_at(octets: &[u8], at: usize) -> (u128, usize) {
+    let Some((words, available)) = sixteen_at(octets, at) else {
+        return (0, at);
+    };
+    let mut stops = u32::MAX << available;
+    for (i, w) in words.into_iter().enumerate() {
+        stops |= u32::from(swar_bits(!swar_key(w))) << (8 * i);
+    }
+    let len = stops.trailing_zeros() as usize;
+    if len < 16 {
+        return (fold_words(words, len), at + len);
+    }
+    let mut end = at;
+    while octets.get(end).is_some_and(|&b| class(b) & KEY != 0) {
+        end += 1;
+    }
+    (fold(octets.get(at..end).unwrap_or_default()), end)
+}
+
 /// The 16 octets at `at` as two words (zeros past the end of `octets`),
 /// and how many of them are the line's; `None` at or past its end.
 #[inline(always)]
 fn sixteen_at(octets: &[u8], at: usize) -> Option<([u64; 2], usize)> {
     let rest = octets.get(at..).filter(|rest| !rest.is_empty())?;
-    let mut padded = [0u8; 16];
-    let bytes = match rest.first_chunk::<16>() {
-        Some(bytes) => bytes,
-        None => {
-            padded.iter_mut().zip(rest).for_each(|(p, &b)| *p = b);
-            &padded
-        }
+    let available = rest.len().min(16);
+    let halves = |bytes: &[u8; 16]| {
+        let (lo, hi) = bytes.split_at(8);
+        let word = |half: &[u8]| half.try_into().map_or(0, u64::from_le_bytes);
+        (word(lo), word(hi))
     };
-    let (lo, hi) = bytes.split_at(8);
-    let word = |half: &[u8]| half.try_into().map_or(0, u64::from_le_bytes);
-    Some(([word(lo), word(hi)], rest.len().min(16)))
+    if let Some(bytes) = rest.first_chunk::<16>() {
+        let (lo, hi) = halves(bytes);
+        return Some(([lo, hi], 16));
+    }
+    // Near the end of the line: its last 16 octets, shifted down so that
+    // `at` is lowest (zeros come in above), rather than a copy octet by
+    // octet, which the loads would wait for.
+    let Some(last) = octets.last_chunk::<16>() else {
+        let mut padded = [0u8; 16];
+        padded.iter_mut().zip(rest).for_each(|(p, &b)| *p = b);
+        let (lo, hi) = halves(&padded);
+        return Some(([lo, hi], available));
+    };
+    let (lo, hi) = halves(last);
+    let value = (u128::from(lo) | u128::from(hi) << 64) >> (8 * (16 - available));
+    Some(([value as u64, (value >> 64) as u64], available))
 }
 
 /// [`fold`] of the first `len` (below 16) octets of `words`.
@@ -1208,6 +1241,19 @@ const fn swar_equal(w: u64, b: u8) -> u64 {
 const fn swar_value(w: u64) -> u64 {
     let printable = (w & SWAR_LOW).wrapping_add(SWAR_ONES * 0x5f);
     (printable & !swar_equal(w, b'=') & !swar_equal(w, 0x7f) | w) & SWAR_HIGH
+}
+
+/// The high bit of each octet of `w` that is [`KEY`]: an ASCII letter,
+/// digit or `-`. On the low seven bits, adding 0x80 - n sets the high bit
+/// when an octet is at least n, and never carries out of it.
+#[inline(always)]
+fn swar_key(w: u64) -> u64 {
+    let at_least = |x: u64, n: u8| x.wrapping_add(SWAR_ONES * u64::from(0x80 - n)) & SWAR_HIGH;
+    let low = w & SWAR_LOW;
+    let lower = low | (SWAR_ONES * 0x20);
+    let letters = at_least(lower, b'a') & !at_least(lower, b'z' + 1);
+    let digits = at_least(low, b'0') & !at_least(low, b'9' + 1);
+    (letters | digits | swar_equal(w, b'-')) & !w & SWAR_HIGH
 }
 
 /// The high bits of a word's eight octets as eight bits, the first
@@ -1425,14 +1471,15 @@ fn for_each_param<'a>(
             return Err(CommandError::Syntax("bad parameter"));
         }
         let key_start = c.pos;
-        let key_end = c.skip_while(|b| class(b) & KEY != 0);
+        let (folded_key, key_end) = key_at(c.octets, key_start);
+        c.pos = key_end;
         let key = c.octets(key_start, key_end);
         let has_value = match c.peek() {
             None | Some(b' ') => false,
             Some(b'=') => true,
             Some(_) => return Err(CommandError::Syntax("bad parameter")),
         };
-        let known = Param::named(fold(key));
+        let known = Param::named(folded_key);
         if known.is_some_and(|p| seen & p.bit() != 0) {
             return Err(CommandError::DuplicateParameter(upper(key)));
         }
@@ -1780,6 +1827,25 @@ const fn fold(word: &[u8]) -> u128 {
     folded
 }
 
+/// `word` (at most 16 octets, the first lowest) with its letters
+/// lower-cased, when `lower`; else 0x20 in the octets where it has
+/// letters. For a constant word, both are constants.
+#[inline(always)]
+const fn fold_letters(word: &[u8], lower: bool) -> u128 {
+    let mut folded = 0;
+    let mut rest = word;
+    while let [init @ .., last] = rest {
+        let octet = match (lower, last.is_ascii_alphabetic()) {
+            (true, _) => last.to_ascii_lowercase(),
+            (false, true) => 0x20,
+            (false, false) => 0,
+        };
+        folded = (folded << 8) | octet as u128;
+        rest = init;
+    }
+    folded
+}
+
 /// A non-empty string of decimal digits whose value fits in a u64.
 #[inline]
 fn decimal(digits: &[u8]) -> Option<u64> {
@@ -1847,14 +1913,19 @@ impl<'a> Cursor<'a> {
         matched
     }
 
-    /// Moves past `word` if it comes next, in any ASCII case.
-    #[inline]
+    /// Moves past `word` (at most 16 octets) if it comes next, in any
+    /// ASCII case: the next 16 octets compared at once, with 0x20 ORed
+    /// into the octets where `word` has a letter (which lower-cases a
+    /// letter and makes nothing else equal to one).
+    #[inline(always)]
     fn eat_ignore_case(&mut self, word: &[u8]) -> bool {
         let end = self.pos + word.len();
-        let matched = self
-            .octets
-            .get(self.pos..end)
-            .is_some_and(|next| next.eq_ignore_ascii_case(word));
+        let (lower, letters) = (fold_letters(word, true), fold_letters(word, false));
+        let matched = sixteen_at(self.octets, self.pos).is_some_and(|(words, available)| {
+            let next = u128::from(words[0]) | u128::from(words[1]) << 64;
+            let mask = u128::MAX >> (8 * (16 - word.len().min(16)));
+            word.len() <= available && (next & mask | letters) == lower
+        });
         if matched {
             self.pos = end;
         }
@@ -2414,6 +2485,7 @@ mod tests {
                     let w = u64::from_le_bytes(octets);
                     let (value, comma) =
                         (swar_bits(!swar_value(w)), swar_bits(swar_equal(w, b',')));
+                    let key = swar_bits(swar_key(w));
                     for (i, &o) in octets.iter().enumerate() {
                         assert_eq!(
                             value >> i & 1 == 0,
@@ -2421,6 +2493,11 @@ mod tests {
                             "{o:#x} in {octets:?}"
                         );
                         assert_eq!(comma >> i & 1 == 1, o == b',', "{o:#x} in {octets:?}");
+                        assert_eq!(
+                            key >> i & 1 == 1,
+                            class(o) & KEY != 0,
+                            "{o:#x} in {octets:?}"
+                        );
                     }
                 }
             }
@@ -2442,7 +2519,62 @@ mod tests {
         }
     }
 
+    /// `key_at` as the octet loop and `fold` read a key.
+    fn key_at_octetwise(octets: &[u8], at: usize) -> (u128, usize) {
+        let mut end = at;
+        while octets.get(end).is_some_and(|&b| class(b) & KEY != 0) {
+            end += 1;
+        }
+        (fold(octets.get(at..end).unwrap_or_default()), end)
+    }
+
+    #[test]
+    fn keys_are_read_as_octet_by_octet() {
+        let line =
+            b"SIZE=1 body=8bit X-ABCDEFGHIJKLMNO=1 X-ABCDEFGHIJKLMNOP Y-ABCDEFGHIJKLMNOPQ \x80a";
+        for len in 0..=line.len() {
+            let octets = &line[..len];
+            for at in 0..=len + 1 {
+                assert_eq!(
+                    key_at(octets, at),
+                    key_at_octetwise(octets, at),
+                    "{len} {at}"
+                );
+                let available = sixteen_at(octets, at).map(|(_, n)| n);
+                assert_eq!(available, (at < len).then(|| (len - at).min(16)));
+            }
+        }
+    }
+
     quickcheck! {
+        fn key_at_is_octetwise(octets: Vec<u8>, at: u8) -> bool {
+            let at = usize::from(at) % (octets.len() + 2);
+            key_at(&octets, at) == key_at_octetwise(&octets, at)
+        }
+
+        fn eat_ignore_case_is_eq_ignore_ascii_case(octets: Vec<u8>, at: u8, which: u8) -> bool {
+            let words: [&[u8]; 4] = [b"FROM:", b"TO:", b"postmaster>", b"LAST"];
+            let word = words[usize::from(which) % words.len()];
+            let mut octets = octets;
+            let at = usize::from(at) % (octets.len() + 2);
+            // Half the time the word itself at `at`, each letter's case
+            // from the octet it displaces.
+            if which % 2 == 0 && at <= octets.len() {
+                let cased: Vec<u8> = word
+                    .iter()
+                    .zip(octets[at..].iter().chain([&0; 16]))
+                    .map(|(w, o)| if o % 2 == 0 { w.to_ascii_uppercase() } else { *w })
+                    .collect();
+                octets.splice(at..at, cased);
+            }
+            let expected = octets
+                .get(at..at + word.len())
+                .is_some_and(|next| next.eq_ignore_ascii_case(word));
+            let mut c = Cursor { octets: &octets, text: None, pos: at };
+            let eaten = c.eat_ignore_case(word);
+            eaten == expected && c.pos == at + if expected { word.len() } else { 0 }
+        }
+
         fn word_at_is_octetwise(octets: Vec<u8>, at: u8) -> bool {
             let at = usize::from(at) % (octets.len() + 2);
             word_at(&octets, at) == word_at_octetwise(&octets, at)
