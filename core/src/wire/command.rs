@@ -862,6 +862,14 @@ fn parse_line<'a>(
     while let Some(rest) = args.strip_prefix(b" ") {
         args = rest;
     }
+    // EHLO's one word, all printable: the common case, in one pass (a
+    // word at a time; printable is ASCII, so the check below would pass).
+    if verb == Verb::Ehlo && !args.is_empty() && all_graphic(args) {
+        // ASCII, so this cannot fail.
+        let name = std::str::from_utf8(args)
+            .map_err(|_| CommandError::Syntax("non-ASCII octet in command"))?;
+        return Ok(CommandRef::Ehlo(name));
+    }
     if !args.is_ascii() {
         return Err(CommandError::Syntax("non-ASCII octet in command"));
     }
@@ -876,13 +884,6 @@ fn parse_line<'a>(
         Verb::StartTls => return no_arg(CommandRef::StartTls),
         Verb::Bdat => return parse_bdat(args),
         _ => {}
-    }
-    // EHLO's one word, all printable: the common case, in one pass.
-    if verb == Verb::Ehlo && !args.is_empty() && args.iter().all(u8::is_ascii_graphic) {
-        // ASCII, so this cannot fail.
-        let name = std::str::from_utf8(args)
-            .map_err(|_| CommandError::Syntax("non-ASCII octet in command"))?;
-        return Ok(CommandRef::Ehlo(name));
     }
     // The text of NOOP, HELO (after the domain), VRFY, EXPN and HELP is
     // not read, so it is searched (and EHLO's, to be refused, may hold it).
@@ -961,6 +962,26 @@ fn split_verb(line: &[u8]) -> Option<(Verb, usize)> {
         Some(b' ') => Some((verb, len + 1)),
         Some(_) => None,
     }
+}
+
+/// Whether every octet is printable ASCII (0x21 to 0x7e), eight at a
+/// time: adding 0x5f to an ASCII octet sets its high bit when it is at
+/// least 0x21, adding 1 when it is at least 0x7f, and neither carries out
+/// of the octet; an octet with the high bit set fails on its own, so what
+/// its carries do to its neighbours does not matter.
+#[inline]
+fn all_graphic(octets: &[u8]) -> bool {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    let mut words = octets.chunks_exact(8);
+    let mut bad = 0;
+    for word in words.by_ref() {
+        let w = word.try_into().map_or(HIGH, u64::from_le_bytes);
+        let below = !w.wrapping_add(ONES * 0x5f);
+        let above = w.wrapping_add(ONES);
+        bad |= (w | below | above) & HIGH;
+    }
+    bad == 0 && words.remainder().iter().all(u8::is_ascii_graphic)
 }
 
 /// `text` up to its first space.
@@ -1113,19 +1134,134 @@ fn decimal_at(octets: &[u8], at: usize) -> Option<(u64, usize)> {
 /// what matches a keyword is a well-formed value).
 #[inline]
 fn word_at(octets: &[u8], at: usize) -> Option<(u128, usize)> {
-    let mut folded: u128 = 0;
+    // The next 16 octets, classified eight at a time: a word that ends
+    // among them (all keywords do) is found, checked and folded without
+    // a loop over its octets.
+    let Some((words, available)) = sixteen_at(octets, at) else {
+        return Some((0, at));
+    };
+    let mut stops = u32::MAX << available;
+    let mut bad = 0;
+    for (i, w) in words.into_iter().enumerate() {
+        stops |= (swar_bits(swar_equal(w, b' ') | swar_equal(w, b',')) as u32) << (8 * i);
+        bad |= (swar_bits(!swar_value(w)) as u32) << (8 * i);
+    }
+    let len = stops.trailing_zeros() as usize;
+    if len < 16 {
+        let below = (1u32 << len) - 1;
+        return (bad & below == 0).then(|| (fold_words(words, len), at + len));
+    }
     let mut pos = at;
     while let Some(&b) = octets.get(pos).filter(|&&b| b != b' ' && b != b',') {
         if class(b) & VALUE == 0 {
             return None;
         }
-        if pos - at < 16 {
-            folded = (folded << 8) | u128::from(b | 0x20);
-        }
         pos += 1;
     }
     // A word longer than 16 matches no keyword: see `fold`.
-    Some((if pos - at > 16 { 0 } else { folded }, pos))
+    let word = octets.get(at..pos).unwrap_or_default();
+    Some((fold(word), pos))
+}
+
+/// The esmtp-keyword octets (letters, digits, hyphens) at `at`, [`fold`]ed,
+/// and where they end; found and folded as [`word_at`] does.
+#[inline(always)]
+fn key_at(octets: &[u8], at: usize) -> (u128, usize) {
+    let Some((words, available)) = sixteen_at(octets, at) else {
+        return (0, at);
+    };
+    let mut stops = u32::MAX << available;
+    for (i, w) in words.into_iter().enumerate() {
+        stops |= u32::from(swar_bits(!swar_key(w))) << (8 * i);
+    }
+    let len = stops.trailing_zeros() as usize;
+    if len < 16 {
+        return (fold_words(words, len), at + len);
+    }
+    let mut end = at;
+    while octets.get(end).is_some_and(|&b| class(b) & KEY != 0) {
+        end += 1;
+    }
+    (fold(octets.get(at..end).unwrap_or_default()), end)
+}
+
+/// The 16 octets at `at` as two words (zeros past the end of `octets`),
+/// and how many of them are the line's; `None` at or past its end.
+#[inline(always)]
+fn sixteen_at(octets: &[u8], at: usize) -> Option<([u64; 2], usize)> {
+    let rest = octets.get(at..).filter(|rest| !rest.is_empty())?;
+    let available = rest.len().min(16);
+    let halves = |bytes: &[u8; 16]| {
+        let (lo, hi) = bytes.split_at(8);
+        let word = |half: &[u8]| half.try_into().map_or(0, u64::from_le_bytes);
+        (word(lo), word(hi))
+    };
+    if let Some(bytes) = rest.first_chunk::<16>() {
+        let (lo, hi) = halves(bytes);
+        return Some(([lo, hi], 16));
+    }
+    // Near the end of the line: its last 16 octets, shifted down so that
+    // `at` is lowest (zeros come in above), rather than a copy octet by
+    // octet, which the loads would wait for.
+    let Some(last) = octets.last_chunk::<16>() else {
+        let mut padded = [0u8; 16];
+        padded.iter_mut().zip(rest).for_each(|(p, &b)| *p = b);
+        let (lo, hi) = halves(&padded);
+        return Some(([lo, hi], available));
+    };
+    let (lo, hi) = halves(last);
+    let value = (u128::from(lo) | u128::from(hi) << 64) >> (8 * (16 - available));
+    Some(([value as u64, (value >> 64) as u64], available))
+}
+
+/// [`fold`] of the first `len` (below 16) octets of `words`.
+#[inline(always)]
+fn fold_words(words: [u64; 2], len: usize) -> u128 {
+    let value = u128::from(words[0]) | u128::from(words[1]) << 64;
+    let mask = (1u128 << (8 * len)) - 1;
+    (value | u128::from_le_bytes([0x20; 16])) & mask
+}
+
+const SWAR_ONES: u64 = u64::from_le_bytes([0x01; 8]);
+const SWAR_HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+const SWAR_LOW: u64 = u64::from_le_bytes([0x7f; 8]);
+
+/// The high bit of each octet of `w` equal to `b`, exactly (no false
+/// positives from borrows, unlike the subtraction trick).
+#[inline(always)]
+const fn swar_equal(w: u64, b: u8) -> u64 {
+    let x = w ^ (SWAR_ONES * b as u64);
+    !((x & SWAR_LOW).wrapping_add(SWAR_LOW) | x) & SWAR_HIGH
+}
+
+/// The high bit of each octet of `w` that is [`VALUE`]: 0x21 and up but
+/// `=` and DEL. Adding 0x5f to the low seven bits sets the high bit when
+/// they are at least 0x21 and never carries out of the octet.
+#[inline(always)]
+const fn swar_value(w: u64) -> u64 {
+    let printable = (w & SWAR_LOW).wrapping_add(SWAR_ONES * 0x5f);
+    (printable & !swar_equal(w, b'=') & !swar_equal(w, 0x7f) | w) & SWAR_HIGH
+}
+
+/// The high bit of each octet of `w` that is [`KEY`]: an ASCII letter,
+/// digit or `-`. On the low seven bits, adding 0x80 - n sets the high bit
+/// when an octet is at least n, and never carries out of it.
+#[inline(always)]
+fn swar_key(w: u64) -> u64 {
+    let at_least = |x: u64, n: u8| x.wrapping_add(SWAR_ONES * u64::from(0x80 - n)) & SWAR_HIGH;
+    let low = w & SWAR_LOW;
+    let lower = low | (SWAR_ONES * 0x20);
+    let letters = at_least(lower, b'a') & !at_least(lower, b'z' + 1);
+    let digits = at_least(low, b'0') & !at_least(low, b'9' + 1);
+    (letters | digits | swar_equal(w, b'-')) & !w & SWAR_HIGH
+}
+
+/// The high bits of a word's eight octets as eight bits, the first
+/// octet's lowest: the multiplication moves bit 8i to bit 56 + i, and no
+/// two partial products meet, so nothing carries.
+#[inline(always)]
+const fn swar_bits(mask: u64) -> u8 {
+    (((mask & SWAR_HIGH) >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u8
 }
 
 /// `NEVER`, or a comma-separated list of `SUCCESS`, `FAILURE` and `DELAY`
@@ -1335,14 +1471,15 @@ fn for_each_param<'a>(
             return Err(CommandError::Syntax("bad parameter"));
         }
         let key_start = c.pos;
-        let key_end = c.skip_while(|b| class(b) & KEY != 0);
+        let (folded_key, key_end) = key_at(c.octets, key_start);
+        c.pos = key_end;
         let key = c.octets(key_start, key_end);
         let has_value = match c.peek() {
             None | Some(b' ') => false,
             Some(b'=') => true,
             Some(_) => return Err(CommandError::Syntax("bad parameter")),
         };
-        let known = Param::named(fold(key));
+        let known = Param::named(folded_key);
         if known.is_some_and(|p| seen & p.bit() != 0) {
             return Err(CommandError::DuplicateParameter(upper(key)));
         }
@@ -1430,11 +1567,11 @@ fn parse_path<'a>(c: &mut Cursor<'a>) -> Result<Path<'a>, CommandError> {
             }
         }
     }
-    let local_part = local_part(c)?;
+    let (local_part, local_non_ascii) = local_part(c)?;
     if !c.eat(b'@') {
         return Err(CommandError::BadAddress("missing domain"));
     }
-    let domain = host(c)?;
+    let (domain, domain_non_ascii) = host(c)?;
     if !c.eat(b'>') {
         return Err(CommandError::BadAddress("unexpected character in address"));
     }
@@ -1442,17 +1579,20 @@ fn parse_path<'a>(c: &mut Cursor<'a>) -> Result<Path<'a>, CommandError> {
         return Err(CommandError::BadAddress("path longer than 256 octets"));
     }
     let mailbox = MailboxRef { local_part, domain };
-    Ok(Path::Mailbox(mailbox, mailbox.needs_smtputf8()))
+    // What `needs_smtputf8` would find, known from reading the octets.
+    Ok(Path::Mailbox(mailbox, local_non_ascii || domain_non_ascii))
 }
 
 /// Dot-string or quoted-string (RFC 5321 §4.1.2), at most 64 octets as
-/// written, returned as written.
+/// written, returned as written, and whether it has non-ASCII octets (the
+/// loops OR the octets together as they go, so no second pass asks).
 #[inline(always)]
-fn local_part<'a>(c: &mut Cursor<'a>) -> Result<&'a str, CommandError> {
+fn local_part<'a>(c: &mut Cursor<'a>) -> Result<(&'a str, bool), CommandError> {
     // The loops here and below read into locals, so that the position
     // stays in a register rather than going through the cursor each octet.
     let (octets, start) = (c.octets, c.pos);
     let mut pos = start;
+    let mut seen = 0u8;
     if octets.get(pos) == Some(&b'"') {
         pos += 1;
         loop {
@@ -1467,7 +1607,7 @@ fn local_part<'a>(c: &mut Cursor<'a>) -> Result<&'a str, CommandError> {
                     pos += 1;
                 }
                 // qtextSMTP, plus UTF-8 (RFC 6531 §3.3).
-                Some(b) if b >= b' ' && b != 0x7f => {}
+                Some(b) if b >= b' ' && b != 0x7f => seen |= b,
                 Some(_) => return Err(CommandError::BadAddress("control character in local part")),
                 None => return Err(CommandError::BadAddress("unterminated quoted string")),
             }
@@ -1479,6 +1619,7 @@ fn local_part<'a>(c: &mut Cursor<'a>) -> Result<&'a str, CommandError> {
         while let Some(&b) = octets.get(pos) {
             if class(b) & ATEXT != 0 {
                 after_dot = false;
+                seen |= b;
             } else if b == b'.' {
                 bad |= after_dot;
                 after_dot = true;
@@ -1496,16 +1637,17 @@ fn local_part<'a>(c: &mut Cursor<'a>) -> Result<&'a str, CommandError> {
         return Err(CommandError::BadAddress("local part longer than 64 octets"));
     }
     match c.text(start, pos) {
-        Some(local) => Ok(local),
+        Some(local) => Ok((local, !seen.is_ascii())),
         None => Err(CommandError::BadAddress("invalid UTF-8")),
     }
 }
 
-/// A domain or an address literal (RFC 5321 §4.1.3).
+/// A domain or an address literal (RFC 5321 §4.1.3), and whether it has
+/// non-ASCII octets (a literal never has).
 #[inline(always)]
-fn host<'a>(c: &mut Cursor<'a>) -> Result<HostRef<'a>, CommandError> {
+fn host<'a>(c: &mut Cursor<'a>) -> Result<(HostRef<'a>, bool), CommandError> {
     if !c.eat(b'[') {
-        return domain(c).map(HostRef::Domain);
+        return domain(c).map(|(name, non_ascii)| (HostRef::Domain(name), non_ascii));
     }
     let bad = CommandError::BadAddress("bad address literal");
     // dcontent: printable ASCII except "[", "\" and "]".
@@ -1516,9 +1658,9 @@ fn host<'a>(c: &mut Cursor<'a>) -> Result<HostRef<'a>, CommandError> {
     }
     let literal = c.text(start, end).ok_or(bad.clone())?;
     if let Ok(ip) = literal.parse() {
-        return Ok(HostRef::Ipv4(ip));
+        return Ok((HostRef::Ipv4(ip), false));
     }
-    match literal.split_once(':') {
+    let host = match literal.split_once(':') {
         Some((tag, ip)) if tag.eq_ignore_ascii_case("IPv6") => ip
             .parse()
             .map(HostRef::Ipv6)
@@ -1527,18 +1669,20 @@ fn host<'a>(c: &mut Cursor<'a>) -> Result<HostRef<'a>, CommandError> {
             Ok(HostRef::General { tag, content })
         }
         _ => Err(bad),
-    }
+    };
+    host.map(|host| (host, false))
 }
 
 /// A domain name of LDH labels; non-ASCII octets are allowed in labels
 /// (U-labels, RFC 6531 §3.3) and UTF-8 validity is checked. The labels are
-/// checked as the name is read.
+/// checked as the name is read. Also whether it has non-ASCII octets.
 #[inline(always)]
-fn domain<'a>(c: &mut Cursor<'a>) -> Result<&'a str, CommandError> {
+fn domain<'a>(c: &mut Cursor<'a>) -> Result<(&'a str, bool), CommandError> {
     let (octets, start) = (c.octets, c.pos);
     let mut pos = start;
     let mut label_start = start;
     let mut labels_ok = true;
+    let mut seen = 0u8;
     while let Some(&b) = octets.get(pos) {
         if class(b) & LABEL == 0 {
             if b != b'.' {
@@ -1547,6 +1691,7 @@ fn domain<'a>(c: &mut Cursor<'a>) -> Result<&'a str, CommandError> {
             labels_ok &= label_ok(octets.get(label_start..pos).unwrap_or_default());
             label_start = pos + 1;
         }
+        seen |= b;
         pos += 1;
     }
     c.pos = pos;
@@ -1560,7 +1705,7 @@ fn domain<'a>(c: &mut Cursor<'a>) -> Result<&'a str, CommandError> {
         return Err(CommandError::BadAddress("bad domain"));
     }
     match c.text(start, pos) {
-        Some(domain) => Ok(domain),
+        Some(domain) => Ok((domain, !seen.is_ascii())),
         None => Err(CommandError::BadAddress("invalid UTF-8")),
     }
 }
@@ -1667,16 +1812,36 @@ fn keyword<T: Copy>(word: u128, table: &[(u128, T)]) -> Option<T> {
 /// the upper-case letters and maps nothing else onto a letter or digit but
 /// octets below 0x20, which the words compared (esmtp-keywords and values)
 /// never hold; and as no folded octet is 0, words of different lengths
-/// differ.
+/// differ. The first octet is the lowest, as a little-endian load of the
+/// word puts it (see `fold_words`).
 const fn fold(word: &[u8]) -> u128 {
     if word.len() > 16 {
         return 0;
     }
     let mut folded = 0;
     let mut rest = word;
-    while let [first, tail @ ..] = rest {
-        folded = (folded << 8) | (*first | 0x20) as u128;
-        rest = tail;
+    while let [init @ .., last] = rest {
+        folded = (folded << 8) | (*last | 0x20) as u128;
+        rest = init;
+    }
+    folded
+}
+
+/// `word` (at most 16 octets, the first lowest) with its letters
+/// lower-cased, when `lower`; else 0x20 in the octets where it has
+/// letters. For a constant word, both are constants.
+#[inline(always)]
+const fn fold_letters(word: &[u8], lower: bool) -> u128 {
+    let mut folded = 0;
+    let mut rest = word;
+    while let [init @ .., last] = rest {
+        let octet = match (lower, last.is_ascii_alphabetic()) {
+            (true, _) => last.to_ascii_lowercase(),
+            (false, true) => 0x20,
+            (false, false) => 0,
+        };
+        folded = (folded << 8) | octet as u128;
+        rest = init;
     }
     folded
 }
@@ -1748,14 +1913,19 @@ impl<'a> Cursor<'a> {
         matched
     }
 
-    /// Moves past `word` if it comes next, in any ASCII case.
-    #[inline]
+    /// Moves past `word` (at most 16 octets) if it comes next, in any
+    /// ASCII case: the next 16 octets compared at once, with 0x20 ORed
+    /// into the octets where `word` has a letter (which lower-cases a
+    /// letter and makes nothing else equal to one).
+    #[inline(always)]
     fn eat_ignore_case(&mut self, word: &[u8]) -> bool {
         let end = self.pos + word.len();
-        let matched = self
-            .octets
-            .get(self.pos..end)
-            .is_some_and(|next| next.eq_ignore_ascii_case(word));
+        let (lower, letters) = (fold_letters(word, true), fold_letters(word, false));
+        let matched = sixteen_at(self.octets, self.pos).is_some_and(|(words, available)| {
+            let next = u128::from(words[0]) | u128::from(words[1]) << 64;
+            let mask = u128::MAX >> (8 * (16 - word.len().min(16)));
+            word.len() <= available && (next & mask | letters) == lower
+        });
         if matched {
             self.pos = end;
         }
@@ -2293,7 +2463,123 @@ mod tests {
         }
     }
 
+    /// `word_at` as it was, an octet at a time.
+    fn word_at_octetwise(octets: &[u8], at: usize) -> Option<(u128, usize)> {
+        let mut pos = at;
+        while let Some(&b) = octets.get(pos).filter(|&&b| b != b' ' && b != b',') {
+            if class(b) & VALUE == 0 {
+                return None;
+            }
+            pos += 1;
+        }
+        Some((fold(octets.get(at..pos).unwrap_or_default()), pos))
+    }
+
+    #[test]
+    fn swar_classes_match_the_table() {
+        for b in 0..=255u8 {
+            for other in [0, b' ', b',', b'=', b'a', 0x7f, 0x80, 0xff] {
+                for at in 0..8 {
+                    let mut octets = [other; 8];
+                    octets[at] = b;
+                    let w = u64::from_le_bytes(octets);
+                    let (value, comma) =
+                        (swar_bits(!swar_value(w)), swar_bits(swar_equal(w, b',')));
+                    let key = swar_bits(swar_key(w));
+                    for (i, &o) in octets.iter().enumerate() {
+                        assert_eq!(
+                            value >> i & 1 == 0,
+                            class(o) & VALUE != 0,
+                            "{o:#x} in {octets:?}"
+                        );
+                        assert_eq!(comma >> i & 1 == 1, o == b',', "{o:#x} in {octets:?}");
+                        assert_eq!(
+                            key >> i & 1 == 1,
+                            class(o) & KEY != 0,
+                            "{o:#x} in {octets:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn words_are_read_as_octet_by_octet() {
+        let line = b"NOTIFY=SUCCESS,FAILURE,DELAY X=ABCDEFGHIJKLMNOP,ABCDEFGHIJKLMNOPQ Y=a\x01b";
+        for len in 0..=line.len() {
+            for at in 0..=len + 1 {
+                let octets = &line[..len];
+                assert_eq!(
+                    word_at(octets, at),
+                    word_at_octetwise(octets, at),
+                    "{len} {at}"
+                );
+            }
+        }
+    }
+
+    /// `key_at` as the octet loop and `fold` read a key.
+    fn key_at_octetwise(octets: &[u8], at: usize) -> (u128, usize) {
+        let mut end = at;
+        while octets.get(end).is_some_and(|&b| class(b) & KEY != 0) {
+            end += 1;
+        }
+        (fold(octets.get(at..end).unwrap_or_default()), end)
+    }
+
+    #[test]
+    fn keys_are_read_as_octet_by_octet() {
+        let line =
+            b"SIZE=1 body=8bit X-ABCDEFGHIJKLMNO=1 X-ABCDEFGHIJKLMNOP Y-ABCDEFGHIJKLMNOPQ \x80a";
+        for len in 0..=line.len() {
+            let octets = &line[..len];
+            for at in 0..=len + 1 {
+                assert_eq!(
+                    key_at(octets, at),
+                    key_at_octetwise(octets, at),
+                    "{len} {at}"
+                );
+                let available = sixteen_at(octets, at).map(|(_, n)| n);
+                assert_eq!(available, (at < len).then(|| (len - at).min(16)));
+            }
+        }
+    }
+
     quickcheck! {
+        fn key_at_is_octetwise(octets: Vec<u8>, at: u8) -> bool {
+            let at = usize::from(at) % (octets.len() + 2);
+            key_at(&octets, at) == key_at_octetwise(&octets, at)
+        }
+
+        fn eat_ignore_case_is_eq_ignore_ascii_case(octets: Vec<u8>, at: u8, which: u8) -> bool {
+            let words: [&[u8]; 4] = [b"FROM:", b"TO:", b"postmaster>", b"LAST"];
+            let word = words[usize::from(which) % words.len()];
+            let mut octets = octets;
+            let at = usize::from(at) % (octets.len() + 2);
+            // Half the time the word itself at `at`, each letter's case
+            // from the octet it displaces.
+            if which % 2 == 0 && at <= octets.len() {
+                let cased: Vec<u8> = word
+                    .iter()
+                    .zip(octets[at..].iter().chain([&0; 16]))
+                    .map(|(w, o)| if o % 2 == 0 { w.to_ascii_uppercase() } else { *w })
+                    .collect();
+                octets.splice(at..at, cased);
+            }
+            let expected = octets
+                .get(at..at + word.len())
+                .is_some_and(|next| next.eq_ignore_ascii_case(word));
+            let mut c = Cursor { octets: &octets, text: None, pos: at };
+            let eaten = c.eat_ignore_case(word);
+            eaten == expected && c.pos == at + if expected { word.len() } else { 0 }
+        }
+
+        fn word_at_is_octetwise(octets: Vec<u8>, at: u8) -> bool {
+            let at = usize::from(at) % (octets.len() + 2);
+            word_at(&octets, at) == word_at_octetwise(&octets, at)
+        }
+
         fn never_panics(line: Vec<u8>, utf8: bool) -> bool {
             let _ = parse_command(&line, utf8);
             true
