@@ -294,16 +294,46 @@ impl Deliverer {
                 let run = move || petrel_mio::deliver(addr, &host, config, messages, &options);
                 tokio::task::spawn_blocking(run).await.unwrap_or_default()
             }
-            Runtime::Smol => {
-                let run = move || {
-                    smol::block_on(petrel_smol::deliver(
-                        addr, &host, config, messages, &options,
-                    ))
-                };
-                tokio::task::spawn_blocking(run).await.unwrap_or_default()
-            }
+            Runtime::Smol => match smol_executor() {
+                Some(executor) => {
+                    executor
+                        .spawn(async move {
+                            petrel_smol::deliver(addr, &host, config, messages, &options).await
+                        })
+                        .await
+                }
+                // No thread for it: each attempt on a blocking thread.
+                None => {
+                    let run = move || {
+                        smol::block_on(petrel_smol::deliver(
+                            addr, &host, config, messages, &options,
+                        ))
+                    };
+                    tokio::task::spawn_blocking(run).await.unwrap_or_default()
+                }
+            },
         }
     }
+}
+
+/// The executor smol's deliveries run on: one thread of its own, started
+/// at the first, that also drives async-io's reactor (`smol::block_on`
+/// does when nothing else holds it), so a socket's readiness wakes the
+/// task on the thread that polls it. A `block_on` per attempt on tokio's
+/// blocking threads instead had every wake-up cross threads through the
+/// reactor, and cost smol's relay a third more CPU per message than
+/// tokio's (`mta/BENCH.md`). Short connections, few cores: one thread is
+/// smol's faster setting for the sinks too (README, "Benchmarks").
+fn smol_executor() -> Option<&'static smol::Executor<'static>> {
+    static EXECUTOR: smol::Executor<'static> = smol::Executor::new();
+    static STARTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let started = STARTED.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("petrel-smol-deliver".into())
+            .spawn(|| smol::block_on(EXECUTOR.run(std::future::pending::<()>())))
+            .is_ok()
+    });
+    started.then_some(&EXECUTOR)
 }
 
 /// Every address of every target, in order, with its port.
