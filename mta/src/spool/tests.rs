@@ -472,6 +472,42 @@ fn many_submitters_are_all_stored() {
     }
 }
 
+/// A crash while writing over the zeros ahead can leave a later page on
+/// disk without an earlier one: an item after a gap of zeros. It was never
+/// acknowledged, and must not be read after the next items written there:
+/// recovery cuts it, and keeps a tail of zeros alone.
+#[test]
+fn an_item_after_zeros_is_cut_and_zeros_alone_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let a = store(&spool, envelope(2), body("a")).unwrap();
+    let pack = file_of(&spool, a);
+    drop(spool);
+    let used = used_of(&pack);
+    assert!(len_of(&pack) >= used + 4096, "no zeros ahead");
+    let stray = format::encode_pack_states(a, &[(0, RecipientState::Delivered, 1)]);
+    let f = OpenOptions::new().write(true).open(&pack).unwrap();
+    f.write_all_at(&stray, used + 1000).unwrap();
+
+    let (spool, recovery) = Spool::open(dir.path()).unwrap();
+    assert_eq!(recovery.discarded, 1);
+    assert_eq!(recovery.messages[0].states, [RecipientState::Pending; 2]);
+    assert_eq!(len_of(&pack), used);
+    let delivered = StateChange {
+        recipient: 1,
+        state: RecipientState::Delivered,
+        attempts: 1,
+    };
+    wait(|d| spool.update(a, vec![delivered], d)).unwrap();
+    drop(spool);
+    let (_spool, recovery) = Spool::open(dir.path()).unwrap();
+    assert_eq!(recovery.discarded, 0);
+    assert_eq!(
+        recovery.messages[0].states,
+        [RecipientState::Pending, RecipientState::Delivered]
+    );
+}
+
 /// Small packs: a full one is followed by a new one; a pack nothing lives
 /// in any more is removed, whatever lives in older ones; the live
 /// messages of a mostly dead pack are moved forward, with their states,
