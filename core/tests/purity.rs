@@ -79,7 +79,8 @@ fn core_depends_on_no_runtime() {
             section = line.to_owned();
             continue;
         }
-        if section != "[dependencies]" {
+        // Target-specific sections too: `[target.'cfg(..)'.dependencies]`.
+        if section != "[dependencies]" && !section.ends_with(".dependencies]") {
             continue;
         }
         let name = line.split(['=', '.', ' ']).next().unwrap_or_default();

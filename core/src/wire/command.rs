@@ -39,6 +39,9 @@ use std::fmt;
 
 use super::reply::{EnhancedCode, Reply};
 
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod fast;
+
 /// An SMTP command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -853,6 +856,12 @@ fn parse_line<'a>(
     let Some((verb, start)) = split_verb(line) else {
         return Err(CommandError::Unrecognized);
     };
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if matches!(verb, Verb::Mail | Verb::Rcpt) {
+        if let Some(command) = fast::mail_or_rcpt(line, verb, start) {
+            return Ok(command);
+        }
+    }
     match verb {
         Verb::Mail => return parse_mail(Cursor::new(line, start)),
         Verb::Rcpt => return parse_rcpt(Cursor::new(line, start), utf8_rcpt),
@@ -1268,12 +1277,23 @@ const fn swar_bits(mask: u64) -> u8 {
 /// (RFC 3461 §4.1), at `at`; and where it ends.
 #[inline]
 fn notify_at(octets: &[u8], at: usize) -> Option<(Notify, usize)> {
+    notify_with(octets, at, |at| word_at(octets, at))
+}
+
+/// [`notify_at`] with the words read by `word_at`, which returns what
+/// [`word_at`] would for every word it accepts.
+#[inline(always)]
+fn notify_with(
+    octets: &[u8],
+    at: usize,
+    word_at: impl Fn(usize) -> Option<(u128, usize)>,
+) -> Option<(Notify, usize)> {
     let conditions = [
         (fold(b"SUCCESS"), 0),
         (fold(b"FAILURE"), 1),
         (fold(b"DELAY"), 2),
     ];
-    let (mut word, mut end) = word_at(octets, at)?;
+    let (mut word, mut end) = word_at(at)?;
     if word == fold(b"NEVER") && octets.get(end) != Some(&b',') {
         return Some((Notify::Never, end));
     }
@@ -1283,7 +1303,7 @@ fn notify_at(octets: &[u8], at: usize) -> Option<(Notify, usize)> {
         if octets.get(end) != Some(&b',') {
             break;
         }
-        (word, end) = word_at(octets, end + 1)?;
+        (word, end) = word_at(end + 1)?;
     }
     let [success, failure, delay] = flags;
     let notify = Notify::Some {

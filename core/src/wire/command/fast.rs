@@ -1,0 +1,695 @@
+//! MAIL and RCPT lines read sixteen octets at a time (SSE2, x86-64's
+//! baseline): the common case of the two commands a relay parses most.
+//!
+//! Each token (local part, domain, parameter name, value) is found by
+//! classifying the sixteen octets where it starts in a few vector
+//! operations and counting the leading octets of its class, instead of
+//! deciding octet by octet; so there is no branch per octet, and none whose
+//! outcome depends on a token's length.
+//!
+//! The path is an accelerator, not a second grammar: it takes only what it
+//! can read completely — ASCII, dot-string local parts, domains of at most
+//! 63 octets, known parameters, values without xtext escapes and shorter
+//! than 128 octets — and gives up (`None`) on anything else, valid or
+//! not, for the octet-by-octet parser to read and answer. What it accepts
+//! it returns exactly as that parser does; the tests hold it to that.
+
+use safe_arch::{
+    bitand_m128i, bitandnot_m128i, bitor_m128i, cmp_eq_mask_i8_m128i, cmp_gt_mask_i8_m128i,
+    cmp_lt_mask_i8_m128i, load_unaligned_m128i, m128i, move_mask_i8_m128i, set_splat_i8_m128i,
+};
+
+use super::{
+    fold, keyword, notify_with, sixteen_at, BodyType, CommandRef, Cursor, ForwardPathRef, HostRef,
+    MailParamsRef, MailboxRef, OrcptRef, Param, RcptParamsRef, Ret, ReversePathRef, Verb, XText,
+};
+
+/// The line, read sixteen octets at a time.
+struct Line<'a> {
+    octets: &'a [u8],
+    /// A line shorter than sixteen octets, with zeros after it.
+    short: [u8; 16],
+}
+
+impl<'a> Line<'a> {
+    fn new(octets: &'a [u8]) -> Line<'a> {
+        let mut short = [0; 16];
+        if let Some(head) = short.get_mut(..octets.len()) {
+            head.copy_from_slice(octets);
+        }
+        Line { octets, short }
+    }
+
+    /// The sixteen octets at `at`, and how many of the mask's low bits
+    /// come before `at`, to be shifted out. Near the end of the line the
+    /// line's last sixteen octets are loaded and the mask shifted, rather
+    /// than a padded copy loaded, whose load would wait on the copy's
+    /// stores; shifting brings in zeros, which are in no class, so a run
+    /// never goes past the end.
+    #[inline(always)]
+    fn at(&self, at: usize) -> (m128i, u32) {
+        let len = self.octets.len();
+        if let Some(chunk) = self
+            .octets
+            .get(at..)
+            .and_then(|rest| rest.first_chunk::<16>())
+        {
+            return (load_unaligned_m128i(chunk), 0);
+        }
+        let (chunk, before) = match self.octets.last_chunk::<16>() {
+            Some(last) => (last, at - (len - 16)),
+            None => (&self.short, at),
+        };
+        // At or past the end of the line: nothing of it.
+        let before = if at < len { before as u32 } else { 16 };
+        (load_unaligned_m128i(chunk), before)
+    }
+
+    /// The octets of the sixteen at `at` that `class` picks out, the
+    /// first one's bit lowest.
+    #[inline(always)]
+    fn bits(&self, at: usize, class: impl Fn(m128i) -> m128i) -> u32 {
+        let (v, before) = self.at(at);
+        bits(class(v)) >> before
+    }
+
+    /// The `len` (below 16) octets at `at`, [`fold`]ed.
+    #[inline(always)]
+    fn folded(&self, at: usize, len: usize) -> u128 {
+        let Some(([lo, hi], _)) = sixteen_at(self.octets, at) else {
+            return 0;
+        };
+        // Masks of whole octets, without a shift of a u128 by a variable.
+        let octets = |n: usize| u64::MAX.checked_shr(64 - 8 * n.min(8) as u32).unwrap_or(0);
+        let fold = |word: u64| word | u64::from_le_bytes([0x20; 8]);
+        let lo = fold(lo) & octets(len);
+        let hi = fold(hi) & octets(len.saturating_sub(8));
+        u128::from(lo) | u128::from(hi) << 64
+    }
+
+    /// The letters, digits and hyphens at `at`, [`fold`]ed, and where they
+    /// end; `None` if there are sixteen or more. Every keyword a value is
+    /// matched against is such a word, and ends where the word does
+    /// (the callers check what follows), so a word that matches one is
+    /// what [`word_at`](super::word_at) finds there.
+    #[inline(always)]
+    fn word(&self, at: usize) -> Option<(u128, usize)> {
+        let len = self.bits(at, ldh).trailing_ones() as usize;
+        (len < 16).then(|| (self.folded(at, len), at + len))
+    }
+
+    /// The octet at `at`: 0 at the end of the line (the caller tells an
+    /// end from a NUL by the position).
+    #[inline(always)]
+    fn octet(&self, at: usize) -> u8 {
+        self.octets.get(at).copied().unwrap_or(0)
+    }
+
+    /// Whether a value or the path ends at `at`: a space or the end.
+    #[inline(always)]
+    fn ends_at(&self, at: usize) -> bool {
+        at == self.octets.len() || self.octet(at) == b' '
+    }
+
+    /// The length of the run at `at` of octets `class` accepts, shorter
+    /// than `limit` (a multiple of 16), and the octets among its first 64
+    /// that `marks` pick out, as bits from `at`; `None` if the run reaches
+    /// `limit`.
+    #[inline(always)]
+    fn run<const N: usize>(
+        &self,
+        at: usize,
+        limit: usize,
+        class: impl Fn(m128i) -> m128i,
+        marks: impl Fn(m128i) -> [m128i; N],
+    ) -> Option<(usize, [u64; N])> {
+        let mut found = [0u64; N];
+        for chunk in (0..limit).step_by(16) {
+            let (v, before) = self.at(at + chunk);
+            let taken = bits(class(v)) >> before;
+            for (found, mark) in found.iter_mut().zip(marks(v)) {
+                let mark = u64::from(bits(mark) >> before);
+                *found |= mark.checked_shl(chunk as u32).unwrap_or(0);
+            }
+            if taken != 0xffff {
+                let len = chunk + taken.trailing_ones() as usize;
+                return Some((len, found.map(|f| f & low_bits(len))));
+            }
+        }
+        None
+    }
+}
+
+/// The high bits of the sixteen octets, the first octet's lowest.
+#[inline(always)]
+fn bits(v: m128i) -> u32 {
+    // Sixteen bits: the cast cannot lose any.
+    move_mask_i8_m128i(v) as u32
+}
+
+/// The lowest `len` bits, all of them from 64 up.
+#[inline(always)]
+fn low_bits(len: usize) -> u64 {
+    u64::MAX
+        .checked_shr(64u32.saturating_sub(len as u32))
+        .unwrap_or(0)
+}
+
+#[inline(always)]
+fn splat(b: u8) -> m128i {
+    set_splat_i8_m128i(b as i8)
+}
+
+#[inline(always)]
+fn is(v: m128i, b: u8) -> m128i {
+    cmp_eq_mask_i8_m128i(v, splat(b))
+}
+
+/// Octets from `lo` to `hi`, both ASCII. The comparisons are signed, so
+/// octets from 0x80 up, negative, are in no such range.
+#[inline(always)]
+fn between(v: m128i, lo: u8, hi: u8) -> m128i {
+    bitand_m128i(
+        cmp_gt_mask_i8_m128i(v, splat(lo - 1)),
+        cmp_lt_mask_i8_m128i(v, splat(hi + 1)),
+    )
+}
+
+/// Printable ASCII, 0x21 to 0x7e.
+#[inline(always)]
+fn graphic(v: m128i) -> m128i {
+    between(v, 0x21, 0x7e)
+}
+
+/// ASCII letters, digits and hyphens: an esmtp-keyword's and an ASCII
+/// label's octets. ORing 0x20 lower-cases a letter and maps nothing else
+/// onto one.
+#[inline(always)]
+fn ldh(v: m128i) -> m128i {
+    let letter = between(bitor_m128i(v, splat(0x20)), b'a', b'z');
+    bitor_m128i(bitor_m128i(letter, between(v, b'0', b'9')), is(v, b'-'))
+}
+
+/// atext (RFC 5322 §3.2.3) and dots, ASCII: printable but the specials.
+#[inline(always)]
+fn atext_or_dot(v: m128i) -> m128i {
+    let specials = bitor_m128i(
+        bitor_m128i(
+            bitor_m128i(is(v, b'"'), between(v, b'(', b')')),
+            bitor_m128i(is(v, b','), between(v, b':', b'<')),
+        ),
+        bitor_m128i(
+            bitor_m128i(is(v, b'>'), is(v, b'@')),
+            between(v, b'[', b']'),
+        ),
+    );
+    bitandnot_m128i(specials, graphic(v))
+}
+
+/// What xtext carries as itself: printable ASCII but `+` and `=`.
+#[inline(always)]
+fn xchar(v: m128i) -> m128i {
+    bitandnot_m128i(bitor_m128i(is(v, b'+'), is(v, b'=')), graphic(v))
+}
+
+/// Dots placed as a dot-string's or a domain's: not first, not last, never
+/// two together, in a run of `len` octets.
+#[inline(always)]
+fn dots_ok(dots: u64, len: usize) -> bool {
+    let ends = 1 | 1u64.checked_shl(len.saturating_sub(1) as u32).unwrap_or(0);
+    len > 0 && dots & ends == 0 && dots & (dots >> 1) == 0
+}
+
+/// A MAIL or RCPT line (trailing blanks trimmed), its arguments at
+/// `start`; `None` when the octet-by-octet parser is to read it.
+#[inline]
+pub(super) fn mail_or_rcpt(octets: &[u8], verb: Verb, start: usize) -> Option<CommandRef<'_>> {
+    let line = Line::new(octets);
+    // Every octet the path accepts is ASCII, so a line it takes is UTF-8.
+    let text = std::str::from_utf8(octets).ok()?;
+    let mut c = Cursor {
+        octets,
+        text: Some(text),
+        pos: start,
+    };
+    let mail = verb == Verb::Mail;
+    if !c.eat_ignore_case(if mail { b"FROM:" } else { b"TO:" }) {
+        return None;
+    }
+    c.eat(b' ');
+    if !c.eat(b'<') {
+        return None;
+    }
+    let mailbox = if c.eat(b'>') {
+        None
+    } else if c.eat_ignore_case(b"postmaster>") {
+        return if mail {
+            None
+        } else {
+            rcpt(ForwardPathRef::Postmaster, &line, &c)
+        };
+    } else {
+        let mailbox = mailbox(&line, &c)?;
+        c.pos = mailbox.1;
+        Some(mailbox.0)
+    };
+    match (mail, mailbox) {
+        (true, path) => {
+            let reverse_path = path.map_or(ReversePathRef::Null, ReversePathRef::Mailbox);
+            let params = mail_params(&line, &c)?;
+            Some(CommandRef::Mail {
+                reverse_path,
+                params,
+            })
+        }
+        (false, Some(m)) => rcpt(ForwardPathRef::Mailbox(m), &line, &c),
+        (false, None) => None,
+    }
+}
+
+/// The mailbox at the cursor, after the `<`, and where the path ends
+/// (after its `>`).
+#[inline(always)]
+fn mailbox<'a>(line: &Line<'_>, c: &Cursor<'a>) -> Option<(MailboxRef<'a>, usize)> {
+    let local_start = c.pos;
+    let (local_len, [dots]) = line.run(local_start, 64, atext_or_dot, |v| [is(v, b'.')])?;
+    let at = local_start + local_len;
+    if local_len > 64 || !dots_ok(dots, local_len) || line.octet(at) != b'@' {
+        return None;
+    }
+    // A domain of at most 63 octets: no label can be longer.
+    let domain_start = at + 1;
+    let (len, [dots, hyphens]) = line.run(
+        domain_start,
+        64,
+        |v| bitor_m128i(ldh(v), is(v, b'.')),
+        |v| [is(v, b'.'), is(v, b'-')],
+    )?;
+    let end = domain_start + len;
+    // No label starts or ends with a hyphen: none at either end of the
+    // name, or next to a dot.
+    let edges =
+        1 | 1u64.checked_shl(len.saturating_sub(1) as u32).unwrap_or(0) | dots << 1 | dots >> 1;
+    if len > 63 || !dots_ok(dots, len) || hyphens & edges != 0 || line.octet(end) != b'>' {
+        return None;
+    }
+    let mailbox = MailboxRef {
+        local_part: c.text(local_start, at)?,
+        domain: HostRef::Domain(c.text(domain_start, end)?),
+    };
+    Some((mailbox, end + 1))
+}
+
+/// The parameters of MAIL from `c`'s position, as `parse_mail` reads them.
+#[inline(always)]
+fn mail_params<'a>(line: &Line<'_>, c: &Cursor<'a>) -> Option<MailParamsRef<'a>> {
+    let mut params = MailParamsRef::default();
+    let takes = Param::Size.bit()
+        | Param::Body.bit()
+        | Param::Smtputf8.bit()
+        | Param::Ret.bit()
+        | Param::Envid.bit();
+    let mut each = Params::new(line, c.pos, takes)?;
+    while let Some((param, value)) = each.next()? {
+        let Some(at) = value else {
+            // Of these, only SMTPUTF8 has no value, and must have none.
+            params.smtputf8 = param == Param::Smtputf8;
+            each.no_value(params.smtputf8)?;
+            continue;
+        };
+        let end = match param {
+            Param::Size => {
+                let (len, []) = line.run(at, 32, |v| between(v, b'0', b'9'), |_| [])?;
+                // Nineteen digits always fit in a u64; more are left to
+                // the octet-by-octet parser.
+                if len > 19 {
+                    return None;
+                }
+                let digits = c.octets(at, at + len).iter();
+                params.size = Some(digits.fold(0, |n, &d| n * 10 + u64::from(d - b'0')));
+                at + len
+            }
+            Param::Body => {
+                let types = [
+                    (fold(b"7BIT"), BodyType::SevenBit),
+                    (fold(b"8BITMIME"), BodyType::EightBitMime),
+                    (fold(b"BINARYMIME"), BodyType::BinaryMime),
+                ];
+                let (word, end) = line.word(at)?;
+                params.body = Some(keyword(word, &types)?);
+                end
+            }
+            Param::Ret => {
+                let rets = [(fold(b"FULL"), Ret::Full), (fold(b"HDRS"), Ret::Hdrs)];
+                let (word, end) = line.word(at)?;
+                params.ret = Some(keyword(word, &rets)?);
+                end
+            }
+            Param::Envid => {
+                // RFC 3461 §4.4: at most 100 characters. A value with
+                // escapes (`+`) stops the run early, so it does not end
+                // well and is left to the octet-by-octet parser.
+                let (len, []) = line.run(at, 112, xchar, |_| [])?;
+                if len > 100 {
+                    return None;
+                }
+                params.envid = Some(XText(c.text(at, at + len)?));
+                at + len
+            }
+            _ => return None,
+        };
+        each.value_ends(at, end)?;
+    }
+    Some(params)
+}
+
+/// RCPT with `forward_path`, its parameters read from `c`'s position as
+/// `parse_rcpt` reads them.
+#[inline(always)]
+fn rcpt<'a>(
+    forward_path: ForwardPathRef<'a>,
+    line: &Line<'_>,
+    c: &Cursor<'a>,
+) -> Option<CommandRef<'a>> {
+    let mut params = RcptParamsRef::default();
+    let mut each = Params::new(line, c.pos, Param::Notify.bit() | Param::Orcpt.bit())?;
+    while let Some((param, value)) = each.next()? {
+        // Both take a value.
+        let at = value?;
+        let end = match param {
+            Param::Notify => {
+                let (notify, end) = notify_with(c.octets, at, |at| line.word(at))?;
+                params.notify = Some(notify);
+                end
+            }
+            Param::Orcpt => {
+                // addr-type: atext but `=`; then `;` and xtext without
+                // escapes.
+                let addr_type =
+                    |v| bitandnot_m128i(bitor_m128i(is(v, b'.'), is(v, b'=')), atext_or_dot(v));
+                let (type_len, []) = line.run(at, 32, addr_type, |_| [])?;
+                let semicolon = at + type_len;
+                let start = semicolon + 1;
+                let (len, []) = line.run(start, 128, xchar, |_| [])?;
+                if type_len == 0 || line.octet(semicolon) != b';' || len == 0 {
+                    return None;
+                }
+                params.orcpt = Some(OrcptRef {
+                    addr_type: c.text(at, semicolon)?,
+                    address: XText(c.text(start, start + len)?),
+                });
+                start + len
+            }
+            _ => return None,
+        };
+        each.value_ends(at, end)?;
+    }
+    Some(CommandRef::Rcpt {
+        forward_path,
+        params,
+    })
+}
+
+/// The `KEY[=VALUE]` parameters after a path, read as `for_each_param`
+/// reads them, but only those the command `takes`, each once. Every
+/// method returns `None` for anything else, unknown parameters included:
+/// their replies are the octet-by-octet parser's to give.
+struct Params<'l, 'a> {
+    line: &'l Line<'a>,
+    pos: usize,
+    takes: u8,
+    seen: u8,
+}
+
+impl<'l, 'a> Params<'l, 'a> {
+    /// The parameters from `at`, where the path ended.
+    #[inline(always)]
+    fn new(line: &'l Line<'a>, at: usize, takes: u8) -> Option<Self> {
+        line.ends_at(at).then_some(Params {
+            line,
+            pos: at,
+            takes,
+            seen: 0,
+        })
+    }
+
+    /// The next parameter, and where its value starts if it has one; the
+    /// caller reads the value and says where it ended, or that there was
+    /// none.
+    #[inline(always)]
+    fn next(&mut self) -> Option<Option<(Param, Option<usize>)>> {
+        let line = self.line;
+        while line.octet(self.pos) == b' ' {
+            self.pos += 1;
+        }
+        if self.pos >= line.octets.len() {
+            return Some(None);
+        }
+        // esmtp-keyword: a letter or digit, then letters, digits, hyphens;
+        // sixteen octets or more name no parameter Petrel knows.
+        let (key, key_end) = line.word(self.pos)?;
+        if key_end == self.pos || line.octet(self.pos) == b'-' {
+            return None;
+        }
+        let param = Param::named(key)?;
+        if self.takes & param.bit() == 0 || self.seen & param.bit() != 0 {
+            return None;
+        }
+        self.seen |= param.bit();
+        self.pos = key_end;
+        match line.octet(key_end) {
+            b'=' => Some(Some((param, Some(key_end + 1)))),
+            _ => Some(Some((param, None))),
+        }
+    }
+
+    /// The value that started at `start` ended at `end`: one or more
+    /// octets, up to a space or the end.
+    #[inline(always)]
+    fn value_ends(&mut self, start: usize, end: usize) -> Option<()> {
+        self.pos = end;
+        (end > start && self.line.ends_at(end)).then_some(())
+    }
+
+    /// The parameter had no value, which is `fine` for it.
+    #[inline(always)]
+    fn no_value(&mut self, fine: bool) -> Option<()> {
+        (fine && self.line.ends_at(self.pos)).then_some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse_mail, parse_rcpt, split_verb, trim_end, CommandError};
+    use super::*;
+    use quickcheck::{quickcheck, Arbitrary, Gen};
+
+    /// The fast path's reading of a line, as `parse_line` calls it.
+    fn fast(line: &[u8]) -> Option<CommandRef<'_>> {
+        let line = trim_end(line);
+        let (verb, start) = split_verb(line)?;
+        mail_or_rcpt(line, verb, start)
+    }
+
+    /// The octet-by-octet parser's reading of a MAIL or RCPT line.
+    fn octetwise(line: &[u8]) -> Option<Result<CommandRef<'_>, CommandError>> {
+        let line = trim_end(line);
+        match split_verb(line)? {
+            (Verb::Mail, start) => Some(parse_mail(Cursor::new(line, start))),
+            (Verb::Rcpt, start) => Some(parse_rcpt(Cursor::new(line, start), false)),
+            _ => None,
+        }
+    }
+
+    /// Whether the fast path, if it reads `line` at all, reads what the
+    /// octet-by-octet parser does, down to the spelling of every piece.
+    fn agrees(line: &[u8]) -> bool {
+        match (fast(line), octetwise(line)) {
+            (None, _) => true,
+            (Some(fast), Some(Ok(octetwise))) => format!("{fast:?}") == format!("{octetwise:?}"),
+            (Some(_), _) => false,
+        }
+    }
+
+    #[test]
+    fn takes_the_common_lines() {
+        let lines = [
+            "MAIL FROM:<sender.name@example.org> SIZE=12345 BODY=8BITMIME ENVID=QQ314159",
+            "RCPT TO:<first.recipient@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;first.recipient@example.com",
+            "RCPT TO:<second@example.com> NOTIFY=NEVER",
+            "MAIL FROM:<> BODY=BINARYMIME",
+            "mail from: <A.b-c_d+tag@x-y.Example.ORG>  size=0 smtputf8 ret=hdrs  ",
+            "RCPT TO:<Postmaster> notify=delay",
+            "RCPT TO:<postmaster@example.com>",
+            "RCPT TO:<a@b>",
+            "MAIL FROM:<a@b>",
+            "MAIL FROM:<x@y> SIZE=9999999999999999999",
+            "RCPT TO:<a.very.long.local.part.that.crosses.sixteen@a.domain.with.more.than.sixteen.octets.example>",
+        ];
+        for line in lines {
+            let fast = fast(line.as_bytes());
+            assert!(fast.is_some(), "{line}: left to the octet-by-octet parser");
+            assert!(agrees(line.as_bytes()), "{line}: {fast:?}");
+        }
+    }
+
+    #[test]
+    fn leaves_what_it_does_not_read() {
+        let local_64 = format!("MAIL FROM:<{}@b>", "a".repeat(64));
+        let domain_64 = format!("MAIL FROM:<a@{}.b>", "c".repeat(62));
+        let lines = [
+            // Valid, but not its to read.
+            "MAIL FROM:<\"quoted\"@example.com>",
+            "MAIL FROM:<a@[192.0.2.1]>",
+            "MAIL FROM:<@relay.example:a@b>",
+            "MAIL FROM:<a@b> ENVID=a+2Bb",
+            "RCPT TO:<a@b> ORCPT=rfc822;a+40b",
+            "MAIL FROM:<a@b> SIZE=00000000000000000001",
+            "MAIL FROM:<é@b> SMTPUTF8",
+            local_64.as_str(),
+            domain_64.as_str(),
+            // Errors, the octet-by-octet parser's to answer.
+            "MAIL FROM:<postmaster>",
+            "RCPT TO:<>",
+            "MAIL FROM:<.a@b>",
+            "MAIL FROM:<a..b@b>",
+            "MAIL FROM:<a@-b.c>",
+            "MAIL FROM:<a@b-.c>",
+            "MAIL FROM:<a@b..c>",
+            "MAIL FROM:<a@b.>",
+            "MAIL FROM:<a@b>SIZE=1",
+            "MAIL FROM:<a@b> SIZE=",
+            "MAIL FROM:<a@b> SIZE=1x",
+            "MAIL FROM:<a@b> SIZE=1 SIZE=2",
+            "MAIL FROM:<a@b> SMTPUTF8=yes",
+            "MAIL FROM:<a@b> BODY=8BITMIME_",
+            "MAIL FROM:<a@b> NOTIFY=NEVER",
+            "MAIL FROM:<a@b> -SIZE=1",
+            "MAIL FROM:<a@b> X-UNKNOWN=1",
+            "RCPT TO:<a@b> NOTIFY=NEVER,DELAY",
+            "RCPT TO:<a@b> NOTIFY",
+            "RCPT TO:<a@b> ORCPT=rfc822;",
+            "RCPT TO:<a@b> ORCPT=;a",
+            "RCPT TO:<a@b> SIZE=1",
+            "MAIL FROM:a@b",
+            "MAIL TO:<a@b>",
+            "MAIL FROM:<a@b\0>",
+        ];
+        for line in lines {
+            assert!(fast(line.as_bytes()).is_none(), "{line}: taken");
+        }
+    }
+
+    /// A MAIL or RCPT line assembled from pieces that are mostly right,
+    /// some subtly wrong, and then perhaps mutated octet by octet.
+    #[derive(Debug, Clone)]
+    struct Envelope(Vec<u8>);
+
+    impl Arbitrary for Envelope {
+        fn arbitrary(g: &mut Gen) -> Self {
+            let verbs = ["MAIL FROM:", "mail from: ", "RCPT TO:", "Rcpt To: "];
+            // The first four of each are valid, and picked half the time.
+            let locals = [
+                "a",
+                "first.last",
+                "x-y_z+tag",
+                "A.B.C",
+                ".a",
+                "a..b",
+                "a.",
+                "",
+                "\"q\"",
+                "a b",
+            ];
+            let domains = [
+                "example.com",
+                "a-b.c",
+                "x",
+                "sub.example.net",
+                "-a.b",
+                "a-.b",
+                "a..b",
+                "b.",
+                "[1.2.3.4]",
+                "a_b.c",
+            ];
+            let pick = |g: &mut Gen, all: &[&'static str]| {
+                let valid = all.get(..4).filter(|_| bool::arbitrary(g)).unwrap_or(all);
+                *g.choose(valid).unwrap_or(&"")
+            };
+            let params = [
+                " SIZE=123",
+                " size=0",
+                " SIZE=",
+                " SIZE=12345678901234567890",
+                " BODY=8BITMIME",
+                " body=binarymime",
+                " BODY=7bit,",
+                " RET=HDRS",
+                " RET=FULLY",
+                " ENVID=QQ314159",
+                " ENVID=a+2Bb",
+                " ENVID==",
+                " SMTPUTF8",
+                " SMTPUTF8=1",
+                " NOTIFY=SUCCESS,FAILURE",
+                " NOTIFY=NEVER",
+                " NOTIFY=delay,success,delay",
+                " NOTIFY=NEVER,DELAY",
+                " NOTIFY=,",
+                " ORCPT=rfc822;a@b",
+                " ORCPT=rfc822;",
+                " ORCPT=;a",
+                " ORCPT=x=y;a",
+                " X-UNKNOWN=1",
+                "  ",
+                "\t",
+            ];
+            let mut line = g.choose(&verbs).unwrap_or(&"").as_bytes().to_vec();
+            match u8::arbitrary(g) % 8 {
+                0 => line.extend_from_slice(b"<>"),
+                1 => line.extend_from_slice(b"<postmaster>"),
+                _ => {
+                    let (local, domain) = (pick(g, &locals), pick(g, &domains));
+                    let long = usize::from(u8::arbitrary(g) % 4 == 0) * 60;
+                    line.extend_from_slice(
+                        format!("<{local}{}@{domain}>", "l".repeat(long)).as_bytes(),
+                    );
+                }
+            }
+            for _ in 0..usize::arbitrary(g) % 5 {
+                line.extend_from_slice(g.choose(&params).unwrap_or(&"").as_bytes());
+            }
+            let alphabet = b"<>@.-+=,; \t\0\r\nxZ9\"\xc3\xa9\xff";
+            for _ in 0..usize::from(u8::arbitrary(g) % 4).saturating_sub(1) {
+                let at = usize::arbitrary(g) % (line.len() + 1);
+                let octet = *g.choose(alphabet).unwrap_or(&b'x');
+                match bool::arbitrary(g) {
+                    true => line.insert(at, octet),
+                    false => {
+                        if let Some(o) = line.get_mut(at) {
+                            *o = octet;
+                        }
+                    }
+                }
+            }
+            Envelope(line)
+        }
+
+        fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
+            Box::new(self.0.shrink().map(Envelope))
+        }
+    }
+
+    quickcheck! {
+        fn reads_what_the_octetwise_parser_reads(line: Envelope) -> bool {
+            agrees(&line.0)
+        }
+
+        fn reads_any_octets_as_the_octetwise_parser(line: Vec<u8>, mail: bool) -> bool {
+            let mut full = if mail { b"MAIL FROM:<".to_vec() } else { b"RCPT TO:<".to_vec() };
+            full.extend_from_slice(&line);
+            agrees(&full)
+        }
+    }
+}
