@@ -1013,19 +1013,25 @@ fn client_domain(arg: Option<&str>) -> Result<&str, CommandError> {
 /// `size [LAST]`, words separated by spaces.
 #[inline]
 fn parse_bdat(args: &[u8]) -> Result<CommandRef<'static>, CommandError> {
-    let mut words = args.split(|&b| b == b' ').filter(|w| !w.is_empty());
-    let size = words
-        .next()
-        .and_then(decimal)
-        .ok_or(CommandError::Syntax("BDAT needs a decimal chunk size"))?;
-    let last = match words.next() {
-        None => false,
-        Some(w) if fold(w) == fold(b"LAST") => true,
-        Some(_) => return Err(CommandError::Syntax("BDAT takes a size and LAST")),
+    let spaces = |from: usize| {
+        let rest = args.get(from..).unwrap_or_default();
+        from + rest.iter().take_while(|&&b| b == b' ').count()
     };
-    match words.next() {
-        None => Ok(CommandRef::Bdat { size, last }),
-        Some(_) => Err(CommandError::Syntax("BDAT takes a size and LAST")),
+    let (size, end) = decimal_at(args, 0)
+        .filter(|&(_, end)| matches!(args.get(end), None | Some(b' ')))
+        .ok_or(CommandError::Syntax("BDAT needs a decimal chunk size"))?;
+    let word = spaces(end);
+    if word == args.len() {
+        return Ok(CommandRef::Bdat { size, last: false });
+    }
+    let word_end = args
+        .get(word..)
+        .and_then(|rest| rest.iter().position(|&b| b == b' '))
+        .map_or(args.len(), |len| word + len);
+    let last = fold(args.get(word..word_end).unwrap_or_default()) == fold(b"LAST");
+    match last && spaces(word_end) == args.len() {
+        true => Ok(CommandRef::Bdat { size, last }),
+        false => Err(CommandError::Syntax("BDAT takes a size and LAST")),
     }
 }
 
@@ -1447,16 +1453,24 @@ impl Param {
     /// The parameter whose name [`fold`]s to `key`.
     #[inline]
     fn named(key: u128) -> Option<Param> {
-        const NAMES: [(u128, Param); 7] = [
-            (fold(b"SIZE"), Param::Size),
-            (fold(b"BODY"), Param::Body),
-            (fold(b"SMTPUTF8"), Param::Smtputf8),
-            (fold(b"RET"), Param::Ret),
-            (fold(b"ENVID"), Param::Envid),
-            (fold(b"NOTIFY"), Param::Notify),
-            (fold(b"ORCPT"), Param::Orcpt),
-        ];
-        keyword(key, &NAMES)
+        const SIZE: u128 = fold(b"SIZE");
+        const BODY: u128 = fold(b"BODY");
+        const SMTPUTF8: u128 = fold(b"SMTPUTF8");
+        const RET: u128 = fold(b"RET");
+        const ENVID: u128 = fold(b"ENVID");
+        const NOTIFY: u128 = fold(b"NOTIFY");
+        const ORCPT: u128 = fold(b"ORCPT");
+        // A match rather than a search: the compiler compares in a tree.
+        match key {
+            SIZE => Some(Param::Size),
+            BODY => Some(Param::Body),
+            SMTPUTF8 => Some(Param::Smtputf8),
+            RET => Some(Param::Ret),
+            ENVID => Some(Param::Envid),
+            NOTIFY => Some(Param::Notify),
+            ORCPT => Some(Param::Orcpt),
+            _ => None,
+        }
     }
 }
 
@@ -1864,19 +1878,6 @@ const fn fold_letters(word: &[u8], lower: bool) -> u128 {
         rest = init;
     }
     folded
-}
-
-/// A non-empty string of decimal digits whose value fits in a u64.
-#[inline]
-fn decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, &d| {
-        d.is_ascii_digit()
-            .then_some(())
-            .and_then(|()| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
-    })
 }
 
 /// The line without trailing spaces and tabs.

@@ -114,6 +114,7 @@ impl LineFramer {
 
     /// Frames the next line at the front of `buf` (the caller drops the
     /// reported octets before calling again). Never copies.
+    #[inline]
     pub fn next(&mut self, buf: &[u8]) -> Frame {
         // Only the first `limit` octets can hold the end of an acceptable line;
         // while skipping, any LF ends the overlong line.
@@ -140,7 +141,7 @@ impl LineFramer {
 }
 
 /// Where the first octet equal to `a` or `b` is in `window`. Most lines are
-/// short, so the first 64 octets are searched inline, and only the rest by
+/// short, so their first octets are searched inline, and only the rest by
 /// `far` (a memchr, whose dispatch and set-up cost more than a short line).
 #[inline]
 pub(super) fn find_either(
@@ -155,9 +156,12 @@ pub(super) fn find_either(
     }
 }
 
-/// The first 64 octets of [`find_either`]'s search, sixteen at a time
+/// The first [`NEAR`] octets of [`find_either`]'s search, sixteen at a time
 /// (SSE2, x86-64's baseline): `Ok` with the answer if it is among them or
 /// the window ends, else `Err` with how many were searched.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+const NEAR: usize = 128;
+
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
 fn near(window: &[u8], a: u8, b: u8) -> Result<Option<usize>, usize> {
@@ -173,7 +177,7 @@ fn near(window: &[u8], a: u8, b: u8) -> Result<Option<usize>, usize> {
         );
         move_mask_i8_m128i(either) as u32
     };
-    for at in (0..64).step_by(16) {
+    for at in (0..NEAR).step_by(16) {
         let rest = window.get(at..).unwrap_or_default();
         let bits = match rest.first_chunk::<16>() {
             Some(chunk) => found(chunk),
@@ -192,7 +196,7 @@ fn near(window: &[u8], a: u8, b: u8) -> Result<Option<usize>, usize> {
             return Ok(None);
         }
     }
-    Err(64)
+    Err(NEAR)
 }
 
 /// The first 32 octets of [`find_either`]'s search, a word at a time:

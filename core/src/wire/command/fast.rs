@@ -27,42 +27,52 @@ use super::{
 /// The line, read sixteen octets at a time.
 struct Line<'a> {
     octets: &'a [u8],
-    /// A line shorter than sixteen octets, with zeros after it.
-    short: [u8; 16],
+    /// The line's last sixteen octets, or the whole of a shorter line with
+    /// zeros after it, for the loads that would go past its end.
+    tail: [u8; 16],
+    /// Where `tail` starts in the line.
+    tail_start: usize,
 }
 
 impl<'a> Line<'a> {
+    #[inline(always)]
     fn new(octets: &'a [u8]) -> Line<'a> {
-        let mut short = [0; 16];
-        if let Some(head) = short.get_mut(..octets.len()) {
-            head.copy_from_slice(octets);
+        let (tail, tail_start) = match octets.last_chunk::<16>() {
+            Some(last) => (*last, octets.len() - 16),
+            None => {
+                let mut short = [0; 16];
+                if let Some(head) = short.get_mut(..octets.len()) {
+                    head.copy_from_slice(octets);
+                }
+                (short, 0)
+            }
+        };
+        Line {
+            octets,
+            tail,
+            tail_start,
         }
-        Line { octets, short }
     }
 
     /// The sixteen octets at `at`, and how many of the mask's low bits
     /// come before `at`, to be shifted out. Near the end of the line the
-    /// line's last sixteen octets are loaded and the mask shifted, rather
-    /// than a padded copy loaded, whose load would wait on the copy's
-    /// stores; shifting brings in zeros, which are in no class, so a run
-    /// never goes past the end.
+    /// tail is loaded and the mask shifted, rather than a padded copy of
+    /// the line kept, whose loads would wait on the copy's stores;
+    /// shifting brings in zeros, which are in no class, so a run never
+    /// goes past the end.
     #[inline(always)]
     fn at(&self, at: usize) -> (m128i, u32) {
-        let len = self.octets.len();
-        if let Some(chunk) = self
+        match self
             .octets
             .get(at..)
             .and_then(|rest| rest.first_chunk::<16>())
         {
-            return (load_unaligned_m128i(chunk), 0);
+            Some(chunk) => (load_unaligned_m128i(chunk), 0),
+            None => {
+                let before = at.saturating_sub(self.tail_start).min(16) as u32;
+                (load_unaligned_m128i(&self.tail), before)
+            }
         }
-        let (chunk, before) = match self.octets.last_chunk::<16>() {
-            Some(last) => (last, at - (len - 16)),
-            None => (&self.short, at),
-        };
-        // At or past the end of the line: nothing of it.
-        let before = if at < len { before as u32 } else { 16 };
-        (load_unaligned_m128i(chunk), before)
     }
 
     /// The octets of the sixteen at `at` that `class` picks out, the
@@ -124,7 +134,8 @@ impl<'a> Line<'a> {
         marks: impl Fn(m128i) -> [m128i; N],
     ) -> Option<(usize, [u64; N])> {
         let mut found = [0u64; N];
-        for chunk in (0..limit).step_by(16) {
+        let mut chunk = 0;
+        while chunk < limit {
             let (v, before) = self.at(at + chunk);
             let taken = bits(class(v)) >> before;
             for (found, mark) in found.iter_mut().zip(marks(v)) {
@@ -135,6 +146,7 @@ impl<'a> Line<'a> {
                 let len = chunk + taken.trailing_ones() as usize;
                 return Some((len, found.map(|f| f & low_bits(len))));
             }
+            chunk += 16;
         }
         None
     }
