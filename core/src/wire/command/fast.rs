@@ -20,13 +20,15 @@ use safe_arch::{
 };
 
 use super::{
-    fold, keyword, notify_with, sixteen_at, BodyType, CommandRef, Cursor, ForwardPathRef, HostRef,
+    fold, keyword, notify_with, sixteen_at, BodyType, CommandRef, ForwardPathRef, HostRef,
     MailParamsRef, MailboxRef, OrcptRef, Param, RcptParamsRef, Ret, ReversePathRef, Verb, XText,
 };
 
 /// The line, read sixteen octets at a time.
 struct Line<'a> {
     octets: &'a [u8],
+    /// The same, as text.
+    text: &'a str,
     /// The line's last sixteen octets, or the whole of a shorter line with
     /// zeros after it, for the loads that would go past its end.
     tail: [u8; 16],
@@ -36,7 +38,7 @@ struct Line<'a> {
 
 impl<'a> Line<'a> {
     #[inline(always)]
-    fn new(octets: &'a [u8]) -> Line<'a> {
+    fn new(octets: &'a [u8], text: &'a str) -> Line<'a> {
         let (tail, tail_start) = match octets.last_chunk::<16>() {
             Some(last) => (*last, octets.len() - 16),
             None => {
@@ -49,6 +51,7 @@ impl<'a> Line<'a> {
         };
         Line {
             octets,
+            text,
             tail,
             tail_start,
         }
@@ -81,6 +84,12 @@ impl<'a> Line<'a> {
     fn bits(&self, at: usize, class: impl Fn(m128i) -> m128i) -> u32 {
         let (v, before) = self.at(at);
         bits(class(v)) >> before
+    }
+
+    /// The octets from `start` to `end` as text.
+    #[inline(always)]
+    fn text(&self, start: usize, end: usize) -> Option<&'a str> {
+        self.text.get(start..end)
     }
 
     /// The `len` (below 16) octets at `at`, [`fold`]ed.
@@ -236,56 +245,81 @@ fn dots_ok(dots: u64, len: usize) -> bool {
 /// `start`; `None` when the octet-by-octet parser is to read it.
 #[inline]
 pub(super) fn mail_or_rcpt(octets: &[u8], verb: Verb, start: usize) -> Option<CommandRef<'_>> {
-    let line = Line::new(octets);
     // Every octet the path accepts is ASCII, so a line it takes is UTF-8.
-    let text = std::str::from_utf8(octets).ok()?;
-    let mut c = Cursor {
-        octets,
-        text: Some(text),
-        pos: start,
-    };
+    let line = Line::new(octets, std::str::from_utf8(octets).ok()?);
     let mail = verb == Verb::Mail;
-    if !c.eat_ignore_case(if mail { b"FROM:" } else { b"TO:" }) {
-        return None;
-    }
-    c.eat(b' ');
-    if !c.eat(b'<') {
-        return None;
-    }
-    let mailbox = if c.eat(b'>') {
-        None
-    } else if c.eat_ignore_case(b"postmaster>") {
-        return if mail {
-            None
-        } else {
-            rcpt(ForwardPathRef::Postmaster, &line, &c)
-        };
-    } else {
-        let mailbox = mailbox(&line, &c)?;
-        c.pos = mailbox.1;
-        Some(mailbox.0)
-    };
-    match (mail, mailbox) {
-        (true, path) => {
-            let reverse_path = path.map_or(ReversePathRef::Null, ReversePathRef::Mailbox);
-            let params = mail_params(&line, &c)?;
-            Some(CommandRef::Mail {
-                reverse_path,
-                params,
-            })
+    // `FROM:<` or `TO:<`, perhaps with a space before the `<`, compared
+    // as one word: 0x20 ORed into the letters lower-cases them and makes
+    // nothing else equal to one.
+    let head = octets
+        .get(start..)
+        .and_then(|rest| rest.first_chunk::<8>())
+        .map(|head| u64::from_le_bytes(*head))?;
+    #[allow(clippy::indexing_slicing)] // Evaluated at compile time, within bounds.
+    const fn word(octets: &[u8]) -> u64 {
+        let mut word = [0; 8];
+        let mut i = 0;
+        while i < octets.len() && i < 8 {
+            word[i] = octets[i];
+            i += 1;
         }
-        (false, Some(m)) => rcpt(ForwardPathRef::Mailbox(m), &line, &c),
-        (false, None) => None,
+        u64::from_le_bytes(word)
+    }
+    let (letters, tight, spaced, len) = match mail {
+        true => (0x2020_2020, word(b"from:<"), word(b"from: <"), 6),
+        false => (0x2020, word(b"to:<"), word(b"to: <"), 4),
+    };
+    let octets_of = |n: usize| u64::MAX >> (64 - 8 * n);
+    let head = head | letters;
+    let path = if head & octets_of(len) == tight {
+        start + len
+    } else if head & octets_of(len + 1) == spaced {
+        start + len + 1
+    } else {
+        return None;
+    };
+    if line.octet(path) == b'>' {
+        // The null path, which only MAIL takes.
+        return match mail {
+            true => Some(CommandRef::Mail {
+                reverse_path: ReversePathRef::Null,
+                params: mail_params(&line, path + 1)?,
+            }),
+            false => None,
+        };
+    }
+    let (mailbox, end) = match mailbox(&line, path)? {
+        Path::Postmaster(end) if !mail => return rcpt(ForwardPathRef::Postmaster, &line, end),
+        Path::Postmaster(_) => return None,
+        Path::Mailbox(mailbox, end) => (mailbox, end),
+    };
+    match mail {
+        true => Some(CommandRef::Mail {
+            reverse_path: ReversePathRef::Mailbox(mailbox),
+            params: mail_params(&line, end)?,
+        }),
+        false => rcpt(ForwardPathRef::Mailbox(mailbox), &line, end),
     }
 }
 
-/// The mailbox at the cursor, after the `<`, and where the path ends
-/// (after its `>`).
+/// What [`mailbox`] read: each with where the path ends, after its `>`.
+enum Path<'a> {
+    /// `<Postmaster>`, in any case.
+    Postmaster(usize),
+    Mailbox(MailboxRef<'a>, usize),
+}
+
+/// The path at `local_start`, after the `<`.
 #[inline(always)]
-fn mailbox<'a>(line: &Line<'_>, c: &Cursor<'a>) -> Option<(MailboxRef<'a>, usize)> {
-    let local_start = c.pos;
+fn mailbox<'a>(line: &Line<'a>, local_start: usize) -> Option<Path<'a>> {
     let (local_len, [dots]) = line.run(local_start, 64, atext_or_dot, |v| [is(v, b'.')])?;
     let at = local_start + local_len;
+    if local_len == 10
+        && line.octet(at) == b'>'
+        && line.folded(local_start, 10) == fold(b"postmaster")
+    {
+        return Some(Path::Postmaster(at + 1));
+    }
     if local_len > 64 || !dots_ok(dots, local_len) || line.octet(at) != b'@' {
         return None;
     }
@@ -306,22 +340,23 @@ fn mailbox<'a>(line: &Line<'_>, c: &Cursor<'a>) -> Option<(MailboxRef<'a>, usize
         return None;
     }
     let mailbox = MailboxRef {
-        local_part: c.text(local_start, at)?,
-        domain: HostRef::Domain(c.text(domain_start, end)?),
+        local_part: line.text(local_start, at)?,
+        domain: HostRef::Domain(line.text(domain_start, end)?),
     };
-    Some((mailbox, end + 1))
+    Some(Path::Mailbox(mailbox, end + 1))
 }
 
-/// The parameters of MAIL from `c`'s position, as `parse_mail` reads them.
+/// The parameters of MAIL from `at`, where the path ended, as
+/// `parse_mail` reads them.
 #[inline(always)]
-fn mail_params<'a>(line: &Line<'_>, c: &Cursor<'a>) -> Option<MailParamsRef<'a>> {
+fn mail_params<'a>(line: &Line<'a>, at: usize) -> Option<MailParamsRef<'a>> {
     let mut params = MailParamsRef::default();
     let takes = Param::Size.bit()
         | Param::Body.bit()
         | Param::Smtputf8.bit()
         | Param::Ret.bit()
         | Param::Envid.bit();
-    let mut each = Params::new(line, c.pos, takes)?;
+    let mut each = Params::new(line, at, takes)?;
     while let Some((param, value)) = each.next()? {
         let Some(at) = value else {
             // Of these, only SMTPUTF8 has no value, and must have none.
@@ -337,7 +372,7 @@ fn mail_params<'a>(line: &Line<'_>, c: &Cursor<'a>) -> Option<MailParamsRef<'a>>
                 if len > 19 {
                     return None;
                 }
-                let digits = c.octets(at, at + len).iter();
+                let digits = line.octets.get(at..at + len)?.iter();
                 params.size = Some(digits.fold(0, |n, &d| n * 10 + u64::from(d - b'0')));
                 at + len
             }
@@ -365,7 +400,7 @@ fn mail_params<'a>(line: &Line<'_>, c: &Cursor<'a>) -> Option<MailParamsRef<'a>>
                 if len > 100 {
                     return None;
                 }
-                params.envid = Some(XText(c.text(at, at + len)?));
+                params.envid = Some(XText(line.text(at, at + len)?));
                 at + len
             }
             _ => return None,
@@ -375,22 +410,22 @@ fn mail_params<'a>(line: &Line<'_>, c: &Cursor<'a>) -> Option<MailParamsRef<'a>>
     Some(params)
 }
 
-/// RCPT with `forward_path`, its parameters read from `c`'s position as
-/// `parse_rcpt` reads them.
+/// RCPT with `forward_path`, its parameters read from `at`, where the
+/// path ended, as `parse_rcpt` reads them.
 #[inline(always)]
 fn rcpt<'a>(
     forward_path: ForwardPathRef<'a>,
-    line: &Line<'_>,
-    c: &Cursor<'a>,
+    line: &Line<'a>,
+    at: usize,
 ) -> Option<CommandRef<'a>> {
     let mut params = RcptParamsRef::default();
-    let mut each = Params::new(line, c.pos, Param::Notify.bit() | Param::Orcpt.bit())?;
+    let mut each = Params::new(line, at, Param::Notify.bit() | Param::Orcpt.bit())?;
     while let Some((param, value)) = each.next()? {
         // Both take a value.
         let at = value?;
         let end = match param {
             Param::Notify => {
-                let (notify, end) = notify_with(c.octets, at, |at| line.word(at))?;
+                let (notify, end) = notify_with(line.octets, at, |at| line.word(at))?;
                 params.notify = Some(notify);
                 end
             }
@@ -407,8 +442,8 @@ fn rcpt<'a>(
                     return None;
                 }
                 params.orcpt = Some(OrcptRef {
-                    addr_type: c.text(at, semicolon)?,
-                    address: XText(c.text(start, start + len)?),
+                    addr_type: line.text(at, semicolon)?,
+                    address: XText(line.text(start, start + len)?),
                 });
                 start + len
             }
@@ -492,7 +527,7 @@ impl<'l, 'a> Params<'l, 'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse_mail, parse_rcpt, split_verb, trim_end, CommandError};
+    use super::super::{parse_mail, parse_rcpt, split_verb, trim_end, CommandError, Cursor};
     use super::*;
     use quickcheck::{quickcheck, Arbitrary, Gen};
 
