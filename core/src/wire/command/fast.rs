@@ -20,8 +20,8 @@ use safe_arch::{
 };
 
 use super::{
-    fold, keyword, notify_with, sixteen_at, BodyType, CommandRef, ForwardPathRef, HostRef,
-    MailParamsRef, MailboxRef, OrcptRef, Param, RcptParamsRef, Ret, ReversePathRef, Verb, XText,
+    fold, keyword, notify_with, BodyType, CommandRef, ForwardPathRef, HostRef, MailParamsRef,
+    MailboxRef, OrcptRef, Param, RcptParamsRef, Ret, ReversePathRef, Verb, XText,
 };
 
 /// The line, read sixteen octets at a time.
@@ -31,30 +31,33 @@ struct Line<'a> {
     text: &'a str,
     /// The line's last sixteen octets, or the whole of a shorter line with
     /// zeros after it, for the loads that would go past its end.
-    tail: [u8; 16],
+    tail: u128,
     /// Where `tail` starts in the line.
     tail_start: usize,
 }
 
 impl<'a> Line<'a> {
     #[inline(always)]
-    fn new(octets: &'a [u8], text: &'a str) -> Line<'a> {
-        let (tail, tail_start) = match octets.last_chunk::<16>() {
-            Some(last) => (*last, octets.len() - 16),
+    fn new(octets: &'a [u8], text: &'a str) -> Option<Line<'a>> {
+        let tail = match octets.last_chunk::<16>() {
+            Some(last) => u128::from_le_bytes(*last),
             None => {
-                let mut short = [0; 16];
-                if let Some(head) = short.get_mut(..octets.len()) {
-                    head.copy_from_slice(octets);
-                }
-                (short, 0)
+                // Eight to fifteen octets: the first eight and the last
+                // eight, overlapping, shifted into place in registers.
+                let first = u64::from_le_bytes(*octets.first_chunk::<8>()?);
+                let last = u64::from_le_bytes(*octets.last_chunk::<8>()?);
+                let rest = last
+                    .checked_shr(8 * (16 - octets.len()) as u32)
+                    .unwrap_or(0);
+                u128::from(first) | u128::from(rest) << 64
             }
         };
-        Line {
+        Some(Line {
             octets,
             text,
             tail,
-            tail_start,
-        }
+            tail_start: octets.len().saturating_sub(16),
+        })
     }
 
     /// The sixteen octets at `at`, and how many of the mask's low bits
@@ -73,7 +76,7 @@ impl<'a> Line<'a> {
             Some(chunk) => (load_unaligned_m128i(chunk), 0),
             None => {
                 let before = at.saturating_sub(self.tail_start).min(16) as u32;
-                (load_unaligned_m128i(&self.tail), before)
+                (load_unaligned_m128i(&self.tail.to_le_bytes()), before)
             }
         }
     }
@@ -92,12 +95,28 @@ impl<'a> Line<'a> {
         self.text.get(start..end)
     }
 
+    /// The sixteen octets at `at` as a number, the first lowest, zeros
+    /// past the end of the line.
+    #[inline(always)]
+    fn sixteen(&self, at: usize) -> u128 {
+        match self
+            .octets
+            .get(at..)
+            .and_then(|rest| rest.first_chunk::<16>())
+        {
+            Some(chunk) => u128::from_le_bytes(*chunk),
+            None => {
+                let before = at.saturating_sub(self.tail_start);
+                self.tail.checked_shr(8 * before as u32).unwrap_or(0)
+            }
+        }
+    }
+
     /// The `len` (below 16) octets at `at`, [`fold`]ed.
     #[inline(always)]
     fn folded(&self, at: usize, len: usize) -> u128 {
-        let Some(([lo, hi], _)) = sixteen_at(self.octets, at) else {
-            return 0;
-        };
+        let sixteen = self.sixteen(at);
+        let (lo, hi) = (sixteen as u64, (sixteen >> 64) as u64);
         // Masks of whole octets, without a shift of a u128 by a variable.
         let octets = |n: usize| u64::MAX.checked_shr(64 - 8 * n.min(8) as u32).unwrap_or(0);
         let fold = |word: u64| word | u64::from_le_bytes([0x20; 8]);
@@ -246,15 +265,12 @@ fn dots_ok(dots: u64, len: usize) -> bool {
 #[inline]
 pub(super) fn mail_or_rcpt(octets: &[u8], verb: Verb, start: usize) -> Option<CommandRef<'_>> {
     // Every octet the path accepts is ASCII, so a line it takes is UTF-8.
-    let line = Line::new(octets, std::str::from_utf8(octets).ok()?);
+    let line = Line::new(octets, std::str::from_utf8(octets).ok()?)?;
     let mail = verb == Verb::Mail;
     // `FROM:<` or `TO:<`, perhaps with a space before the `<`, compared
     // as one word: 0x20 ORed into the letters lower-cases them and makes
     // nothing else equal to one.
-    let head = octets
-        .get(start..)
-        .and_then(|rest| rest.first_chunk::<8>())
-        .map(|head| u64::from_le_bytes(*head))?;
+    let head = line.sixteen(start) as u64;
     #[allow(clippy::indexing_slicing)] // Evaluated at compile time, within bounds.
     const fn word(octets: &[u8]) -> u64 {
         let mut word = [0; 8];
