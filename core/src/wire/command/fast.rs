@@ -81,14 +81,6 @@ impl<'a> Line<'a> {
         }
     }
 
-    /// The octets of the sixteen at `at` that `class` picks out, the
-    /// first one's bit lowest.
-    #[inline(always)]
-    fn bits(&self, at: usize, class: impl Fn(m128i) -> m128i) -> u32 {
-        let (v, before) = self.at(at);
-        bits(class(v)) >> before
-    }
-
     /// The octets from `start` to `end` as text.
     #[inline(always)]
     fn text(&self, start: usize, end: usize) -> Option<&'a str> {
@@ -112,19 +104,6 @@ impl<'a> Line<'a> {
         }
     }
 
-    /// The `len` (below 16) octets at `at`, [`fold`]ed.
-    #[inline(always)]
-    fn folded(&self, at: usize, len: usize) -> u128 {
-        let sixteen = self.sixteen(at);
-        let (lo, hi) = (sixteen as u64, (sixteen >> 64) as u64);
-        // Masks of whole octets, without a shift of a u128 by a variable.
-        let octets = |n: usize| u64::MAX.checked_shr(64 - 8 * n.min(8) as u32).unwrap_or(0);
-        let fold = |word: u64| word | u64::from_le_bytes([0x20; 8]);
-        let lo = fold(lo) & octets(len);
-        let hi = fold(hi) & octets(len.saturating_sub(8));
-        u128::from(lo) | u128::from(hi) << 64
-    }
-
     /// The letters, digits and hyphens at `at`, [`fold`]ed, and where they
     /// end; `None` if there are sixteen or more. Every keyword a value is
     /// matched against is such a word, and ends where the word does
@@ -132,8 +111,13 @@ impl<'a> Line<'a> {
     /// what [`word_at`](super::word_at) finds there.
     #[inline(always)]
     fn word(&self, at: usize) -> Option<(u128, usize)> {
-        let len = self.bits(at, ldh).trailing_ones() as usize;
-        (len < 16).then(|| (self.folded(at, len), at + len))
+        let (v, before) = self.at(at);
+        let len = (bits(ldh(v)) >> before).trailing_ones() as usize;
+        // Folded in the register the octets were classified in.
+        let folded = u128::from(bitor_m128i(v, splat(0x20)));
+        let folded = folded.checked_shr(8 * before).unwrap_or(0);
+        let octets = BYTES.get(len).filter(|_| len < 16)?;
+        Some((folded & octets, at + len))
     }
 
     /// The octet at `at`: 0 at the end of the line (the caller tells an
@@ -179,6 +163,18 @@ impl<'a> Line<'a> {
         None
     }
 }
+
+/// Masks of the first 0 to 16 octets of a number read from sixteen.
+#[allow(clippy::indexing_slicing)] // Evaluated at compile time, within bounds.
+const BYTES: [u128; 17] = {
+    let mut masks = [0; 17];
+    let mut n = 1;
+    while n < 17 {
+        masks[n] = u128::MAX >> (128 - 8 * n);
+        n += 1;
+    }
+    masks
+};
 
 /// The high bits of the sixteen octets, the first octet's lowest.
 #[inline(always)]
@@ -332,7 +328,7 @@ fn mailbox<'a>(line: &Line<'a>, local_start: usize) -> Option<Path<'a>> {
     let at = local_start + local_len;
     if local_len == 10
         && line.octet(at) == b'>'
-        && line.folded(local_start, 10) == fold(b"postmaster")
+        && line.word(local_start) == Some((fold(b"postmaster"), at))
     {
         return Some(Path::Postmaster(at + 1));
     }
