@@ -136,7 +136,9 @@ impl<'a> Line<'a> {
     /// The length of the run at `at` of octets `class` accepts, shorter
     /// than `limit` (a multiple of 16), and the octets among its first 64
     /// that `marks` pick out, as bits from `at`; `None` if the run reaches
-    /// `limit`.
+    /// `limit`. Most runs end within sixteen octets: that case is read
+    /// here, inline, and longer runs out of line, so that the loop over
+    /// their chunks does not weigh on every caller's registers and code.
     #[inline(always)]
     fn run<const N: usize>(
         &self,
@@ -145,8 +147,29 @@ impl<'a> Line<'a> {
         class: impl Fn(m128i) -> m128i,
         marks: impl Fn(m128i) -> [m128i; N],
     ) -> Option<(usize, [u64; N])> {
-        let mut found = [0u64; N];
-        let mut chunk = 0;
+        let (v, before) = self.at(at);
+        let taken = bits(class(v)) >> before;
+        let found = marks(v).map(|mark| u64::from(bits(mark) >> before));
+        match taken {
+            0xffff => self.run_on(at, limit, class, marks, found),
+            _ => {
+                let len = taken.trailing_ones() as usize;
+                Some((len, found.map(|f| f & low_bits(len))))
+            }
+        }
+    }
+
+    /// [`run`](Self::run) past its first sixteen octets, `found` in them.
+    #[inline(never)]
+    fn run_on<const N: usize>(
+        &self,
+        at: usize,
+        limit: usize,
+        class: impl Fn(m128i) -> m128i,
+        marks: impl Fn(m128i) -> [m128i; N],
+        mut found: [u64; N],
+    ) -> Option<(usize, [u64; N])> {
+        let mut chunk = 16;
         while chunk < limit {
             let (v, before) = self.at(at + chunk);
             let taken = bits(class(v)) >> before;
@@ -258,7 +281,7 @@ fn dots_ok(dots: u64, len: usize) -> bool {
 
 /// A MAIL or RCPT line (trailing blanks trimmed), its arguments at
 /// `start`; `None` when the octet-by-octet parser is to read it.
-#[inline]
+#[inline(always)]
 pub(super) fn mail_or_rcpt(octets: &[u8], verb: Verb, start: usize) -> Option<CommandRef<'_>> {
     // Every octet the path accepts is ASCII, so a line it takes is UTF-8.
     let line = Line::new(octets, std::str::from_utf8(octets).ok()?)?;
