@@ -1028,7 +1028,11 @@ fn parse_bdat(args: &[u8]) -> Result<CommandRef<'static>, CommandError> {
         .get(word..)
         .and_then(|rest| rest.iter().position(|&b| b == b' '))
         .map_or(args.len(), |len| word + len);
-    let last = fold(args.get(word..word_end).unwrap_or_default()) == fold(b"LAST");
+    // LAST in any case: four octets, 0x20 ORed into each.
+    let last = args
+        .get(word..word_end)
+        .and_then(|w| w.first_chunk::<4>().filter(|_| w.len() == 4))
+        .is_some_and(|w| u32::from_le_bytes(*w) | 0x2020_2020 == u32::from_le_bytes(*b"last"));
     match last && spaces(word_end) == args.len() {
         true => Ok(CommandRef::Bdat { size, last }),
         false => Err(CommandError::Syntax("BDAT takes a size and LAST")),
