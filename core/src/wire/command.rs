@@ -1457,15 +1457,23 @@ impl Param {
     /// The parameter whose name [`fold`]s to `key`.
     #[inline]
     fn named(key: u128) -> Option<Param> {
-        const SIZE: u128 = fold(b"SIZE");
-        const BODY: u128 = fold(b"BODY");
-        const SMTPUTF8: u128 = fold(b"SMTPUTF8");
-        const RET: u128 = fold(b"RET");
-        const ENVID: u128 = fold(b"ENVID");
-        const NOTIFY: u128 = fold(b"NOTIFY");
-        const ORCPT: u128 = fold(b"ORCPT");
-        // A match rather than a search: the compiler compares in a tree.
-        match key {
+        const fn low(name: &[u8]) -> u64 {
+            fold(name) as u64
+        }
+        const SIZE: u64 = low(b"SIZE");
+        const BODY: u64 = low(b"BODY");
+        const SMTPUTF8: u64 = low(b"SMTPUTF8");
+        const RET: u64 = low(b"RET");
+        const ENVID: u64 = low(b"ENVID");
+        const NOTIFY: u64 = low(b"NOTIFY");
+        const ORCPT: u64 = low(b"ORCPT");
+        // Every name fits in eight octets, so a key that does not is none
+        // of them; a match rather than a search: the compiler compares in
+        // a tree.
+        if key >> 64 != 0 {
+            return None;
+        }
+        match key as u64 {
             SIZE => Some(Param::Size),
             BODY => Some(Param::Body),
             SMTPUTF8 => Some(Param::Smtputf8),
