@@ -84,7 +84,9 @@ impl<'a> Line<'a> {
     /// The octets from `start` to `end` as text.
     #[inline(always)]
     fn text(&self, start: usize, end: usize) -> Option<&'a str> {
-        self.text.get(start..end)
+        let (_, rest) = self.text.split_at_checked(start)?;
+        let (piece, _) = rest.split_at_checked(end.checked_sub(start)?)?;
+        Some(piece)
     }
 
     /// The sixteen octets at `at` as a number, the first lowest, zeros
