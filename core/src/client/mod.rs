@@ -97,7 +97,8 @@ pub enum Event {
     /// Stream this transaction's body now: `send_body` while `wants_body`,
     /// then `finish_body`. It comes again, for the body from its start,
     /// when the server took only some of the recipients and the rest go in
-    /// another transaction on this connection.
+    /// another transaction on this connection. The body calls are refused
+    /// until this event has been taken from `poll_event`.
     BodyWanted(TransactionId),
     /// A submitted envelope is finished: one outcome per recipient, in
     /// envelope order.
@@ -447,6 +448,11 @@ pub struct ClientSession {
     /// While a body is being written: when it last moved. The server not
     /// taking it (the driver cannot write) stops it moving.
     body_progress: Option<Instant>,
+    /// Whether the application has taken the `BodyWanted` of the body now
+    /// wanted. Until it has, the body calls are refused: a round's body
+    /// finished before its event was seen would leave that event to ask,
+    /// later, for a body already sent.
+    body_announced: bool,
     events: VecDeque<Event>,
 }
 
@@ -482,6 +488,7 @@ impl ClientSession {
             starttls_sent: false,
             learned_rcpt_max: None,
             body_progress: None,
+            body_announced: false,
             events: VecDeque::new(),
         }
     }
@@ -510,7 +517,8 @@ impl ClientSession {
         self.advance();
     }
 
-    /// Whether the body being streamed may take more octets now.
+    /// Whether the body being streamed may take more octets now (never
+    /// before its [`Event::BodyWanted`] has been taken).
     pub fn wants_body(&self) -> bool {
         let streaming = self.streaming_body();
         // Without PIPELINING each BDAT waits for its reply (RFC 3030 §4.2).
@@ -518,6 +526,7 @@ impl ClientSession {
             && !self.pipelining()
             && !self.expect.is_empty();
         streaming
+            && self.body_announced
             && !lock_step
             && self.out_plain.len() + self.out_wire.len() < self.config.max_queued_body
     }
@@ -528,6 +537,9 @@ impl ClientSession {
         let active = self.active.as_mut().ok_or(BodyError::NotWanted)?;
         if active.failed {
             return Err(BodyError::TransactionEnded);
+        }
+        if !self.body_announced {
+            return Err(BodyError::NotWanted);
         }
         let mut out = Vec::new();
         match &mut active.body {
@@ -559,6 +571,9 @@ impl ClientSession {
         let active = self.active.as_mut().ok_or(BodyError::NotWanted)?;
         if active.failed {
             return Err(BodyError::TransactionEnded);
+        }
+        if !self.body_announced {
+            return Err(BodyError::NotWanted);
         }
         let mut out = Vec::new();
         let expect = match &mut active.body {
@@ -692,7 +707,11 @@ impl ClientSession {
     /// The next event, if any.
     #[must_use = "an event not taken is lost to the driver"]
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if let Some(Event::BodyWanted(_)) = event {
+            self.body_announced = true;
+        }
+        event
     }
 
     /// When `handle_timeout` must be called next, if ever.
@@ -960,6 +979,7 @@ impl ClientSession {
                     } else if txn.chunking {
                         txn.body = Body::Chunks;
                         self.events.push_back(Event::BodyWanted(txn.id));
+                        self.body_announced = false;
                         self.body_progress = Some(self.now);
                     } else if !pipelining {
                         let mut out = Vec::new();
@@ -978,6 +998,7 @@ impl ClientSession {
                 } else {
                     txn.body = Body::Data(DotStuffer::new());
                     self.events.push_back(Event::BodyWanted(txn.id));
+                    self.body_announced = false;
                     self.body_progress = Some(self.now);
                 }
             }

@@ -771,6 +771,63 @@ fn replay(splits: &[usize]) -> (Vec<u8>, Vec<Event>) {
     (out, events)
 }
 
+/// Takes events up to the first `BodyWanted`, as a driver would before
+/// streaming the body; the transaction it names.
+fn take_body_wanted(client: &mut ClientSession) -> TransactionId {
+    while let Some(event) = client.poll_event() {
+        if let Event::BodyWanted(id) = event {
+            return id;
+        }
+    }
+    panic!("no BodyWanted");
+}
+
+#[test]
+fn a_body_is_taken_only_once_its_body_wanted_is() {
+    // Found by the client_session fuzz target: the server takes one
+    // recipient a transaction, so the second goes in a second round,
+    // whose body is wanted as soon as the replies to its MAIL and RCPT are
+    // in. A `finish_body` then, before the application had seen the
+    // round's `BodyWanted`, was taken, and the event asked afterwards for
+    // a body already sent.
+    let now = crate::pair::origin();
+    let mut config = plain_client();
+    config.chunking = true;
+    let mut client = ClientSession::new(Arc::new(config), "mx", ConnectionKind::First, now);
+    let id = client.submit(now, envelope("a@x.org", &["b@y.org", "c@y.org"]));
+    let mut out = Vec::new();
+    let mut exchange = |client: &mut ClientSession, replies: &[u8]| {
+        client.handle_input(now, replies);
+        client.poll_transmit(&mut out);
+    };
+    exchange(&mut client, b"220 mx\r\n");
+    exchange(&mut client, b"250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
+    // MAIL, the first RCPT taken, the second refused as one too many.
+    exchange(&mut client, b"250 ok\r\n250 ok\r\n452 4.5.3 too many\r\n");
+    for round in 1..=2 {
+        // Wanted, but not taken before the application has seen so.
+        assert!(!client.wants_body(), "round {round}");
+        assert!(matches!(client.finish_body(now), Err(BodyError::NotWanted)));
+        assert!(matches!(
+            client.send_body(now, b"x"),
+            Err(BodyError::NotWanted)
+        ));
+        assert_eq!(take_body_wanted(&mut client), id, "round {round}");
+        assert!(client.wants_body(), "round {round}");
+        client.finish_body(now).unwrap();
+        exchange(&mut client, b"250 ok\r\n");
+        if round == 1 {
+            // The second round's MAIL and RCPT.
+            exchange(&mut client, b"250 ok\r\n250 ok\r\n");
+        }
+    }
+    let events: Vec<Event> = std::iter::from_fn(|| client.poll_event()).collect();
+    assert!(
+        matches!(events.as_slice(), [Event::TransactionDone { outcomes, .. }] if outcomes.len() == 2),
+        "{events:?}"
+    );
+}
+
 #[test]
 fn a_plaintext_only_connection_never_carries_required_mail() {
     let now = crate::pair::origin();
@@ -838,6 +895,7 @@ fn a_body_that_stops_moving_times_out_and_nothing_queued_is_sent_after() {
     client.handle_input(now, b"220 mx\r\n250 mx\r\n250 ok\r\n250 ok\r\n354 go\r\n");
     let mut out = Vec::new();
     client.poll_transmit(&mut out);
+    take_body_wanted(&mut client);
     assert!(client.wants_body());
     client.send_body(now, b"part of a body\r\n").unwrap();
     // The driver can no longer write: nothing is taken, the body stalls.
@@ -861,6 +919,7 @@ fn outcome_after_mid_body(said: &[u8]) -> RecipientOutcome {
     let mut client = ClientSession::new(Arc::new(plain_client()), "mx", ConnectionKind::First, now);
     client.submit(now, envelope("a@x.org", &["b@y.org"]));
     client.handle_input(now, b"220 mx\r\n250 mx\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+    take_body_wanted(&mut client);
     client.send_body(now, b"a first part\r\n").unwrap();
     client.handle_input(now, said);
     client.handle_eof(now);
