@@ -1054,12 +1054,7 @@ fn parse_mail(mut c: Cursor<'_>) -> Result<CommandRef<'_>, CommandError> {
         Path::Mailbox(m, non_ascii) => (ReversePathRef::Mailbox(m), non_ascii),
     };
     let mut params = MailParamsRef::default();
-    let takes = Param::Size.bit()
-        | Param::Body.bit()
-        | Param::Smtputf8.bit()
-        | Param::Ret.bit()
-        | Param::Envid.bit();
-    for_each_param(c, takes, |param, value, c| {
+    for_each_param(c, Param::MAIL, |param, value, c| {
         let octets = c.octets;
         match (param, value) {
             (Param::Size, Some(at)) => {
@@ -1068,13 +1063,8 @@ fn parse_mail(mut c: Cursor<'_>) -> Result<CommandRef<'_>, CommandError> {
                 Some(end)
             }
             (Param::Body, Some(at)) => {
-                let types = [
-                    (fold(b"7BIT"), BodyType::SevenBit),
-                    (fold(b"8BITMIME"), BodyType::EightBitMime),
-                    (fold(b"BINARYMIME"), BodyType::BinaryMime),
-                ];
                 let (word, end) = word_at(octets, at)?;
-                params.body = Some(keyword(word, &types)?);
+                params.body = Some(keyword(word, &BODY_TYPES)?);
                 Some(end)
             }
             (Param::Smtputf8, None) => {
@@ -1082,9 +1072,8 @@ fn parse_mail(mut c: Cursor<'_>) -> Result<CommandRef<'_>, CommandError> {
                 Some(c.pos)
             }
             (Param::Ret, Some(at)) => {
-                let rets = [(fold(b"FULL"), Ret::Full), (fold(b"HDRS"), Ret::Hdrs)];
                 let (word, end) = word_at(octets, at)?;
-                params.ret = Some(keyword(word, &rets)?);
+                params.ret = Some(keyword(word, &RETS)?);
                 Some(end)
             }
             (Param::Envid, Some(at)) => {
@@ -1117,8 +1106,7 @@ fn parse_rcpt(mut c: Cursor<'_>, utf8: bool) -> Result<CommandRef<'_>, CommandEr
         Path::Mailbox(m, _) => ForwardPathRef::Mailbox(m),
     };
     let mut params = RcptParamsRef::default();
-    let takes = Param::Notify.bit() | Param::Orcpt.bit();
-    for_each_param(c, takes, |param, value, c| match (param, value) {
+    for_each_param(c, Param::RCPT, |param, value, c| match (param, value) {
         (Param::Notify, Some(at)) => {
             let (notify, end) = notify_at(c.octets, at)?;
             params.notify = Some(notify);
@@ -1139,6 +1127,16 @@ fn parse_rcpt(mut c: Cursor<'_>, utf8: bool) -> Result<CommandRef<'_>, CommandEr
         params,
     })
 }
+
+/// BODY's values (RFC 1652, RFC 3030), by their [`fold`].
+const BODY_TYPES: [(u128, BodyType); 3] = [
+    (fold(b"7BIT"), BodyType::SevenBit),
+    (fold(b"8BITMIME"), BodyType::EightBitMime),
+    (fold(b"BINARYMIME"), BodyType::BinaryMime),
+];
+
+/// RET's values (RFC 3461 §4.3), by their [`fold`].
+const RETS: [(u128, Ret); 2] = [(fold(b"FULL"), Ret::Full), (fold(b"HDRS"), Ret::Hdrs)];
 
 /// Decimal digits at `at` whose value fits in a u64: the value and where the
 /// digits end.
@@ -1455,9 +1453,19 @@ enum Param {
 
 impl Param {
     /// This parameter's bit in a set of them.
-    fn bit(self) -> u8 {
+    const fn bit(self) -> u8 {
         1 << self as u8
     }
+
+    /// The parameters MAIL takes.
+    const MAIL: u8 = Param::Size.bit()
+        | Param::Body.bit()
+        | Param::Smtputf8.bit()
+        | Param::Ret.bit()
+        | Param::Envid.bit();
+
+    /// The parameters RCPT takes.
+    const RCPT: u8 = Param::Notify.bit() | Param::Orcpt.bit();
 
     /// The parameter whose name [`fold`]s to `key`.
     #[inline]

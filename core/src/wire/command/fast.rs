@@ -20,8 +20,8 @@ use safe_arch::{
 };
 
 use super::{
-    fold, keyword, notify_with, BodyType, CommandRef, ForwardPathRef, HostRef, MailParamsRef,
-    MailboxRef, OrcptRef, Param, RcptParamsRef, Ret, ReversePathRef, Verb, XText,
+    fold, keyword, notify_with, CommandRef, ForwardPathRef, HostRef, MailParamsRef, MailboxRef,
+    OrcptRef, Param, RcptParamsRef, ReversePathRef, Verb, XText, BODY_TYPES, RETS,
 };
 
 /// The line, read sixteen octets at a time.
@@ -400,12 +400,7 @@ fn mailbox<'a>(line: &Line<'a>, local_start: usize) -> Option<Path<'a>> {
 #[inline(always)]
 fn mail_params<'a>(line: &Line<'a>, at: usize) -> Option<MailParamsRef<'a>> {
     let mut params = MailParamsRef::default();
-    let takes = Param::Size.bit()
-        | Param::Body.bit()
-        | Param::Smtputf8.bit()
-        | Param::Ret.bit()
-        | Param::Envid.bit();
-    let mut each = Params::new(line, at, takes)?;
+    let mut each = Params::new(line, at, Param::MAIL)?;
     while let Some((param, value)) = each.next()? {
         let Some(at) = value else {
             // Of these, only SMTPUTF8 has no value, and must have none.
@@ -431,19 +426,13 @@ fn mail_params<'a>(line: &Line<'a>, at: usize) -> Option<MailParamsRef<'a>> {
                 at + len
             }
             Param::Body => {
-                let types = [
-                    (fold(b"7BIT"), BodyType::SevenBit),
-                    (fold(b"8BITMIME"), BodyType::EightBitMime),
-                    (fold(b"BINARYMIME"), BodyType::BinaryMime),
-                ];
                 let (word, end) = line.word(at)?;
-                params.body = Some(keyword(word, &types)?);
+                params.body = Some(keyword(word, &BODY_TYPES)?);
                 end
             }
             Param::Ret => {
-                let rets = [(fold(b"FULL"), Ret::Full), (fold(b"HDRS"), Ret::Hdrs)];
                 let (word, end) = line.word(at)?;
-                params.ret = Some(keyword(word, &rets)?);
+                params.ret = Some(keyword(word, &RETS)?);
                 end
             }
             Param::Envid => {
@@ -473,7 +462,7 @@ fn rcpt<'a>(
     at: usize,
 ) -> Option<CommandRef<'a>> {
     let mut params = RcptParamsRef::default();
-    let mut each = Params::new(line, at, Param::Notify.bit() | Param::Orcpt.bit())?;
+    let mut each = Params::new(line, at, Param::RCPT)?;
     while let Some((param, value)) = each.next()? {
         // Both take a value.
         let at = value?;
