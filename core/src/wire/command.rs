@@ -1063,8 +1063,13 @@ fn parse_mail(mut c: Cursor<'_>) -> Result<CommandRef<'_>, CommandError> {
                 Some(end)
             }
             (Param::Body, Some(at)) => {
+                let types = [
+                    (fold(b"7BIT"), BodyType::SevenBit),
+                    (fold(b"8BITMIME"), BodyType::EightBitMime),
+                    (fold(b"BINARYMIME"), BodyType::BinaryMime),
+                ];
                 let (word, end) = word_at(octets, at)?;
-                params.body = Some(keyword(word, &BODY_TYPES)?);
+                params.body = Some(keyword(word, &types)?);
                 Some(end)
             }
             (Param::Smtputf8, None) => {
@@ -1072,8 +1077,9 @@ fn parse_mail(mut c: Cursor<'_>) -> Result<CommandRef<'_>, CommandError> {
                 Some(c.pos)
             }
             (Param::Ret, Some(at)) => {
+                let rets = [(fold(b"FULL"), Ret::Full), (fold(b"HDRS"), Ret::Hdrs)];
                 let (word, end) = word_at(octets, at)?;
-                params.ret = Some(keyword(word, &RETS)?);
+                params.ret = Some(keyword(word, &rets)?);
                 Some(end)
             }
             (Param::Envid, Some(at)) => {
@@ -1127,16 +1133,6 @@ fn parse_rcpt(mut c: Cursor<'_>, utf8: bool) -> Result<CommandRef<'_>, CommandEr
         params,
     })
 }
-
-/// BODY's values (RFC 1652, RFC 3030), by their [`fold`].
-const BODY_TYPES: [(u128, BodyType); 3] = [
-    (fold(b"7BIT"), BodyType::SevenBit),
-    (fold(b"8BITMIME"), BodyType::EightBitMime),
-    (fold(b"BINARYMIME"), BodyType::BinaryMime),
-];
-
-/// RET's values (RFC 3461 §4.3), by their [`fold`].
-const RETS: [(u128, Ret); 2] = [(fold(b"FULL"), Ret::Full), (fold(b"HDRS"), Ret::Hdrs)];
 
 /// Decimal digits at `at` whose value fits in a u64: the value and where the
 /// digits end.

@@ -20,8 +20,8 @@ use safe_arch::{
 };
 
 use super::{
-    fold, keyword, notify_with, CommandRef, ForwardPathRef, HostRef, MailParamsRef, MailboxRef,
-    OrcptRef, Param, RcptParamsRef, ReversePathRef, Verb, XText, BODY_TYPES, RETS,
+    fold, keyword, notify_with, BodyType, CommandRef, ForwardPathRef, HostRef, MailParamsRef,
+    MailboxRef, OrcptRef, Param, RcptParamsRef, Ret, ReversePathRef, Verb, XText,
 };
 
 /// The line, read sixteen octets at a time.
@@ -426,13 +426,19 @@ fn mail_params<'a>(line: &Line<'a>, at: usize) -> Option<MailParamsRef<'a>> {
                 at + len
             }
             Param::Body => {
+                let types = [
+                    (fold(b"7BIT"), BodyType::SevenBit),
+                    (fold(b"8BITMIME"), BodyType::EightBitMime),
+                    (fold(b"BINARYMIME"), BodyType::BinaryMime),
+                ];
                 let (word, end) = line.word(at)?;
-                params.body = Some(keyword(word, &BODY_TYPES)?);
+                params.body = Some(keyword(word, &types)?);
                 end
             }
             Param::Ret => {
+                let rets = [(fold(b"FULL"), Ret::Full), (fold(b"HDRS"), Ret::Hdrs)];
                 let (word, end) = line.word(at)?;
-                params.ret = Some(keyword(word, &RETS)?);
+                params.ret = Some(keyword(word, &rets)?);
                 end
             }
             Param::Envid => {
