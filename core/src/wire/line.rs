@@ -156,12 +156,14 @@ pub(super) fn find_either(
     }
 }
 
-/// The first [`NEAR`] octets of [`find_either`]'s search, sixteen at a time
-/// (SSE2, x86-64's baseline): `Ok` with the answer if it is among them or
-/// the window ends, else `Err` with how many were searched.
+/// How many octets [`find_either`] searches inline: lines of the size
+/// commands and replies have.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 const NEAR: usize = 128;
 
+/// The first [`NEAR`] octets of [`find_either`]'s search, sixteen at a time
+/// (SSE2, x86-64's baseline): `Ok` with the answer if it is among them or
+/// the window ends, else `Err` with how many were searched.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
 fn near(window: &[u8], a: u8, b: u8) -> Result<Option<usize>, usize> {
