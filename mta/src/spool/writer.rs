@@ -252,6 +252,11 @@ pub(crate) struct PackState {
 /// there, and recovery leaves a tail of zeros alone.
 pub(crate) const ZEROS_AHEAD: u64 = 256 << 10;
 
+/// The zeros written ahead, once for the process (in zero-filled memory,
+/// not the binary), rather than a buffer allocated and cleared for each
+/// extension (at that size, a map and an unmap each time).
+static ZEROS: [u8; ZEROS_AHEAD as usize] = [0; ZEROS_AHEAD as usize];
+
 impl PackState {
     /// A new, empty pack `seq` (not yet durable: its first round syncs the
     /// directory).
@@ -298,8 +303,7 @@ impl PackState {
             return;
         }
         if let Some(file) = &self.file {
-            let zeros = vec![0; usize::try_from(ZEROS_AHEAD).unwrap_or(0)];
-            if file.write_all_at(&zeros, self.len).is_ok() {
+            if file.write_all_at(&ZEROS, self.len).is_ok() {
                 self.allocated = self.len + ZEROS_AHEAD;
             }
         }
