@@ -104,7 +104,7 @@ fn run(
                         let id = spool.new_id();
                         let mut rest = vec![body.clone()];
                         if spilled {
-                            spool.spill(id, envelope, std::mem::take(&mut rest));
+                            spool.spill(id, envelope, std::mem::take(&mut rest), || ());
                         }
                         spool.store(id, envelope.clone(), rest, move |r| {
                             let _ = tx.send(r);

@@ -14,7 +14,7 @@ use petrel_core::tls::{ServerTls, ServerTlsConfig, TlsInfo};
 use petrel_core::wire::command::{ForwardPath, Host, Notify, ReversePath};
 use petrel_core::wire::reply::{EnhancedCode, Reply};
 use petrel_runtime_common::listen::{ListenerConfig, PeerConfig, ServeConfig};
-use petrel_runtime_common::server::{ConnectionInfo, Decision, Handler};
+use petrel_runtime_common::server::{ConnectionInfo, Decision, Handler, Hold};
 use serde_json::json;
 
 use crate::config::policy::{CertificateSource, InboundPolicy, ListenPolicy, Policies};
@@ -348,6 +348,24 @@ impl Reception {
 
 impl Handler for Reception {
     fn on_event(&self, info: &ConnectionInfo, event: &Event, decision: Option<Decision>) {
+        self.handle(info, event, decision, None);
+    }
+
+    fn on_body(&self, info: &ConnectionInfo, event: &Event, hold: Hold) {
+        self.handle(info, event, None, Some(hold));
+    }
+}
+
+impl Reception {
+    /// An event of a connection; `hold`, for a piece of the body, is kept
+    /// until the spool has written the piece when it is spilled.
+    fn handle(
+        &self,
+        info: &ConnectionInfo,
+        event: &Event,
+        decision: Option<Decision>,
+        hold: Option<Hold>,
+    ) {
         if let Event::Closed(_) = event {
             let conn = self
                 .connections
@@ -383,7 +401,7 @@ impl Handler for Reception {
                 tls: None,
                 transaction: None,
             });
-            self.step(info, conn, event)
+            self.step(info, conn, event, hold)
         });
         match (outcome.flatten(), decision) {
             (Some(Step::Answer(reply)), Some(decision)) => decision.respond(reply),
@@ -415,7 +433,13 @@ struct Message {
 impl Reception {
     /// Updates `conn` for `event`; `Some` when the decision needs more
     /// than the usual acceptance.
-    fn step(&self, info: &ConnectionInfo, conn: &mut Conn, event: &Event) -> Option<Step> {
+    fn step(
+        &self,
+        info: &ConnectionInfo,
+        conn: &mut Conn,
+        event: &Event,
+        hold: Option<Hold>,
+    ) -> Option<Step> {
         match event {
             Event::Hello { name, .. } => {
                 conn.helo = Some(name.clone());
@@ -502,8 +526,15 @@ impl Reception {
                 if transaction.held >= SPILL_AT {
                     let (id, _) = transaction.id?;
                     let envelope = transaction.envelope(info.peer, &conn.policy.binding)?;
-                    self.spool
-                        .spill(id, &envelope, std::mem::take(&mut transaction.body));
+                    // The client is not read again until the spool has
+                    // written this part: however far the writer falls
+                    // behind, a session holds at most about SPILL_AT.
+                    self.spool.spill(
+                        id,
+                        &envelope,
+                        std::mem::take(&mut transaction.body),
+                        move || drop(hold),
+                    );
                     transaction.held = 0;
                     transaction.spilled = true;
                 }

@@ -2,7 +2,7 @@
 //! application's handler, and decisions that come back from anywhere.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -29,6 +29,17 @@ pub struct ConnectionInfo {
 pub trait Handler: Send + Sync + 'static {
     /// One event. `decision` is `Some` for `Mail`, `Rcpt` and `MessageEnd`.
     fn on_event(&self, conn: &ConnectionInfo, event: &Event, decision: Option<Decision>);
+
+    /// An [`Event::Body`]: a piece of a message's body. The connection
+    /// reads nothing more from its peer while `hold` is kept, so an
+    /// application that passes the body on to something that can fall
+    /// behind (the MTA's spool writer) keeps it until that has taken the
+    /// piece, and what waits in memory stays bounded. By default the
+    /// piece goes to [`on_event`](Self::on_event) and the hold is let go.
+    fn on_body(&self, conn: &ConnectionInfo, event: &Event, hold: Hold) {
+        drop(hold);
+        self.on_event(conn, event, None);
+    }
 }
 
 /// How an application answers a decision.
@@ -42,6 +53,8 @@ pub enum Answer {
 
 struct Slot {
     answer: Mutex<Option<Answer>>,
+    /// The [`Hold`]s alive: while there are any, no input is read.
+    holds: AtomicUsize,
     /// The handler is running on the connection's own thread: an answer
     /// given now is picked up without a wake-up.
     in_handler: AtomicBool,
@@ -78,6 +91,26 @@ impl Decision {
         *slot.answer.lock().unwrap_or_else(PoisonError::into_inner) = Some(answer);
         if !slot.in_handler.load(Ordering::SeqCst) {
             (slot.wake)();
+        }
+    }
+}
+
+/// Keeps the connection from reading its peer while it lives; see
+/// [`Handler::on_body`]. Dropped from another thread, it wakes the
+/// connection.
+#[derive(Debug)]
+pub struct Hold {
+    slot: Arc<Slot>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        // The last one gone: reading resumes. Within the handler, on the
+        // connection's own thread, the runtime looks again anyway.
+        if self.slot.holds.fetch_sub(1, Ordering::SeqCst) == 1
+            && !self.slot.in_handler.load(Ordering::SeqCst)
+        {
+            (self.slot.wake)();
         }
     }
 }
@@ -128,6 +161,7 @@ impl ServerConn {
             info,
             slot: Arc::new(Slot {
                 answer: Mutex::new(None),
+                holds: AtomicUsize::new(0),
                 in_handler: AtomicBool::new(false),
                 wake,
             }),
@@ -172,13 +206,16 @@ impl ServerConn {
         &mut self.out
     }
 
-    /// Whether to read from the socket now: when the session wants input
-    /// and every reply so far has been written. A server connection never
-    /// reads while output is pending, so a peer that does not read its
-    /// replies stops being read (and what is held for it stays bounded by
-    /// what one read can produce), as Postfix's smtpd does.
+    /// Whether to read from the socket now: when the session wants input,
+    /// every reply so far has been written and the handler holds no piece
+    /// of the body ([`Hold`]). A server connection never reads while
+    /// output is pending, so a peer that does not read its replies stops
+    /// being read (and what is held for it stays bounded by what one read
+    /// can produce), as Postfix's smtpd does.
     pub fn wants_input(&self) -> bool {
-        self.session.wants_input() && self.out.is_empty()
+        self.session.wants_input()
+            && self.out.is_empty()
+            && self.slot.holds.load(Ordering::SeqCst) == 0
     }
 
     /// When to call `handle_timeout`.
@@ -210,7 +247,14 @@ impl ServerConn {
                 slot: Some(slot.clone()),
             });
             slot.in_handler.store(true, Ordering::SeqCst);
-            handler.on_event(info, &event, decision);
+            match event {
+                Event::Body(_) => {
+                    slot.holds.fetch_add(1, Ordering::SeqCst);
+                    let hold = Hold { slot: slot.clone() };
+                    handler.on_body(info, &event, hold);
+                }
+                _ => handler.on_event(info, &event, decision),
+            }
             slot.in_handler.store(false, Ordering::SeqCst);
             apply_answer(slot, session, now);
         };
@@ -293,6 +337,90 @@ mod tests {
         conn.handle_wake(now);
         let out = String::from_utf8_lossy(conn.output()).into_owned();
         assert!(out.ends_with("250 2.0.0 Ok: queued\r\n"), "{out}");
+    }
+
+    #[test]
+    fn a_kept_hold_stops_reading_until_it_is_let_go() {
+        /// Accepts every decision, keeps every hold.
+        struct Keep(Mutex<Vec<Hold>>);
+        impl Handler for Keep {
+            fn on_event(&self, _: &ConnectionInfo, _: &Event, decision: Option<Decision>) {
+                if let Some(d) = decision {
+                    d.accept();
+                }
+            }
+            fn on_body(&self, _: &ConnectionInfo, _: &Event, hold: Hold) {
+                self.0.lock().unwrap().push(hold);
+            }
+        }
+        let keep = Arc::new(Keep(Mutex::new(Vec::new())));
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let counter = wakes.clone();
+        let info = ConnectionInfo {
+            id: 1,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            local: "127.0.0.1:2".parse().unwrap(),
+        };
+        let now = Instant::now();
+        let mut conn = ServerConn::new(
+            Arc::new(ServerConfig::new("mx")),
+            info,
+            keep.clone(),
+            now,
+            Box::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        conn.handle_input(
+            now,
+            b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nsome body\r\n",
+        );
+        conn.output().clear();
+        let mut holds = std::mem::take(&mut *keep.0.lock().unwrap());
+        assert!(!conn.wants_input(), "a kept hold stops reading");
+        // Let go from another thread, as the spool writer does: the last
+        // one wakes the connection, and reading resumes.
+        let last = holds.pop().unwrap();
+        std::thread::spawn(move || drop(holds)).join().unwrap();
+        assert_eq!(wakes.load(Ordering::SeqCst), 0, "one hold is still kept");
+        assert!(!conn.wants_input());
+        std::thread::spawn(move || drop(last)).join().unwrap();
+        assert_eq!(wakes.load(Ordering::SeqCst), 1);
+        conn.handle_wake(now);
+        assert!(conn.wants_input());
+    }
+
+    #[test]
+    fn by_default_the_body_does_not_stop_reading() {
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let counter = wakes.clone();
+        let (tx, _rx) = mpsc::channel();
+        let info = ConnectionInfo {
+            id: 1,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            local: "127.0.0.1:2".parse().unwrap(),
+        };
+        let now = Instant::now();
+        let mut conn = ServerConn::new(
+            Arc::new(ServerConfig::new("mx")),
+            info,
+            Arc::new(Later(tx)),
+            now,
+            Box::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        conn.handle_input(
+            now,
+            b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nsome body\r\n",
+        );
+        conn.output().clear();
+        assert!(conn.wants_input());
+        assert_eq!(
+            wakes.load(Ordering::SeqCst),
+            0,
+            "a hold let go within the handler wakes nothing"
+        );
     }
 
     #[test]

@@ -63,4 +63,4 @@ pub use petrel_runtime_common::client::{
     BodySource, DeliverOptions, DeliveryReport, MessageOutcome, Outbound, TlsFailed,
 };
 pub use petrel_runtime_common::listen::{ListenerConfig, Network, ServeConfig};
-pub use petrel_runtime_common::server::{Answer, ConnectionInfo, Decision, Handler};
+pub use petrel_runtime_common::server::{Answer, ConnectionInfo, Decision, Handler, Hold};

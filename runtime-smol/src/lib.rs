@@ -70,7 +70,7 @@ pub use petrel_runtime_common::client::{
     BodySource, DeliverOptions, DeliveryReport, MessageOutcome, Outbound, TlsFailed,
 };
 pub use petrel_runtime_common::listen::{ListenerConfig, Network, PeerConfig, ServeConfig};
-pub use petrel_runtime_common::server::{Answer, ConnectionInfo, Decision, Handler};
+pub use petrel_runtime_common::server::{Answer, ConnectionInfo, Decision, Handler, Hold};
 
 /// A running server: all listeners bound, connections served on one thread
 /// per core.

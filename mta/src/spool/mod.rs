@@ -382,10 +382,24 @@ impl Spool {
     /// be the one the store will give (it sizes the head written last).
     /// Nothing is durable, nor answered, before the store; a failure is
     /// the store's. A message that will not be stored after all must be
-    /// [`Spool::discard`]ed.
-    pub fn spill(&self, id: QueueId, envelope: &Envelope, body: Vec<Bytes>) {
+    /// [`Spool::discard`]ed. `written` runs once the writer is done with
+    /// the pieces (written, not synced, or failed): a session that reads
+    /// no more of its client until then keeps at most its next part in
+    /// memory, however far the writer has fallen behind.
+    pub fn spill(
+        &self,
+        id: QueueId,
+        envelope: &Envelope,
+        body: Vec<Bytes>,
+        written: impl FnOnce() + Send + 'static,
+    ) {
         let head_len = format::encode_head(id, 0, envelope).len() as u64;
-        self.inner.shared.submit(Job::Spill { id, head_len, body });
+        self.inner.shared.submit(Job::Spill {
+            id,
+            head_len,
+            body,
+            written: Box::new(written),
+        });
     }
 
     /// Removes what [`Spool::spill`] wrote for a message that will not be

@@ -56,7 +56,7 @@ fn store_spilled(
     body: Vec<Bytes>,
 ) -> Result<QueueId, StoreError> {
     let id = spool.new_id();
-    spool.spill(id, &envelope, body);
+    spool.spill(id, &envelope, body, || ());
     wait(|done| spool.store(id, envelope, Vec::new(), done)).map(|()| id)
 }
 
@@ -201,7 +201,17 @@ fn a_spilled_body_is_stored_whole_and_recovered() {
         .map(|n| body(&format!("part {n} ").repeat(1000 * (n + 1))))
         .collect();
     for part in &parts[..2] {
-        spool.spill(id, &envelope(2), part.clone());
+        // `written` runs once the writer has put the part in the draft:
+        // the listener reads its client again only then.
+        let (tx, rx) = mpsc::channel();
+        spool.spill(id, &envelope(2), part.clone(), move || tx.send(()).unwrap());
+        rx.recv().unwrap();
+        let draft = fs::read(message_path(&spool.inner.msg_dir, id)).unwrap();
+        let tail = flat(part);
+        assert!(
+            draft.ends_with(&tail),
+            "the part is in the draft when `written` runs"
+        );
     }
     // Until its store, the draft is no message to anyone reading.
     let other = store(&spool, envelope(1), body("other")).unwrap();
@@ -238,19 +248,19 @@ fn drafts_not_stored_are_removed() {
     let path = |id: QueueId| message_path(&dir.path().join(MSG_DIR), id);
     // Discarded: gone once the writer got that far (jobs keep their order).
     let discarded = spool.new_id();
-    spool.spill(discarded, &envelope(1), body("abandoned"));
+    spool.spill(discarded, &envelope(1), body("abandoned"), || ());
     spool.discard(discarded);
     store(&spool, envelope(1), body("after")).unwrap();
     assert!(!path(discarded).exists());
     // Stored with another envelope than it spilled with: refused, removed.
     let changed = spool.new_id();
-    spool.spill(changed, &envelope(1), body("one recipient"));
+    spool.spill(changed, &envelope(1), body("one recipient"), || ());
     let e = wait(|d| spool.store(changed, envelope(3), body("three"), d)).unwrap_err();
     assert!(matches!(e, StoreError::Io(_)), "{e:?}");
     assert!(!path(changed).exists());
     // Left behind (as by a crash): removed at the next start.
     let left = spool.new_id();
-    spool.spill(left, &envelope(1), body("left behind"));
+    spool.spill(left, &envelope(1), body("left behind"), || ());
     store(&spool, envelope(1), body("after")).unwrap();
     assert!(path(left).exists());
     drop(spool);

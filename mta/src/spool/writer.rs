@@ -63,14 +63,19 @@ pub(crate) type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 #[cfg(test)]
 pub(crate) type SyncHook = Box<dyn FnMut() -> Option<io::Error> + Send>;
 
+/// Called when a spill's pieces have been written, or failed.
+pub(crate) type Written = Box<dyn FnOnce() + Send>;
+
 pub(crate) enum Job {
     Store(Store),
     /// Part of a large message's body, written ahead of its store: see
-    /// [`Draft`]. No callback: an error is kept for the store to report.
+    /// [`Draft`]. An error is kept for the store to report; `written`
+    /// only says that the writer is done with the pieces.
     Spill {
         id: QueueId,
         head_len: u64,
         body: Vec<Bytes>,
+        written: Written,
     },
     /// The body spilled for a message that will not be stored: removed.
     Discard(QueueId),
@@ -99,7 +104,8 @@ impl Job {
             Job::Store(Store { done, .. })
             | Job::Update { done, .. }
             | Job::Remove { done, .. } => done(Err(error)),
-            Job::Spill { .. } | Job::Discard(_) => {}
+            Job::Spill { written, .. } => written(),
+            Job::Discard(_) => {}
         }
     }
 }
@@ -413,7 +419,18 @@ impl Writer {
             match (job, &rolled) {
                 // Neither is in the round: a draft is nobody's to sync
                 // until its store, which always comes after its spills.
-                (Job::Spill { id, head_len, body }, _) => self.spill(id, head_len, &body),
+                (
+                    Job::Spill {
+                        id,
+                        head_len,
+                        body,
+                        written,
+                    },
+                    _,
+                ) => {
+                    self.spill(id, head_len, &body);
+                    written();
+                }
                 (Job::Discard(id), _) => self.discard(id),
                 (Job::Store(store), Err(e)) if !self.drafts.contains_key(&store.id) => {
                     r.done.push((store.done, Err(e.clone())));
