@@ -300,9 +300,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn decisions_from_other_threads_wake_the_connection() {
-        let (tx, rx) = mpsc::channel();
+    /// A connection to `handler`, and how many times it has been woken.
+    fn connection(handler: Arc<dyn Handler>) -> (ServerConn, Arc<AtomicUsize>) {
         let wakes = Arc::new(AtomicUsize::new(0));
         let counter = wakes.clone();
         let info = ConnectionInfo {
@@ -310,16 +309,27 @@ mod tests {
             peer: "127.0.0.1:1".parse().unwrap(),
             local: "127.0.0.1:2".parse().unwrap(),
         };
-        let now = Instant::now();
-        let mut conn = ServerConn::new(
+        let conn = ServerConn::new(
             Arc::new(ServerConfig::new("mx")),
             info,
-            Arc::new(Later(tx)),
-            now,
+            handler,
+            Instant::now(),
             Box::new(move || {
                 counter.fetch_add(1, Ordering::SeqCst);
             }),
         );
+        (conn, wakes)
+    }
+
+    /// A transaction up to part of its body.
+    const INTO_THE_BODY: &[u8] =
+        b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nsome body\r\n";
+
+    #[test]
+    fn decisions_from_other_threads_wake_the_connection() {
+        let (tx, rx) = mpsc::channel();
+        let (mut conn, wakes) = connection(Arc::new(Later(tx)));
+        let now = Instant::now();
         conn.handle_input(
             now,
             b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nx\r\n.\r\n",
@@ -354,27 +364,9 @@ mod tests {
             }
         }
         let keep = Arc::new(Keep(Mutex::new(Vec::new())));
-        let wakes = Arc::new(AtomicUsize::new(0));
-        let counter = wakes.clone();
-        let info = ConnectionInfo {
-            id: 1,
-            peer: "127.0.0.1:1".parse().unwrap(),
-            local: "127.0.0.1:2".parse().unwrap(),
-        };
+        let (mut conn, wakes) = connection(keep.clone());
         let now = Instant::now();
-        let mut conn = ServerConn::new(
-            Arc::new(ServerConfig::new("mx")),
-            info,
-            keep.clone(),
-            now,
-            Box::new(move || {
-                counter.fetch_add(1, Ordering::SeqCst);
-            }),
-        );
-        conn.handle_input(
-            now,
-            b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nsome body\r\n",
-        );
+        conn.handle_input(now, INTO_THE_BODY);
         conn.output().clear();
         let mut holds = std::mem::take(&mut *keep.0.lock().unwrap());
         assert!(!conn.wants_input(), "a kept hold stops reading");
@@ -392,28 +384,9 @@ mod tests {
 
     #[test]
     fn by_default_the_body_does_not_stop_reading() {
-        let wakes = Arc::new(AtomicUsize::new(0));
-        let counter = wakes.clone();
         let (tx, _rx) = mpsc::channel();
-        let info = ConnectionInfo {
-            id: 1,
-            peer: "127.0.0.1:1".parse().unwrap(),
-            local: "127.0.0.1:2".parse().unwrap(),
-        };
-        let now = Instant::now();
-        let mut conn = ServerConn::new(
-            Arc::new(ServerConfig::new("mx")),
-            info,
-            Arc::new(Later(tx)),
-            now,
-            Box::new(move || {
-                counter.fetch_add(1, Ordering::SeqCst);
-            }),
-        );
-        conn.handle_input(
-            now,
-            b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nsome body\r\n",
-        );
+        let (mut conn, wakes) = connection(Arc::new(Later(tx)));
+        conn.handle_input(Instant::now(), INTO_THE_BODY);
         conn.output().clear();
         assert!(conn.wants_input());
         assert_eq!(
@@ -429,20 +402,8 @@ mod tests {
         impl Handler for Forget {
             fn on_event(&self, _: &ConnectionInfo, _: &Event, _: Option<Decision>) {}
         }
-        let info = ConnectionInfo {
-            id: 1,
-            peer: "127.0.0.1:1".parse().unwrap(),
-            local: "127.0.0.1:2".parse().unwrap(),
-        };
-        let now = Instant::now();
-        let mut conn = ServerConn::new(
-            Arc::new(ServerConfig::new("mx")),
-            info,
-            Arc::new(Forget),
-            now,
-            Box::new(|| {}),
-        );
-        conn.handle_input(now, b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n");
+        let (mut conn, _) = connection(Arc::new(Forget));
+        conn.handle_input(Instant::now(), b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n");
         let out = String::from_utf8_lossy(conn.output()).into_owned();
         assert!(
             out.ends_with("451 4.3.0 Error: internal decision lost\r\n"),
