@@ -517,6 +517,7 @@ impl OpensslSession {
                 Err(e) => return Err(TlsError::Protocol(failure(&e))),
             }
         }
+        super::transport::release(&mut self.unsent);
         Ok(())
     }
 }
@@ -542,9 +543,7 @@ impl TlsSession for OpensslSession {
     }
 
     fn read_plaintext(&mut self, out: &mut Vec<u8>) -> Result<usize, TlsError> {
-        let n = self.plaintext.len();
-        out.append(&mut self.plaintext);
-        Ok(n)
+        Ok(super::transport::hand_over(&mut self.plaintext, out))
     }
 
     fn write_plaintext(&mut self, data: &[u8]) -> Result<(), TlsError> {

@@ -11,8 +11,31 @@
 use std::collections::VecDeque;
 use std::io;
 
+/// What a drained buffer keeps of its capacity: a handshake flight and a
+/// record or two, so that steady traffic does not reallocate. Past it, the
+/// memory a burst took is given back once the burst is drained, rather
+/// than held for the life of the connection (idle connections are many).
+pub(crate) const KEEP: usize = 32 * 1024;
+
+/// Appends all of `from` to `to`, giving back `from`'s memory if a burst
+/// grew it past [`KEEP`]; returns how many octets moved.
+pub(crate) fn hand_over(from: &mut Vec<u8>, to: &mut Vec<u8>) -> usize {
+    let n = from.len();
+    to.append(from);
+    release(from);
+    n
+}
+
+/// Gives back the memory of `buf`, if empty, beyond [`KEEP`].
+pub(crate) fn release(buf: &mut Vec<u8>) {
+    if buf.is_empty() && buf.capacity() > KEEP {
+        *buf = Vec::new();
+    }
+}
+
 /// Two byte queues standing in for a socket: what the peer sent (read by
-/// the library) and what the library wants sent (written by it).
+/// the library) and what the library wants sent (written by it). Neither
+/// keeps more than [`KEEP`] of capacity once drained.
 #[derive(Debug, Default)]
 pub struct MemoryTransport {
     incoming: VecDeque<u8>,
@@ -38,9 +61,7 @@ impl MemoryTransport {
     /// Appends everything the library wrote to `out`; returns the number of
     /// octets appended.
     pub fn take_outgoing(&mut self, out: &mut Vec<u8>) -> usize {
-        let n = self.outgoing.len();
-        out.append(&mut self.outgoing);
-        n
+        hand_over(&mut self.outgoing, out)
     }
 }
 
@@ -53,7 +74,11 @@ impl io::Read for MemoryTransport {
             // Not EOF: more may arrive later, as on a non-blocking socket.
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        self.incoming.read(buf)
+        let n = self.incoming.read(buf)?;
+        if self.incoming.is_empty() && self.incoming.capacity() > KEEP {
+            self.incoming = VecDeque::new();
+        }
+        Ok(n)
     }
 }
 
@@ -90,5 +115,27 @@ mod tests {
         assert_eq!(t.take_outgoing(&mut out), 2);
         assert_eq!(out, b"_xy");
         assert_eq!(t.take_outgoing(&mut out), 0);
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_memory_back() {
+        let burst = vec![7u8; 1 << 20];
+        let mut t = MemoryTransport::new();
+        t.write_all(&burst).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(t.take_outgoing(&mut out), burst.len());
+        assert!(t.outgoing.capacity() <= KEEP);
+        t.push_incoming(&burst);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut read = 0;
+        while let Ok(n) = t.read(&mut buf) {
+            read += n;
+        }
+        assert_eq!(read, burst.len());
+        assert!(t.incoming.capacity() <= KEEP);
+        // Steady small traffic keeps its buffer.
+        t.write_all(&burst[..KEEP / 2]).unwrap();
+        t.take_outgoing(&mut out);
+        assert!(t.outgoing.capacity() >= KEEP / 2);
     }
 }
