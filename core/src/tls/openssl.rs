@@ -517,7 +517,6 @@ impl OpensslSession {
                 Err(e) => return Err(TlsError::Protocol(failure(&e))),
             }
         }
-        super::transport::release(&mut self.unsent);
         Ok(())
     }
 }
@@ -549,6 +548,10 @@ impl TlsSession for OpensslSession {
     fn write_plaintext(&mut self, data: &[u8]) -> Result<(), TlsError> {
         if let Some(error) = &self.failed {
             return Err(error.clone());
+        }
+        if self.unsent.is_empty() && super::transport::oversized(self.unsent.capacity(), data.len())
+        {
+            self.unsent = Vec::new();
         }
         self.unsent.extend_from_slice(data);
         if self.established {
