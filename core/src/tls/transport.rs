@@ -20,10 +20,12 @@ use std::io;
 /// reason.
 pub(crate) const KEEP: usize = 32 * 1024;
 
-/// Whether an empty buffer of `capacity` about to take `burst` octets
-/// should give its memory back first.
+/// Whether a buffer of `capacity`, taking or handing over a burst of
+/// `burst` octets, should give its memory back. An empty burst says
+/// nothing: the engines are polled after every input, with or without
+/// anything to hand over.
 pub(crate) fn oversized(capacity: usize, burst: usize) -> bool {
-    capacity > KEEP && burst <= KEEP
+    capacity > KEEP && (1..=KEEP).contains(&burst)
 }
 
 /// Appends all of `from` to `to`, giving back `from`'s memory if it was
@@ -135,6 +137,9 @@ mod tests {
             t.outgoing.capacity() >= burst.len(),
             "bulk keeps its buffer"
         );
+        // Polled with nothing to send, as after every input.
+        assert_eq!(t.take_outgoing(&mut out), 0);
+        assert!(t.outgoing.capacity() >= burst.len(), "nothing says nothing");
         t.write_all(small).unwrap();
         assert_eq!(t.take_outgoing(&mut out), small.len());
         assert!(t.outgoing.capacity() <= KEEP, "small again: given back");
