@@ -448,11 +448,6 @@ pub struct ClientSession {
     /// While a body is being written: when it last moved. The server not
     /// taking it (the driver cannot write) stops it moving.
     body_progress: Option<Instant>,
-    /// Whether the application has taken the `BodyWanted` of the body now
-    /// wanted. Until it has, the body calls are refused: a round's body
-    /// finished before its event was seen would leave that event to ask,
-    /// later, for a body already sent.
-    body_announced: bool,
     events: VecDeque<Event>,
 }
 
@@ -488,7 +483,6 @@ impl ClientSession {
             starttls_sent: false,
             learned_rcpt_max: None,
             body_progress: None,
-            body_announced: false,
             events: VecDeque::new(),
         }
     }
@@ -517,6 +511,17 @@ impl ClientSession {
         self.advance();
     }
 
+    /// Whether the application has taken the `BodyWanted` of the body now
+    /// wanted. Until it has, the body calls are refused: a round's body
+    /// finished before its event was seen would leave that event to ask,
+    /// later, for a body already sent.
+    fn body_announced(&self) -> bool {
+        !self
+            .events
+            .iter()
+            .any(|event| matches!(event, Event::BodyWanted(_)))
+    }
+
     /// Whether the body being streamed may take more octets now (never
     /// before its [`Event::BodyWanted`] has been taken).
     pub fn wants_body(&self) -> bool {
@@ -526,7 +531,7 @@ impl ClientSession {
             && !self.pipelining()
             && !self.expect.is_empty();
         streaming
-            && self.body_announced
+            && self.body_announced()
             && !lock_step
             && self.out_plain.len() + self.out_wire.len() < self.config.max_queued_body
     }
@@ -534,11 +539,12 @@ impl ClientSession {
     /// The next piece of the body of the transaction that asked for it.
     pub fn send_body(&mut self, now: Instant, chunk: &[u8]) -> Result<(), BodyError> {
         self.now = now;
+        let announced = self.body_announced();
         let active = self.active.as_mut().ok_or(BodyError::NotWanted)?;
         if active.failed {
             return Err(BodyError::TransactionEnded);
         }
-        if !self.body_announced {
+        if !announced {
             return Err(BodyError::NotWanted);
         }
         let mut out = Vec::new();
@@ -568,11 +574,12 @@ impl ClientSession {
     /// Ends the body of the transaction that asked for it.
     pub fn finish_body(&mut self, now: Instant) -> Result<(), BodyError> {
         self.now = now;
+        let announced = self.body_announced();
         let active = self.active.as_mut().ok_or(BodyError::NotWanted)?;
         if active.failed {
             return Err(BodyError::TransactionEnded);
         }
-        if !self.body_announced {
+        if !announced {
             return Err(BodyError::NotWanted);
         }
         let mut out = Vec::new();
@@ -707,11 +714,7 @@ impl ClientSession {
     /// The next event, if any.
     #[must_use = "an event not taken is lost to the driver"]
     pub fn poll_event(&mut self) -> Option<Event> {
-        let event = self.events.pop_front();
-        if let Some(Event::BodyWanted(_)) = event {
-            self.body_announced = true;
-        }
-        event
+        self.events.pop_front()
     }
 
     /// When `handle_timeout` must be called next, if ever.
@@ -979,7 +982,6 @@ impl ClientSession {
                     } else if txn.chunking {
                         txn.body = Body::Chunks;
                         self.events.push_back(Event::BodyWanted(txn.id));
-                        self.body_announced = false;
                         self.body_progress = Some(self.now);
                     } else if !pipelining {
                         let mut out = Vec::new();
@@ -998,7 +1000,6 @@ impl ClientSession {
                 } else {
                     txn.body = Body::Data(DotStuffer::new());
                     self.events.push_back(Event::BodyWanted(txn.id));
-                    self.body_announced = false;
                     self.body_progress = Some(self.now);
                 }
             }
