@@ -507,17 +507,27 @@ impl OpensslSession {
     }
 
     fn flush_unsent(&mut self) -> Result<(), TlsError> {
-        while !self.unsent.is_empty() {
-            match self.stream.ssl_write(&self.unsent) {
-                Ok(n) if n > 0 => {
-                    self.unsent.drain(..n.min(self.unsent.len()));
-                }
+        let mut unsent = std::mem::take(&mut self.unsent);
+        let result = self.write_records(&unsent);
+        if let Ok(n) = result {
+            unsent.drain(..n.min(unsent.len()));
+        }
+        self.unsent = unsent;
+        result.map(drop)
+    }
+
+    /// Writes as much of `data` as libssl takes now; returns how much.
+    fn write_records(&mut self, data: &[u8]) -> Result<usize, TlsError> {
+        let mut taken = 0;
+        while let Some(rest) = data.get(taken..).filter(|rest| !rest.is_empty()) {
+            match self.stream.ssl_write(rest) {
+                Ok(n) if n > 0 => taken += n,
                 Ok(_) => break,
                 Err(e) if wants_io(e.code()) => break,
                 Err(e) => return Err(TlsError::Protocol(failure(&e))),
             }
         }
-        Ok(())
+        Ok(taken)
     }
 }
 
@@ -553,7 +563,14 @@ impl TlsSession for OpensslSession {
         {
             self.unsent = Vec::new();
         }
-        self.unsent.extend_from_slice(data);
+        // Straight from the caller's buffer when nothing waits before it:
+        // only what libssl does not take now (mid-renegotiation) is copied.
+        let taken = match self.established && self.unsent.is_empty() {
+            true => self.write_records(data).map_err(|error| self.fail(error))?,
+            false => 0,
+        };
+        self.unsent
+            .extend_from_slice(data.get(taken..).unwrap_or_default());
         if self.established {
             self.flush_unsent().map_err(|error| self.fail(error))?;
             if self.unsent.len() > MAX_UNSENT {
