@@ -678,6 +678,7 @@ mod tests {
             }],
             tls: None,
             dsn: true,
+            elapsed: std::time::Duration::ZERO,
         };
         let report = DeliveryReport {
             finished: vec![

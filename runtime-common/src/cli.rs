@@ -619,7 +619,9 @@ impl BodySource for GeneratedBody {
     }
 }
 
-/// The send example's counts, over all its connections.
+/// The send example's counts, over all its connections, and how long each
+/// delivered message took on its connection
+/// ([`MessageOutcome::elapsed`]).
 #[derive(Debug, Default)]
 pub struct SendTally {
     delivered: AtomicU64,
@@ -627,6 +629,7 @@ pub struct SendTally {
     permanent: AtomicU64,
     tls: AtomicU64,
     plaintext: AtomicU64,
+    elapsed: Mutex<Vec<std::time::Duration>>,
 }
 
 impl SendTally {
@@ -641,6 +644,10 @@ impl SendTally {
                 &self.plaintext
             };
             over.fetch_add(1, Ordering::SeqCst);
+            self.elapsed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(finished.elapsed);
             &self.delivered
         } else if finished
             .outcomes
@@ -659,15 +666,24 @@ impl SendTally {
         self.transient.fetch_add(count, Ordering::SeqCst);
     }
 
-    /// The final line.
+    /// The final line: the counts, then the median and 99th percentile of
+    /// the delivered messages' times in microseconds (0 when none was).
     pub fn summary(&self) -> String {
+        let mut elapsed = self
+            .elapsed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        elapsed.sort_unstable();
         format!(
-            "delivered={} transient={} permanent={} tls={} plaintext={}",
+            "delivered={} transient={} permanent={} tls={} plaintext={} p50_us={} p99_us={}",
             self.delivered.load(Ordering::SeqCst),
             self.transient.load(Ordering::SeqCst),
             self.permanent.load(Ordering::SeqCst),
             self.tls.load(Ordering::SeqCst),
-            self.plaintext.load(Ordering::SeqCst)
+            self.plaintext.load(Ordering::SeqCst),
+            percentile_us(&elapsed, 50),
+            percentile_us(&elapsed, 99),
         )
     }
 }
@@ -688,6 +704,14 @@ impl SendArgs {
             .parse()
             .map_err(|e| format!("--to {}: {e}", self.to))
     }
+}
+
+/// The `p`th percentile of `sorted` (nearest rank) in whole microseconds.
+fn percentile_us(sorted: &[std::time::Duration], p: usize) -> u128 {
+    let rank = (sorted.len() * p).div_ceil(100);
+    sorted
+        .get(rank.saturating_sub(1))
+        .map_or(0, std::time::Duration::as_micros)
 }
 
 /// Splits `0..count` into `parts` nearly equal ranges, one per connection.
@@ -780,6 +804,34 @@ mod tests {
         assert!(String::from_utf8_lossy(&body).contains("Message-ID: <"));
         assert_eq!(shares(10, 3), [0..3, 3..6, 6..10]);
         assert_eq!(shares(2, 5).len(), 2);
+    }
+
+    #[test]
+    fn the_tally_reports_the_delivered_messages_times() {
+        let tally = SendTally::default();
+        let send = SendArgs::parse(args("--to 127.0.0.1:25")).unwrap();
+        let finished = |delivery, millis| MessageOutcome {
+            tag: 0,
+            envelope: send.message(0).unwrap().envelope,
+            outcomes: vec![petrel_core::client::RecipientOutcome {
+                recipient: 0,
+                delivery,
+                reply: petrel_core::wire::reply::Reply::new(250, None, "ok"),
+            }],
+            tls: None,
+            dsn: false,
+            elapsed: std::time::Duration::from_millis(millis),
+        };
+        assert!(tally.summary().ends_with(" p50_us=0 p99_us=0"));
+        for millis in (1..=100).rev() {
+            tally.add(&finished(Delivery::Delivered, millis));
+        }
+        // Not delivered: not timed.
+        tally.add(&finished(Delivery::Transient, 1_000_000));
+        assert_eq!(
+            tally.summary(),
+            "delivered=100 transient=1 permanent=0 tls=0 plaintext=100 p50_us=50000 p99_us=99000"
+        );
     }
 
     #[test]

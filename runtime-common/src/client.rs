@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use petrel_core::client::tls_policy::{TlsAction, TlsOutcome};
@@ -95,6 +95,12 @@ pub struct MessageOutcome {
     /// The server offered DSN (RFC 3461), so the recipients' `NOTIFY` and
     /// `ORCPT` went with them: notices of their fate are its to send.
     pub dsn: bool,
+    /// How long the message took on its connection: from its turn (its
+    /// submission, or the outcome of the message before it, whichever
+    /// came later) to its outcome. The first message's turn includes the
+    /// greeting, EHLO and any TLS handshake. Zero for a message never
+    /// tried.
+    pub elapsed: Duration,
 }
 
 /// How a runtime's `deliver` connects.
@@ -164,6 +170,7 @@ pub fn unattempted(messages: Vec<Outbound>, why: &str) -> Vec<MessageOutcome> {
             envelope: message.envelope,
             tls: None,
             dsn: false,
+            elapsed: Duration::ZERO,
         })
         .collect()
 }
@@ -295,8 +302,11 @@ pub struct ClientConn {
 /// The application side of a connection: the messages and their bodies.
 #[derive(Default)]
 struct Messages {
-    /// Messages submitted and not yet finished, by transaction.
-    pending: HashMap<TransactionId, Outbound>,
+    /// Messages submitted and not yet finished, by transaction, with when
+    /// each was submitted.
+    pending: HashMap<TransactionId, (Outbound, Instant)>,
+    /// When the last message finished, for the next one's `elapsed`.
+    last_done: Option<Instant>,
     streaming: Option<TransactionId>,
     finished: Vec<MessageOutcome>,
     /// Messages to resubmit on a fresh plaintext connection.
@@ -333,7 +343,7 @@ impl ClientConn {
     /// Queues a message.
     pub fn submit(&mut self, now: Instant, message: Outbound) {
         let id = self.session.submit(now, message.envelope.clone());
-        self.messages.pending.insert(id, message);
+        self.messages.pending.insert(id, (message, now));
         self.drain(now);
     }
 
@@ -430,7 +440,7 @@ impl Messages {
                 // Each transaction of a message sends its body from the
                 // start (a second one carries the recipients a server
                 // refused as too many in the first).
-                let rewound = self.pending.get_mut(&id).map(|m| m.body.rewind());
+                let rewound = self.pending.get_mut(&id).map(|(m, _)| m.body.rewind());
                 if let Some(Err(_)) = rewound {
                     return session.abort(now);
                 }
@@ -455,9 +465,11 @@ impl Messages {
                 if self.streaming == Some(id) {
                     self.streaming = None;
                 }
-                let Some(message) = self.pending.remove(&id) else {
+                let Some((message, submitted)) = self.pending.remove(&id) else {
                     return;
                 };
+                let turn = self.last_done.map_or(submitted, |done| done.max(submitted));
+                self.last_done = Some(now);
                 if self.reconnecting {
                     // Never attempted: the policy decided before any MAIL.
                     self.retry.push(message);
@@ -468,6 +480,7 @@ impl Messages {
                         outcomes,
                         tls: self.tls.clone(),
                         dsn: session.capabilities().dsn,
+                        elapsed: now.saturating_duration_since(turn),
                     });
                 }
             }
@@ -501,7 +514,7 @@ impl Messages {
         };
         let mut moved = false;
         while session.wants_body() && out.len() < BODY_CHUNK {
-            let Some(message) = self.pending.get_mut(&id) else {
+            let Some((message, _)) = self.pending.get_mut(&id) else {
                 return moved;
             };
             moved = true;
@@ -532,5 +545,78 @@ impl Messages {
             session.poll_transmit(out);
         }
         moved
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use petrel_core::client::tls_policy::TlsMode;
+    use petrel_core::client::Recipient;
+    use petrel_core::wire::command::{ForwardPath, Host, MailParams, Mailbox, ReversePath};
+
+    fn message(tag: u64) -> Outbound {
+        let mailbox = |local: &str| Mailbox {
+            local_part: local.into(),
+            domain: Host::Domain("d.test".into()),
+        };
+        Outbound {
+            tag,
+            envelope: Envelope {
+                reverse_path: ReversePath::Mailbox(mailbox("from")),
+                recipients: vec![Recipient {
+                    path: ForwardPath::Mailbox(mailbox("to")),
+                    params: Default::default(),
+                }],
+                params: MailParams::default(),
+            },
+            body: Box::new(BytesBody::from(Bytes::from_static(
+                b"Subject: t\r\n\r\nhi\r\n",
+            ))),
+        }
+    }
+
+    #[test]
+    fn each_outcome_says_how_long_its_message_took_on_the_connection() {
+        let start = Instant::now();
+        let mut config = ClientConfig::new("client.test");
+        config.tls_mode = TlsMode::No;
+        let mut conn = ClientConn::new(
+            Arc::new(config),
+            "server.test",
+            ConnectionKind::First,
+            start,
+        );
+        conn.submit(start, message(0));
+        conn.submit(start, message(1));
+        conn.quit(start);
+        // A server without PIPELINING: each reply once its command is out.
+        for (secs, reply) in [
+            (1, "220 server.test\r\n"),
+            (1, "250 server.test\r\n"),
+            (2, "250 2.1.0 Ok\r\n"),
+            (2, "250 2.1.5 Ok\r\n"),
+            (2, "354 Go ahead\r\n"),
+            (4, "250 2.0.0 Queued\r\n"),
+            (5, "250 2.1.0 Ok\r\n"),
+            (5, "250 2.1.5 Ok\r\n"),
+            (5, "354 Go ahead\r\n"),
+            (7, "250 2.0.0 Queued\r\n"),
+            (7, "221 2.0.0 Bye\r\n"),
+        ] {
+            conn.output().clear();
+            conn.handle_input(start + Duration::from_secs(secs), reply.as_bytes());
+        }
+        assert_eq!(conn.closed(), Some(&CloseReason::Quit));
+        let elapsed: Vec<_> = conn
+            .take_finished()
+            .iter()
+            .map(|finished| (finished.tag, finished.elapsed))
+            .collect();
+        // The first from its submission, the second from the first's end.
+        assert_eq!(
+            elapsed,
+            [(0, Duration::from_secs(4)), (1, Duration::from_secs(3))]
+        );
     }
 }
