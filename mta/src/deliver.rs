@@ -106,6 +106,10 @@ pub struct Remote {
     pub tls_decision: Option<String>,
     /// How long the connection took, from connect to close.
     pub elapsed: Duration,
+    /// How long the recipient's message took on that connection
+    /// ([`elapsed`](petrel_runtime_common::client::MessageOutcome::elapsed)
+    /// of its outcome); `None` where the message was not tried on it.
+    pub message: Option<Duration>,
 }
 
 /// Hosts whose STARTTLS failed recently: by name, address and port, since
@@ -259,6 +263,7 @@ impl Deliverer {
                 .map(|info| (info.version.to_string(), info.cipher.clone())),
             tls_decision: decision,
             elapsed,
+            message: None,
         };
         results(job, &remote, &report)
     }
@@ -585,7 +590,10 @@ fn results(job: &Job, remote: &Remote, report: &DeliveryReport) -> Vec<Recipient
                 recipient,
                 verdict,
                 reply,
-                remote: Some(remote.clone()),
+                remote: Some(Remote {
+                    message: outcome.map(|m| m.elapsed),
+                    ..remote.clone()
+                }),
             });
         }
     }
@@ -678,7 +686,7 @@ mod tests {
             }],
             tls: None,
             dsn: true,
-            elapsed: std::time::Duration::ZERO,
+            elapsed: Duration::from_millis(u64::from(code)),
         };
         let report = DeliveryReport {
             finished: vec![
@@ -693,6 +701,7 @@ mod tests {
             tls: None,
             tls_decision: None,
             elapsed: Duration::ZERO,
+            message: None,
         };
         let results = results(&job, &remote, &report);
         let verdicts: Vec<_> = results.iter().map(|r| (r.id.0, r.verdict)).collect();
@@ -705,6 +714,20 @@ mod tests {
             ]
         );
         assert_eq!(results[0].reply, "250 text");
+        // Each with its own message's time; the one not in the report
+        // has none.
+        let times: Vec<_> = results
+            .iter()
+            .map(|r| r.remote.as_ref().and_then(|remote| remote.message))
+            .collect();
+        assert_eq!(
+            times,
+            [
+                Some(Duration::from_millis(250)),
+                Some(Duration::from_millis(451)),
+                None
+            ]
+        );
     }
 
     #[test]

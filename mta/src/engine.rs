@@ -302,6 +302,7 @@ impl State {
             }),
             "tls_decision": remote.and_then(|r| r.tls_decision.clone()),
             "connection_ms": remote.map(|r| r.elapsed.as_millis()),
+            "message_ms": remote.and_then(|r| r.message).map(|d| d.as_millis()),
             "attempt": record.attempt,
             "retry_at": record.retry_at.map(rfc3339),
         }));

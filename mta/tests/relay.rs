@@ -522,6 +522,15 @@ Domain "tls.test" {{
         assert_eq!(record["attempt"], 1);
         assert!(record["reply"].as_str().unwrap().starts_with("250 "));
         assert!(record["tls_decision"].is_null(), "{record:#}");
+        // The message's own time, within its connection's.
+        let (message, connection) = (
+            record["message_ms"].as_u64(),
+            record["connection_ms"].as_u64(),
+        );
+        assert!(
+            message.zip(connection).is_some_and(|(m, c)| m <= c),
+            "{record:#}"
+        );
         if recipient.ends_with("@tls.test") {
             let version = record["tls"]["version"].as_str().unwrap_or_default();
             assert!(version.starts_with("TLSv1."), "{record:#}");
