@@ -563,21 +563,25 @@ impl TlsSession for OpensslSession {
         {
             self.unsent = Vec::new();
         }
-        // Straight from the caller's buffer when nothing waits before it:
-        // only what libssl does not take now (mid-renegotiation) is copied.
-        let taken = match self.established && self.unsent.is_empty() {
-            true => self.write_records(data).map_err(|error| self.fail(error))?,
-            false => 0,
-        };
-        self.unsent
-            .extend_from_slice(data.get(taken..).unwrap_or_default());
-        if self.established {
+        if !self.established {
+            self.unsent.extend_from_slice(data);
+            return Ok(());
+        }
+        if self.unsent.is_empty() {
+            // Straight from the caller's buffer when nothing waits before
+            // it: only what libssl does not take now (mid-renegotiation)
+            // is copied.
+            let taken = self.write_records(data).map_err(|error| self.fail(error))?;
+            self.unsent
+                .extend_from_slice(data.get(taken..).unwrap_or_default());
+        } else {
+            self.unsent.extend_from_slice(data);
             self.flush_unsent().map_err(|error| self.fail(error))?;
-            if self.unsent.len() > MAX_UNSENT {
-                let error =
-                    TlsError::Protocol(TlsFailure::new(TlsFailureKind::RenegotiationStalled, ""));
-                return Err(self.fail(error));
-            }
+        }
+        if self.unsent.len() > MAX_UNSENT {
+            let error =
+                TlsError::Protocol(TlsFailure::new(TlsFailureKind::RenegotiationStalled, ""));
+            return Err(self.fail(error));
         }
         Ok(())
     }
